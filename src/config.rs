@@ -1,0 +1,532 @@
+//! The configuration file: TOML whose keys are smtpf's option names, validated into [`Config`].
+//!
+//! Every key has a default (smtpf's, unless the project documents otherwise), every error names the
+//! key and the line it is on, and unknown keys are refused with a hint for near-misses, because a
+//! silently ignored typo in a mail filter's config is a policy that quietly is not applied. The same
+//! code validates at start-up, for `check-config`, and for a SIGHUP reload.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::log::{Target, Verbose};
+
+/// Where the daemon listens for its MTA.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SocketSpec {
+    /// A unix-domain socket (`unix:PATH` or `local:PATH`).
+    Unix(PathBuf),
+    /// A TCP socket: host text (IP literal or name) and port.
+    Inet { host: String, port: u16, v6: bool },
+}
+
+impl SocketSpec {
+    /// Parses libmilter (`inet:PORT@HOST`, `local:PATH`) and Postfix (`inet:HOST:PORT`, `unix:PATH`)
+    /// forms, so admins can paste either.
+    pub fn parse(text: &str) -> Result<SocketSpec, String> {
+        let text = text.trim();
+        let (scheme, rest) = text
+            .split_once(':')
+            .ok_or_else(|| format!("\"{text}\" has no scheme; use unix:PATH, inet:PORT@HOST or inet:HOST:PORT"))?;
+        match scheme.to_ascii_lowercase().as_str() {
+            "unix" | "local" => {
+                if rest.is_empty() {
+                    return Err(format!("\"{text}\" has an empty path"));
+                }
+                if rest.len() > 100 {
+                    return Err(format!("\"{text}\": unix socket paths are limited to 100 bytes"));
+                }
+                Ok(SocketSpec::Unix(PathBuf::from(rest)))
+            }
+            "inet" | "inet6" => {
+                let v6 = scheme.eq_ignore_ascii_case("inet6");
+                let (port, host) = if let Some((port, host)) = rest.split_once('@') {
+                    (port, host.to_string())
+                } else if let Some(stripped) = rest.strip_prefix('[') {
+                    // inet:[::1]:8894
+                    let (host, port) = stripped.split_once("]:").ok_or_else(|| format!("\"{text}\": expected [ADDRESS]:PORT"))?;
+                    (port, host.to_string())
+                } else if let Some((host, port)) = rest.rsplit_once(':').filter(|_| !v6) {
+                    (port, host.to_string())
+                } else {
+                    (rest, String::new())
+                };
+                let port: u16 = port
+                    .parse()
+                    .ok()
+                    .filter(|p| *p != 0)
+                    .ok_or_else(|| format!("\"{text}\": port \"{port}\" is not a number from 1 to 65535"))?;
+                let host = if host.is_empty() {
+                    if v6 {
+                        "::".to_string()
+                    } else {
+                        "0.0.0.0".to_string()
+                    }
+                } else {
+                    host
+                };
+                if v6 && host.parse::<std::net::Ipv6Addr>().is_err() && host.parse::<IpAddr>().is_ok() {
+                    return Err(format!("\"{text}\": inet6 needs an IPv6 address"));
+                }
+                Ok(SocketSpec::Inet { host, port, v6 })
+            }
+            other => Err(format!("\"{text}\": unknown socket type \"{other}\"; use unix:, local:, inet: or inet6:")),
+        }
+    }
+}
+
+impl fmt::Display for SocketSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SocketSpec::Unix(p) => write!(f, "unix:{}", p.display()),
+            SocketSpec::Inet { host, port, v6 } => write!(f, "{}:{port}@{host}", if *v6 { "inet6" } else { "inet" }),
+        }
+    }
+}
+
+/// The validated configuration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    /// The file it came from (None: the embedded defaults).
+    pub path: Option<PathBuf>,
+    pub milter_socket: SocketSpec,
+    pub milter_socket_mode: u32,
+    pub run_user: Option<String>,
+    pub run_group: Option<String>,
+    pub log_target: Target,
+    pub verbose: Verbose,
+    /// None: the default, resolved at start-up by [`Config::effective_cache_path`].
+    pub cache_path: Option<PathBuf>,
+    pub dns_servers: Vec<SocketAddr>,
+    pub dns_timeout: Duration,
+    pub milter_timeout: Duration,
+    pub shutdown_timeout: Duration,
+}
+
+/// The socket the embedded defaults listen on: loopback TCP, so a first run needs no root. 8894
+/// avoids OpenDKIM's customary 8891 and OpenDMARC's 8893.
+pub const DEFAULT_SOCKET: &str = "inet:8894@127.0.0.1";
+
+/// The conventional config file, read when `--config` is not given and it exists.
+pub const DEFAULT_CONFIG_FILE: &str = "/etc/smtpf-milter/smtpf-milter.toml";
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            path: None,
+            milter_socket: SocketSpec::parse(DEFAULT_SOCKET).expect("default socket parses"),
+            milter_socket_mode: 0o660,
+            run_user: None,
+            run_group: None,
+            log_target: Target::Stderr,
+            verbose: Verbose::default(),
+            cache_path: None,
+            dns_servers: Vec::new(),
+            dns_timeout: Duration::from_secs(5),
+            milter_timeout: Duration::from_secs(7210),
+            shutdown_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// One key the file may hold: its name, default (as written in the file) and meaning.
+pub struct KeyDoc {
+    pub name: &'static str,
+    pub default: &'static str,
+    pub meaning: &'static str,
+}
+
+/// Every key, with default and meaning; also the source of near-miss hints.
+pub const KEYS: &[KeyDoc] = &[
+    KeyDoc { name: "milter-socket", default: "\"inet:8894@127.0.0.1\"", meaning: "Where the MTA connects: unix:PATH, local:PATH, inet:PORT@HOST, inet:HOST:PORT, inet6:PORT@HOST. Ignored under systemd socket activation. Restart to change." },
+    KeyDoc { name: "milter-socket-mode", default: "\"0660\"", meaning: "Permissions of a unix socket (octal string). Restart to change." },
+    KeyDoc { name: "run-user", default: "\"\"", meaning: "When started as root: the user to switch to after binding the socket. Empty: stay as started. Restart to change." },
+    KeyDoc { name: "run-group", default: "\"\"", meaning: "When started as root: the group to switch to (default: run-user's primary group). The unix socket is given to this group. Restart to change." },
+    KeyDoc { name: "log-target", default: "\"stderr\"", meaning: "\"stderr\" (the journal under systemd) or \"syslog\" (facility mail, ident smtpf-milter, next to the MTA's lines)." },
+    KeyDoc { name: "verbose", default: "\"info\"", meaning: "smtpf verbose words, comma separated or a list: info (default), debug, all, or module words milter, access, dns, rbl, uri, mx, spf, grey, dupmsg, cache; -word turns one off." },
+    KeyDoc { name: "cache-path", default: "(see text)", meaning: "SQLite state file. Default: $STATE_DIRECTORY/cache.sq3 under systemd, /var/lib/smtpf-milter/cache.sq3 as root, ./smtpf-milter-cache.sq3 otherwise. Restart to change." },
+    KeyDoc { name: "dns-servers", default: "[]", meaning: "Name servers as \"IP\" or \"IP:PORT\"; empty: the system resolver (/etc/resolv.conf)." },
+    KeyDoc { name: "dns-timeout", default: "5", meaning: "Seconds (or \"5s\") one DNS lookup may take; a list lookup that times out counts as not listed." },
+    KeyDoc { name: "milter-timeout", default: "7210", meaning: "Seconds the MTA may stay silent on a milter connection before it is closed (libmilter's default)." },
+    KeyDoc { name: "shutdown-timeout", default: "30", meaning: "On SIGTERM, how long open sessions may run before they are closed." },
+];
+
+/// A configuration error: names the file, line and key where known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: Option<String>,
+    pub line: Option<usize>,
+    pub key: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(file) = &self.file {
+            write!(f, "{file}")?;
+            if let Some(line) = self.line {
+                write!(f, ":{line}")?;
+            }
+            write!(f, ": ")?;
+        } else if let Some(line) = self.line {
+            write!(f, "line {line}: ")?;
+        }
+        if let Some(key) = &self.key {
+            write!(f, "{key}: ")?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Parses a duration: an integer number of seconds, or a string such as `"600"`, `"10m"`, `"1h30m"`,
+/// `"2d"`, `"1w"`.
+pub fn parse_duration_text(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    if t.is_empty() {
+        return Err("empty duration".into());
+    }
+    let mut total: u64 = 0;
+    let mut num = String::new();
+    let mut saw_unit_last = false;
+    for c in t.chars() {
+        if c.is_ascii_digit() {
+            num.push(c);
+            saw_unit_last = false;
+            continue;
+        }
+        let mult = match c.to_ascii_lowercase() {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
+            'w' => 604_800,
+            ' ' => continue,
+            _ => return Err(format!("\"{t}\" is not a duration (use seconds or e.g. \"10m\", \"1h30m\", \"2d\")")),
+        };
+        if num.is_empty() {
+            return Err(format!("\"{t}\": unit without a number"));
+        }
+        let n: u64 = num.parse().map_err(|_| format!("\"{t}\": number too large"))?;
+        total = n.checked_mul(mult).and_then(|v| total.checked_add(v)).ok_or_else(|| format!("\"{t}\": too large"))?;
+        num.clear();
+        saw_unit_last = true;
+    }
+    if !num.is_empty() {
+        let n: u64 = num.parse().map_err(|_| format!("\"{t}\": number too large"))?;
+        total = total.checked_add(n).ok_or_else(|| format!("\"{t}\": too large"))?;
+    } else if !saw_unit_last {
+        return Err(format!("\"{t}\" is not a duration"));
+    }
+    Ok(Duration::from_secs(total))
+}
+
+struct Parser<'a> {
+    text: &'a str,
+    file: Option<String>,
+}
+
+impl Parser<'_> {
+    fn err(&self, key: Option<&str>, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: self.file.clone(),
+            line: key.and_then(|k| self.line_of(k)),
+            key: key.map(str::to_string),
+            message: message.into(),
+        }
+    }
+
+    /// The 1-based line where a top-level key is assigned.
+    fn line_of(&self, key: &str) -> Option<usize> {
+        self.text
+            .lines()
+            .position(|l| {
+                let l = l.trim_start();
+                let rest = l
+                    .strip_prefix(key)
+                    .or_else(|| l.strip_prefix(&format!("\"{key}\"")))
+                    .or_else(|| l.strip_prefix(&format!("'{key}'")));
+                matches!(rest, Some(r) if r.trim_start().starts_with('='))
+            })
+            .map(|i| i + 1)
+    }
+
+    fn string<'v>(&self, key: &str, v: &'v toml::Value) -> Result<&'v str, ConfigError> {
+        v.as_str().ok_or_else(|| self.err(Some(key), format!("expected a string, found {}", v.type_str())))
+    }
+
+    fn duration(&self, key: &str, v: &toml::Value) -> Result<Duration, ConfigError> {
+        match v {
+            toml::Value::Integer(n) if *n >= 0 => Ok(Duration::from_secs(*n as u64)),
+            toml::Value::Integer(_) => Err(self.err(Some(key), "a duration cannot be negative")),
+            toml::Value::String(s) => parse_duration_text(s).map_err(|m| self.err(Some(key), m)),
+            other => Err(self.err(Some(key), format!("expected seconds or a string like \"10m\", found {}", other.type_str()))),
+        }
+    }
+
+    fn positive_duration(&self, key: &str, v: &toml::Value) -> Result<Duration, ConfigError> {
+        let d = self.duration(key, v)?;
+        if d.is_zero() {
+            return Err(self.err(Some(key), "must be greater than 0"));
+        }
+        Ok(d)
+    }
+
+    fn words<'v>(&self, key: &str, v: &'v toml::Value) -> Result<Vec<&'v str>, ConfigError> {
+        match v {
+            toml::Value::String(s) => Ok(s.split([',', ';', ' ']).filter(|w| !w.is_empty()).collect()),
+            toml::Value::Array(items) => items
+                .iter()
+                .map(|i| {
+                    i.as_str().ok_or_else(|| self.err(Some(key), format!("list items must be strings, found {}", i.type_str())))
+                })
+                .collect(),
+            other => Err(self.err(Some(key), format!("expected a string or a list of strings, found {}", other.type_str()))),
+        }
+    }
+}
+
+fn hint(unknown: &str) -> Option<&'static str> {
+    KEYS.iter()
+        .map(|k| (k.name, strsim::damerau_levenshtein(unknown, k.name)))
+        .filter(|(name, d)| *d <= 3.max(name.len() / 4))
+        .min_by_key(|(_, d)| *d)
+        .map(|(name, _)| name)
+}
+
+/// Parses a `dns-servers` entry: `IP`, `IP:PORT` or `[IPv6]:PORT`.
+pub fn parse_dns_server(text: &str) -> Result<SocketAddr, String> {
+    let t = text.trim();
+    if let Ok(ip) = t.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, 53));
+    }
+    t.parse::<SocketAddr>().map_err(|_| format!("\"{t}\" is not IP or IP:PORT"))
+}
+
+impl Config {
+    /// Parses and validates TOML text; `file` names it in errors.
+    pub fn from_toml(text: &str, file: Option<&Path>) -> Result<Config, ConfigError> {
+        let p = Parser { text, file: file.map(|f| f.display().to_string()) };
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            let line = e.span().map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+            ConfigError { file: p.file.clone(), line, key: None, message: format!("not valid TOML: {}", e.message()) }
+        })?;
+        let mut c = Config { path: file.map(Path::to_path_buf), ..Config::default() };
+        for (key, v) in &table {
+            match key.as_str() {
+                "milter-socket" => {
+                    c.milter_socket = SocketSpec::parse(p.string(key, v)?).map_err(|m| p.err(Some(key), m))?;
+                }
+                "milter-socket-mode" => {
+                    let mode = match v {
+                        toml::Value::String(s) => u32::from_str_radix(s.trim(), 8)
+                            .map_err(|_| p.err(Some(key), format!("\"{s}\" is not an octal mode like \"0660\"")))?,
+                        toml::Value::Integer(n) if (0..=0o777).contains(n) => *n as u32,
+                        _ => return Err(p.err(Some(key), "write the mode as an octal string, e.g. \"0660\"")),
+                    };
+                    if mode > 0o777 {
+                        return Err(p.err(Some(key), "mode must be at most \"0777\""));
+                    }
+                    c.milter_socket_mode = mode;
+                }
+                "run-user" => c.run_user = Some(p.string(key, v)?.trim().to_string()).filter(|s| !s.is_empty()),
+                "run-group" => c.run_group = Some(p.string(key, v)?.trim().to_string()).filter(|s| !s.is_empty()),
+                "log-target" => {
+                    c.log_target = match p.string(key, v)?.trim().to_ascii_lowercase().as_str() {
+                        "stderr" => Target::Stderr,
+                        "syslog" => Target::Syslog,
+                        other => return Err(p.err(Some(key), format!("\"{other}\": use \"stderr\" or \"syslog\""))),
+                    }
+                }
+                "verbose" => c.verbose = Verbose::parse(p.words(key, v)?).map_err(|m| p.err(Some(key), m))?,
+                "cache-path" => {
+                    let s = p.string(key, v)?.trim();
+                    if s.is_empty() {
+                        return Err(p.err(Some(key), "must name a file (leave the key out for the default)"));
+                    }
+                    c.cache_path = Some(PathBuf::from(s));
+                }
+                "dns-servers" => {
+                    c.dns_servers = p
+                        .words(key, v)?
+                        .into_iter()
+                        .map(|s| parse_dns_server(s).map_err(|m| p.err(Some(key), m)))
+                        .collect::<Result<_, _>>()?;
+                }
+                "dns-timeout" => c.dns_timeout = p.positive_duration(key, v)?,
+                "milter-timeout" => c.milter_timeout = p.positive_duration(key, v)?,
+                "shutdown-timeout" => c.shutdown_timeout = p.duration(key, v)?,
+                other => {
+                    let message = match (v.is_table(), hint(other)) {
+                        (_, Some(h)) => format!("unknown key; did you mean \"{h}\"?"),
+                        (true, None) => "unknown section; this file has no sections, write top-level keys".to_string(),
+                        (false, None) => "unknown key (`smtpf-milter keys` lists every key)".to_string(),
+                    };
+                    return Err(p.err(Some(other), message));
+                }
+            }
+        }
+        Ok(c)
+    }
+
+    /// Reads and validates a file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: Some(path.display().to_string()),
+            line: None,
+            key: None,
+            message: format!("cannot read: {e}"),
+        })?;
+        Config::from_toml(&text, Some(path))
+    }
+
+    /// The state file to use: the configured one, else the documented default.
+    pub fn effective_cache_path(&self) -> PathBuf {
+        if let Some(p) = &self.cache_path {
+            return p.clone();
+        }
+        if let Some(dir) = std::env::var_os("STATE_DIRECTORY") {
+            // systemd may pass several, colon separated; the first is ours.
+            let first = dir.to_string_lossy().split(':').next().unwrap_or("").to_string();
+            if !first.is_empty() {
+                return Path::new(&first).join("cache.sq3");
+            }
+        }
+        if nix::unistd::geteuid().is_root() {
+            PathBuf::from("/var/lib/smtpf-milter/cache.sq3")
+        } else {
+            PathBuf::from("smtpf-milter-cache.sq3")
+        }
+    }
+
+    /// Names of keys that differ from `other` but only take effect at restart.
+    pub fn restart_only_changes(&self, other: &Config) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        if self.milter_socket != other.milter_socket {
+            v.push("milter-socket");
+        }
+        if self.milter_socket_mode != other.milter_socket_mode {
+            v.push("milter-socket-mode");
+        }
+        if self.run_user != other.run_user {
+            v.push("run-user");
+        }
+        if self.run_group != other.run_group {
+            v.push("run-group");
+        }
+        if self.cache_path != other.cache_path {
+            v.push("cache-path");
+        }
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn socket_forms() {
+        let inet = |host: &str, port, v6| SocketSpec::Inet { host: host.into(), port, v6 };
+        assert_eq!(SocketSpec::parse("inet:8894@127.0.0.1").unwrap(), inet("127.0.0.1", 8894, false));
+        assert_eq!(SocketSpec::parse("inet:127.0.0.1:8894").unwrap(), inet("127.0.0.1", 8894, false));
+        assert_eq!(SocketSpec::parse("inet:8894").unwrap(), inet("0.0.0.0", 8894, false));
+        assert_eq!(SocketSpec::parse("inet6:8894@::1").unwrap(), inet("::1", 8894, true));
+        assert_eq!(SocketSpec::parse("inet:[::1]:8894").unwrap(), inet("::1", 8894, false));
+        assert_eq!(SocketSpec::parse("unix:/run/m.sock").unwrap(), SocketSpec::Unix("/run/m.sock".into()));
+        assert_eq!(SocketSpec::parse("local:/run/m.sock").unwrap(), SocketSpec::Unix("/run/m.sock".into()));
+        assert!(SocketSpec::parse("inet:99999@127.0.0.1").unwrap_err().contains("port"));
+        assert!(SocketSpec::parse("tcp:1@x").unwrap_err().contains("unknown socket type"));
+        assert!(SocketSpec::parse("/run/x").unwrap_err().contains("no scheme"));
+        assert!(SocketSpec::parse("inet6:1@127.0.0.1").is_err());
+        assert_eq!(SocketSpec::parse("inet:8894@127.0.0.1").unwrap().to_string(), "inet:8894@127.0.0.1");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration_text("600").unwrap().as_secs(), 600);
+        assert_eq!(parse_duration_text("10m").unwrap().as_secs(), 600);
+        assert_eq!(parse_duration_text("1h30m").unwrap().as_secs(), 5400);
+        assert_eq!(parse_duration_text("2d").unwrap().as_secs(), 172_800);
+        assert_eq!(parse_duration_text("1w").unwrap().as_secs(), 604_800);
+        assert!(parse_duration_text("ten").is_err());
+        assert!(parse_duration_text("m").is_err());
+        assert!(parse_duration_text("").is_err());
+        assert!(parse_duration_text("99999999999999999999").is_err());
+    }
+
+    #[test]
+    fn full_file_parses() {
+        let c = Config::from_toml(
+            "milter-socket = \"unix:/var/spool/postfix/smtpf-milter/milter.sock\"\n\
+             milter-socket-mode = \"0600\"\nrun-user = \"smtpf-milter\"\nlog-target = \"syslog\"\n\
+             verbose = [\"info\", \"milter\"]\ncache-path = \"/tmp/x.sq3\"\n\
+             dns-servers = [\"127.0.0.1:5353\", \"::1\"]\ndns-timeout = \"3s\"\nmilter-timeout = \"1h\"\n\
+             shutdown-timeout = 0\n",
+            None,
+        )
+        .unwrap();
+        assert_eq!(c.milter_socket_mode, 0o600);
+        assert_eq!(c.run_user.as_deref(), Some("smtpf-milter"));
+        assert_eq!(c.log_target, Target::Syslog);
+        assert_eq!(c.dns_servers, vec!["127.0.0.1:5353".parse().unwrap(), "[::1]:53".parse().unwrap()]);
+        assert_eq!(c.dns_timeout, Duration::from_secs(3));
+        assert_eq!(c.milter_timeout, Duration::from_secs(3600));
+        assert!(c.shutdown_timeout.is_zero());
+    }
+
+    #[test]
+    fn empty_file_is_the_defaults() {
+        assert_eq!(Config::from_toml("# nothing\n", None).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn unknown_key_names_line_and_hint() {
+        let e = Config::from_toml("verbose = \"info\"\nmilter-sokcet = \"inet:1@127.0.0.1\"\n", Some(Path::new("f.toml")))
+            .unwrap_err();
+        assert_eq!(e.line, Some(2));
+        assert_eq!(e.key.as_deref(), Some("milter-sokcet"));
+        assert_eq!(e.to_string(), "f.toml:2: milter-sokcet: unknown key; did you mean \"milter-socket\"?");
+        let e = Config::from_toml("frobnicate = 1\n", None).unwrap_err();
+        assert!(e.message.starts_with("unknown key"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        for (text, key) in [
+            ("milter-socket = \"inet:x@y\"", "milter-socket"),
+            ("milter-socket = 5", "milter-socket"),
+            ("milter-socket-mode = 660", "milter-socket-mode"),
+            ("milter-socket-mode = \"0999\"", "milter-socket-mode"),
+            ("log-target = \"file\"", "log-target"),
+            ("verbose = \"info,gery\"", "verbose"),
+            ("dns-servers = [\"1.2.3\"]", "dns-servers"),
+            ("dns-timeout = 0", "dns-timeout"),
+            ("dns-timeout = -3", "dns-timeout"),
+            ("milter-timeout = \"soon\"", "milter-timeout"),
+            ("cache-path = \"\"", "cache-path"),
+        ] {
+            let e = Config::from_toml(&format!("\n{text}\n"), None).unwrap_err();
+            assert_eq!(e.key.as_deref(), Some(key), "{text}: {e}");
+            assert_eq!(e.line, Some(2), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn not_toml_is_a_clear_error() {
+        let e = Config::from_toml("a = 1\nthis is not toml\n", None).unwrap_err();
+        assert!(e.message.starts_with("not valid TOML"), "{e}");
+        assert_eq!(e.line, Some(2));
+    }
+
+    #[test]
+    fn restart_only_keys_are_reported() {
+        let a = Config::default();
+        let mut b = a.clone();
+        b.milter_socket = SocketSpec::Unix("/x".into());
+        b.dns_timeout = Duration::from_secs(9);
+        assert_eq!(a.restart_only_changes(&b), vec!["milter-socket"]);
+    }
+}

@@ -1,0 +1,329 @@
+//! The daemon's life: start-up, serving, SIGHUP reload, graceful stop.
+//!
+//! [`start`] binds the socket (or takes systemd's), drops privileges, opens the state file and
+//! starts accepting; [`Running`] is the handle to reload or stop it. The binary drives it from
+//! signals ([`run`]); integration tests drive the same handle directly, so what they test is what
+//! runs in production.
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{watch, Notify};
+
+use crate::config::Config;
+use crate::log::{catalog, Logger};
+use crate::milter::listen::{Listener, Prepared};
+use crate::server::{accept_loop, Kill};
+use crate::shared::Shared;
+use crate::store::sqlite::{sqlite_version, SqliteStore};
+use crate::systemd;
+
+/// The version and licence logged at start-up (#604).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// A started daemon.
+pub struct Running {
+    shared: Arc<Shared>,
+    stop_tx: watch::Sender<bool>,
+    kill_tx: watch::Sender<bool>,
+    idle: Arc<Notify>,
+    accept_task: tokio::task::JoinHandle<()>,
+    address: String,
+    _store: SqliteStore,
+}
+
+/// How a graceful stop ended.
+#[derive(Debug, PartialEq, Eq)]
+pub struct StopReport {
+    /// Sessions still open at the deadline and closed by force.
+    pub closed_at_deadline: usize,
+}
+
+/// Starts serving `config`. Every failure has already been logged with its number when this
+/// returns an error (the text is for the exit message).
+pub async fn start(config: Config, log: Logger) -> Result<Running, String> {
+    let workers = tokio::runtime::Handle::current().metrics().num_workers();
+    let shared = Shared::new(config.clone(), log.clone(), workers);
+    let owner = privileges(&config, &log)?;
+
+    let listener = match Listener::from_systemd() {
+        Some(Ok(l)) => {
+            log.emit(&catalog::SOCKET_ACTIVATION, None, &[&l.describe()]);
+            l
+        }
+        Some(Err(e)) => {
+            log.emit(&catalog::INTERFACE_ERROR, None, &[&"systemd socket", &e]);
+            return Err(e);
+        }
+        None => {
+            let spec = &config.milter_socket;
+            match Listener::bind(spec, config.milter_socket_mode, owner.as_ref().map(|o| (o.uid, o.gid))).await {
+                Ok((l, prepared)) => {
+                    if prepared == Prepared::RemovedStale {
+                        log.emit(&catalog::STALE_SOCKET, None, &[spec]);
+                    }
+                    l
+                }
+                Err(e) => {
+                    log.emit(&catalog::INTERFACE_ERROR, None, &[spec, &e]);
+                    return Err(format!("interface={spec} error: {e}"));
+                }
+            }
+        }
+    };
+    let address = listener.describe();
+    log.emit(&catalog::INTERFACE_READY, None, &[&address]);
+
+    if let Some(owner) = &owner {
+        if let Err(e) = owner.switch() {
+            log.emit(&catalog::INIT_ERROR, None, &[&"switching user", &e]);
+            let _ = listener.cleanup();
+            return Err(e);
+        }
+    }
+
+    let cache_path: PathBuf = config.effective_cache_path();
+    log.emit(&catalog::CACHE_PATH, None, &[&cache_path.display()]);
+    let store = match tokio::task::spawn_blocking({
+        let p = cache_path.clone();
+        move || SqliteStore::open(&p)
+    })
+    .await
+    {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            log.emit(&catalog::CACHE_OPEN_ERROR, None, &[&cache_path.display(), &e]);
+            let _ = listener.cleanup();
+            return Err(format!("cache-path={} open error: {e}", cache_path.display()));
+        }
+        Err(e) => {
+            let e = e.to_string();
+            log.emit(&catalog::CACHE_OPEN_ERROR, None, &[&cache_path.display(), &e]);
+            let _ = listener.cleanup();
+            return Err(e);
+        }
+    };
+    log.emit(&catalog::SQLITE_VERSION, None, &[&sqlite_version()]);
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (kill_tx, kill) = Kill::new();
+    let idle = Arc::new(Notify::new());
+    let accept_task = tokio::spawn({
+        let shared = shared.clone();
+        let idle = idle.clone();
+        let log = log.clone();
+        async move {
+            accept_loop(&listener, shared, stop_rx, kill, idle).await;
+            if let Err((path, e)) = listener.cleanup() {
+                log.emit(&catalog::UNLINK_ERROR, None, &[&path.display(), &e]);
+            }
+        }
+    });
+    log.emit(&catalog::READY, None, &[]);
+    Ok(Running { shared, stop_tx, kill_tx, idle, accept_task, address, _store: store })
+}
+
+impl Running {
+    /// Where the daemon listens (`unix:/path` or `inet:port@ip`).
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// The shared state (config in force, logger, counters).
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Milter connections open now.
+    pub fn active(&self) -> usize {
+        self.shared.active.load(Ordering::SeqCst)
+    }
+
+    /// Re-reads the config file in force (SIGHUP). A bad file changes nothing and is logged.
+    pub fn reload(&self) -> Result<(), String> {
+        let current = self.shared.config();
+        let Some(path) = current.path.clone() else {
+            self.shared.log.emit(&catalog::RELOADED, None, &[&"(embedded defaults)"]);
+            return Ok(());
+        };
+        match Config::load(&path) {
+            Ok(new) => {
+                self.apply(new);
+                Ok(())
+            }
+            Err(e) => {
+                self.shared.log.emit(&catalog::RELOAD_FAILED, None, &[&e]);
+                Err(e.to_string())
+            }
+        }
+    }
+
+    /// Puts a validated config in force for new sessions; keys that need a restart keep their old
+    /// values (and say so).
+    pub fn apply(&self, mut new: Config) {
+        let current = self.shared.config();
+        for key in current.restart_only_changes(&new) {
+            let old = match key {
+                "milter-socket" => current.milter_socket.to_string(),
+                "milter-socket-mode" => format!("{:04o}", current.milter_socket_mode),
+                "run-user" => current.run_user.clone().unwrap_or_default(),
+                "run-group" => current.run_group.clone().unwrap_or_default(),
+                _ => current.effective_cache_path().display().to_string(),
+            };
+            self.shared.log.emit(&catalog::RELOAD_NEEDS_RESTART, None, &[&key, &old]);
+        }
+        new.milter_socket = current.milter_socket.clone();
+        new.milter_socket_mode = current.milter_socket_mode;
+        new.run_user = current.run_user.clone();
+        new.run_group = current.run_group.clone();
+        new.cache_path = current.cache_path.clone();
+        if new.log_target != current.log_target {
+            self.shared.log.set_target(&new.log_target);
+        }
+        let shown = new.path.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "(embedded defaults)".into());
+        self.shared.set_config(new);
+        self.shared.log.emit(&catalog::RELOADED, None, &[&shown]);
+    }
+
+    /// Stops accepting, waits for open sessions up to `deadline`, then closes the rest.
+    pub async fn stop(mut self, deadline: Duration) -> StopReport {
+        let _ = self.stop_tx.send(true);
+        let _ = (&mut self.accept_task).await;
+        let waited = tokio::time::timeout(deadline, async {
+            loop {
+                let notified = self.idle.notified();
+                if self.shared.active.load(Ordering::SeqCst) == 0 {
+                    return;
+                }
+                notified.await;
+            }
+        })
+        .await;
+        let mut closed = 0;
+        if waited.is_err() {
+            closed = self.shared.active.load(Ordering::SeqCst);
+            self.shared.log.emit(&catalog::SHUTDOWN_DEADLINE, None, &[&deadline.as_secs(), &closed]);
+            self.kill_now().await;
+        }
+        StopReport { closed_at_deadline: closed }
+    }
+
+    async fn kill_now(&self) {
+        let _ = self.kill_tx.send(true);
+        // Sessions notice at their next await point; give them a moment to log #721.
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            while self.shared.active.load(Ordering::SeqCst) > 0 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+    }
+}
+
+/// The user and group to switch to after binding, when started as root.
+struct Owner {
+    uid: nix::unistd::Uid,
+    gid: nix::unistd::Gid,
+    name: String,
+}
+
+impl Owner {
+    fn switch(&self) -> Result<(), String> {
+        use nix::unistd::{setgid, setgroups, setuid};
+        setgroups(&[self.gid]).map_err(|e| format!("setgroups: {e}"))?;
+        setgid(self.gid).map_err(|e| format!("setgid: {e}"))?;
+        setuid(self.uid).map_err(|e| format!("setuid({}): {e}", self.name))?;
+        Ok(())
+    }
+}
+
+fn privileges(config: &Config, log: &Logger) -> Result<Option<Owner>, String> {
+    if !nix::unistd::geteuid().is_root() || (config.run_user.is_none() && config.run_group.is_none()) {
+        return Ok(None);
+    }
+    use nix::unistd::{Group, User};
+    let user = match &config.run_user {
+        Some(name) => match User::from_name(name) {
+            Ok(Some(u)) => Some(u),
+            _ => {
+                log.emit(&catalog::USER_NOT_FOUND, None, &[name]);
+                return Err(format!("user \"{name}\" not found"));
+            }
+        },
+        None => None,
+    };
+    let gid = match &config.run_group {
+        Some(name) => match Group::from_name(name) {
+            Ok(Some(g)) => g.gid,
+            _ => {
+                log.emit(&catalog::GROUP_NOT_FOUND, None, &[name]);
+                return Err(format!("group \"{name}\" not found"));
+            }
+        },
+        None => user.as_ref().map(|u| u.gid).unwrap_or_else(nix::unistd::getgid),
+    };
+    let (uid, name) = match user {
+        Some(u) => (u.uid, u.name),
+        None => (nix::unistd::getuid(), "root".to_string()),
+    };
+    Ok(Some(Owner { uid, gid, name }))
+}
+
+/// Runs the daemon in the foreground until SIGTERM/SIGINT; SIGHUP reloads. Returns the exit code.
+pub async fn run(config: Config, log: Logger) -> i32 {
+    use tokio::signal::unix::{signal, SignalKind};
+    log.emit(&catalog::VERSION, None, &[&VERSION, &"MIT OR Apache-2.0"]);
+    let shown = config.path.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "(embedded defaults)".into());
+    log.emit(&catalog::CONFIG_LOADED, None, &[&shown]);
+    let (mut term, mut int, mut hup) =
+        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup())) {
+            (Ok(t), Ok(i), Ok(h)) => (t, i, h),
+            _ => {
+                log.emit(&catalog::INIT_ERROR, None, &[&"signal handlers", &"cannot install"]);
+                return 1;
+            }
+        };
+    let running = match start(config, log.clone()).await {
+        Ok(r) => r,
+        Err(_) => {
+            log.emit(&catalog::TERMINATED, None, &[]);
+            return 1;
+        }
+    };
+    systemd::notify(&format!("READY=1\nSTATUS=listening on {}", running.address()));
+    let signo = loop {
+        tokio::select! {
+            _ = term.recv() => break libc::SIGTERM,
+            _ = int.recv() => break libc::SIGINT,
+            _ = hup.recv() => {
+                log.emit(&catalog::SIGNAL_RECEIVED, None, &[&libc::SIGHUP, &running.active()]);
+                systemd::notify(&format!("RELOADING=1\nMONOTONIC_USEC={}", systemd::monotonic_usec()));
+                let status = match running.reload() {
+                    Ok(()) => "STATUS=configuration reloaded".to_string(),
+                    Err(e) => format!("STATUS=reload refused: {e}"),
+                };
+                systemd::notify(&format!("READY=1\n{status}"));
+            }
+        }
+    };
+    log.emit(&catalog::SIGNAL_STOPPING, None, &[&signo, &running.active()]);
+    systemd::notify("STOPPING=1\nSTATUS=finishing open sessions");
+    let deadline = running.shared().config().shutdown_timeout;
+    // A second signal while waiting means "now".
+    let stop = running.stop(deadline);
+    tokio::pin!(stop);
+    tokio::select! {
+        _ = &mut stop => {}
+        _ = term.recv() => {
+            log.emit(&catalog::SIGNAL_TERMINATING_NOW, None, &[&libc::SIGTERM]);
+        }
+        _ = int.recv() => {
+            log.emit(&catalog::SIGNAL_TERMINATING_NOW, None, &[&libc::SIGINT]);
+        }
+    }
+    log.emit(&catalog::SIGNAL_TERMINATING, None, &[&signo]);
+    log.emit(&catalog::TERMINATED, None, &[]);
+    0
+}

@@ -1,0 +1,17 @@
+//! smtpf-milter: smtpf's SMTP checks as a milter for Postfix and Sendmail.
+//!
+//! Data flows one way: protocol ([`milter`]) → [`session`] → checks → verdict ([`reply`]) →
+//! protocol + numbered log lines ([`log`]). [`daemon`] ties the pieces into a running service.
+
+pub mod config;
+pub mod daemon;
+pub mod flags;
+pub mod ids;
+pub mod log;
+pub mod milter;
+pub mod reply;
+pub mod server;
+pub mod session;
+pub mod shared;
+pub mod store;
+pub mod systemd;

@@ -1,0 +1,200 @@
+//! The catalog of numbered log messages: the one place that knows numbers, levels and formats.
+//!
+//! Formats keep smtpf's printf style (`%s`, `%u`, `%lu`, ...) so that admins who know smtpf's
+//! message list read the same text; [`super::render`] fills them. Numbers below 2000 are smtpf's own
+//! and keep smtpf's meaning; numbers from 2000 on are smtpf-milter's, for events smtpf has no line
+//! for (milter protocol errors, reloads, queue ids). `smtpf-milter explain N` prints an entry.
+
+/// Severity, as syslog sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    Err,
+    Warn,
+    Info,
+    Debug,
+}
+
+impl Level {
+    /// The word used by `explain` and smtpf's documentation.
+    pub fn word(self) -> &'static str {
+        match self {
+            Level::Err => "ERR",
+            Level::Warn => "WARN",
+            Level::Info => "INFO",
+            Level::Debug => "DEBUG",
+        }
+    }
+
+    /// The syslog severity number.
+    pub fn syslog_severity(self) -> u8 {
+        match self {
+            Level::Err => 3,
+            Level::Warn => 4,
+            Level::Info => 6,
+            Level::Debug => 7,
+        }
+    }
+}
+
+/// What must be switched on in `verbose` for the line to be written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Gate {
+    /// Always written (errors, warnings, and the session summary lines smtpf cannot suppress).
+    Always,
+    /// Written when `verbose` contains `info` (the default).
+    Info,
+    /// Written when `verbose` contains this word (or `debug`).
+    Verb(&'static str),
+}
+
+/// One numbered message.
+#[derive(Debug)]
+pub struct Msg {
+    pub num: u16,
+    pub level: Level,
+    pub gate: Gate,
+    /// Whether the line starts with the session id.
+    pub session: bool,
+    pub format: &'static str,
+    pub meaning: &'static str,
+}
+
+macro_rules! catalog {
+    ($( $name:ident = $num:literal $level:ident $gate:expr, $session:literal, $fmt:literal, $meaning:literal; )*) => {
+        $(
+            #[doc = $meaning]
+            pub const $name: Msg = Msg {
+                num: $num, level: Level::$level, gate: $gate, session: $session,
+                format: $fmt, meaning: $meaning,
+            };
+        )*
+        /// Every message, in number order (checked by a test).
+        pub const ALL: &[&Msg] = &[ $( &$name, )* ];
+    };
+}
+
+use Gate::{Always, Info as IfInfo, Verb};
+
+catalog! {
+    CACHE_OPEN_ERROR = 172 Err Always, false, "cache-path=%s open error: %s",
+        "The SQLite state file named by cache-path could not be opened or created. The daemon does not start. Check that the directory exists and is writable by run-user (under systemd: StateDirectory=).";
+    INIT_ERROR = 537 Err Always, false, "init error %s: %s",
+        "A start-up step failed (what, why). The daemon does not start.";
+    INTERNAL_ERROR = 539 Err Always, true, "internal error %s",
+        "An internal fault in this session. The milter answers continue (fails open) and the session goes on.";
+    INTERFACE_READY = 595 Info IfInfo, false, "interface=%s ready",
+        "The milter socket is listening and accepting MTA connections.";
+    INTERFACE_ERROR = 596 Err Always, false, "interface=%s error: %s",
+        "The milter socket could not be set up (address in use, socket path held by a live process, permission denied, bad socket spec). The daemon does not start.";
+    READY = 599 Info IfInfo, false, "ready",
+        "Start-up is complete; the milter serves MTA connections.";
+    ACCEPT_ERROR = 602 Err Always, false, "socket accept: %s; cn=%u",
+        "Accepting an MTA connection failed, typically for lack of file descriptors (EMFILE). The listener pauses briefly and retries; open sessions are not affected. Raise LimitNOFILE if it repeats.";
+    VERSION = 604 Info Always, false, "smtpf-milter %s %s",
+        "Version and licence, logged at start-up.";
+    SQLITE_VERSION = 606 Info IfInfo, false, "SQLite %s Public Domain by D. Richard Hipp",
+        "Version of the embedded SQLite library.";
+    SESSION_START = 637 Info IfInfo, true, "start %s f=\"%s\" th=%u cn=%u cs=%lu",
+        "An SMTP client connected to the MTA and the MTA opened its milter session: client (name [ip]:port, or [ip]:port without a verified PTR), client flags, worker threads, active milter connections, connections in the current second.";
+    SENDER = 717 Info Always, true, "sender %s tid=%s f=\"%s\" spf-mail=%s spf-helo=%s x=\"%s\"",
+        "A MAIL FROM: the sender, the transaction id, MAIL flags, SPF results for MAIL and HELO, and the reply this milter gave (empty when it let the MTA answer). Cannot be suppressed.";
+    RECIPIENT = 718 Info Always, true, "recipient %s tid=%s f=\"%s\" x=\"%s\"",
+        "A RCPT TO the MTA accepted: the recipient, the transaction id, RCPT flags (cumulative over the transaction) and the reply this milter gave (empty when it let the MTA answer). Cannot be suppressed.";
+    DATA_REFUSED = 719 Info Always, true, "data tid=%s f=\"%s\" x=\"%s\"",
+        "The DATA command was refused by this milter (for example greylisting): message flags and the reply. Not logged when DATA is allowed.";
+    MESSAGE = 720 Info Always, true, "message tid=%s f=\"%s\" b=%lu r=%u/%u m=%s R=%d x=\"%s\"",
+        "End of a message: message flags, bytes of headers and body, recipients accepted/rejected by this milter, the Message-ID header (<> when absent), rejects so far in the session, and the reply this milter gave to the end of message (empty when it let the MTA answer).";
+    SESSION_END = 721 Info Always, true, "end i=%s p=\"%s\" f=\"%s\" h=\"%s\" m=%u/%u b=%lu R=%d t=%lu l=\"%s\"",
+        "End of an SMTP session: client IP, PTR name, client flags, HELO argument, messages passed/MAIL commands, bytes of message content, 4xx/5xx replies given by this milter, session seconds, and the last 4xx/5xx reply given by this milter.";
+    SIGNAL_STOPPING = 722 Info Always, false, "signal %d, stopping sessions, cn=%u",
+        "SIGTERM or SIGINT: the milter stops accepting connections and lets open sessions finish, up to shutdown-timeout.";
+    SIGNAL_TERMINATING_NOW = 723 Info Always, false, "signal %d, terminating process",
+        "A second SIGTERM/SIGINT during a graceful stop: remaining sessions are closed at once.";
+    SIGNAL_RECEIVED = 724 Info Always, false, "signal %d received, cn=%u",
+        "SIGHUP: the configuration is re-read (see #2006/#2007).";
+    SIGNAL_TERMINATING = 725 Info Always, false, "signal %d, terminating process",
+        "All sessions have ended (or the shutdown deadline passed); the process exits.";
+    USER_NOT_FOUND = 727 Err Always, false, "user \"%s\" not found",
+        "run-user names no user on this system. The daemon does not start.";
+    GROUP_NOT_FOUND = 728 Err Always, false, "group \"%s\" not found",
+        "run-group names no group on this system. The daemon does not start.";
+    CHOWN_ERROR = 729 Err Always, false, "chown(\"%s\", \"%s\", \"%s\") error: %s",
+        "Giving the milter socket to run-user/run-group failed. The daemon does not start.";
+    CHMOD_ERROR = 730 Err Always, false, "chmod(\"%s\", %s) error: %s",
+        "Setting milter-socket-mode on the socket failed. The daemon does not start.";
+    UNLINK_ERROR = 731 Err Always, false, "unlink(\"%s\"): %s",
+        "The unix socket could not be removed at exit or before binding.";
+    TERMINATED = 732 Info Always, false, "terminated",
+        "The process exits.";
+    CONFIG_LOADED = 2000 Info Always, false, "config %s loaded",
+        "The configuration file (or the embedded defaults) was read and validated at start-up.";
+    PROTOCOL_ERROR = 2001 Err Always, true, "milter protocol error: %s",
+        "The MTA (or whatever connected to the milter socket) sent something that is not valid milter protocol: an oversized or zero length, a truncated frame, an unknown command, a command out of order, a malformed payload. That one connection is closed; the MTA applies its milter_default_action to the SMTP session; other sessions are not affected.";
+    READ_TIMEOUT = 2002 Warn Always, true, "milter connection idle for %lu seconds, closing",
+        "The MTA sent nothing for milter-timeout seconds. The connection is closed (the MTA would apply milter_default_action if it comes back).";
+    NEGOTIATED = 2003 Debug Verb("milter"), true, "negotiated version=%u actions=0x%x protocol=0x%x mta-version=%u mta-actions=0x%x mta-protocol=0x%x",
+        "Result of the milter option negotiation: what this milter asked for and what the MTA offered.";
+    VERSION_UNSUPPORTED = 2004 Err Always, true, "MTA offers milter protocol version %u; versions 2 to 6 are supported",
+        "The MTA speaks a milter protocol version this milter cannot serve. The connection is closed.";
+    QUEUE_ID = 2005 Info Always, true, "queue-id %s tid=%s",
+        "The MTA's queue id (macro i) for a transaction, logged once when it becomes known, so that a Postfix or Sendmail queue id leads to the session id with one grep.";
+    RELOADED = 2006 Info Always, false, "reload: config %s loaded",
+        "SIGHUP: the new configuration was valid and is in force for new sessions.";
+    RELOAD_FAILED = 2007 Err Always, false, "reload: %s; keeping the previous configuration",
+        "SIGHUP: the new configuration is invalid; nothing changed. Fix the file and send SIGHUP again (smtpf-milter --config FILE check-config tells what is wrong).";
+    RELOAD_NEEDS_RESTART = 2008 Warn Always, false, "reload: %s changed, which needs a restart; still using %s",
+        "SIGHUP: an option that cannot change at run time (the socket, the user, the state file) differs. Everything else was reloaded.";
+    STALE_SOCKET = 2009 Info IfInfo, false, "removed stale socket %s",
+        "A socket file from a previous run was found with nobody listening; it was removed before binding.";
+    SHUTDOWN_DEADLINE = 2010 Warn Always, false, "shutdown deadline of %lu seconds reached, closing %u sessions",
+        "Graceful stop: sessions still open after shutdown-timeout are closed; their MTAs apply milter_default_action.";
+    LOG_OVERFLOW = 2012 Err Always, false, "log output too slow: %lu lines dropped",
+        "The log destination (stderr or syslog) could not keep up; lines were dropped rather than delaying the MTA.";
+    EVENT_TRACE = 2013 Debug Verb("milter"), true, "%s %s",
+        "Trace of each milter command received and response sent (verbose word milter).";
+    IO_ERROR = 2015 Err Always, true, "milter I/O error: %s",
+        "Reading from or writing to the MTA failed (connection reset, broken pipe). The session ends.";
+    SOCKET_ACTIVATION = 2016 Info IfInfo, false, "socket activation: using inherited %s instead of milter-socket",
+        "systemd passed a listening socket (LISTEN_FDS); milter-socket is ignored.";
+    NO_CONNECT = 2017 Debug Verb("milter"), true, "milter connection closed before CONNECT",
+        "The MTA opened and closed a milter connection without an SMTP client (for example a bare TCP probe of the MTA's port).";
+    LOG_TARGET_ERROR = 2018 Err Always, false, "log-target=%s unavailable: %s; logging to stderr",
+        "syslog was asked for but /dev/log could not be reached; lines go to stderr instead.";
+    CACHE_PATH = 2019 Info IfInfo, false, "cache-path=%s",
+        "Where state (greylist and duplicate-message records) is kept.";
+}
+
+/// Looks up a message by number.
+pub fn find(num: u16) -> Option<&'static Msg> {
+    ALL.iter().copied().find(|m| m.num == num)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_are_unique_and_sorted() {
+        for pair in ALL.windows(2) {
+            assert!(pair[0].num < pair[1].num, "#{} before #{}", pair[0].num, pair[1].num);
+        }
+    }
+
+    #[test]
+    fn find_known_and_unknown() {
+        assert_eq!(find(637).unwrap().format, "start %s f=\"%s\" th=%u cn=%u cs=%lu");
+        assert!(find(1).is_none());
+    }
+
+    #[test]
+    fn debug_lines_are_gated_by_a_word() {
+        for m in ALL {
+            if m.level == Level::Debug {
+                assert!(matches!(m.gate, Gate::Verb(_)), "#{}", m.num);
+            }
+            if m.level <= Level::Warn {
+                assert_eq!(m.gate, Gate::Always, "#{} errors must not be suppressible", m.num);
+            }
+        }
+    }
+}

@@ -1,0 +1,393 @@
+//! Numbered logging: `<session-id> #<n> <text>` lines to stderr, syslog or memory.
+//!
+//! Every line the daemon writes goes through [`Logger::emit`] with an entry of the [`catalog`], so
+//! numbers and formats live in one place and `verbose` gating follows smtpf's rules (errors and
+//! summary lines always, `info` lines by default, debug lines per verbose word).
+//!
+//! Design note: lines do not go through a global `tracing` subscriber. Each server owns a `Logger`
+//! handle, which lets tests run several servers in one process and capture each one's lines, and
+//! keeps the target switchable at reload. Writes to stderr/syslog happen on a dedicated thread fed
+//! by a bounded queue, so a slow journal never stalls a milter session.
+
+pub mod catalog;
+
+use std::fmt::{self, Display, Write as _};
+use std::io::Write as _;
+use std::os::unix::net::UnixDatagram;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, RwLock};
+
+pub use catalog::{Gate, Level, Msg};
+
+use crate::ids::SessionId;
+
+/// The verbose words understood, besides `info`, `debug` and `all`.
+pub const VERBOSE_WORDS: &[&str] =
+    &["info", "debug", "all", "milter", "access", "dns", "rbl", "uri", "mx", "spf", "grey", "dupmsg", "cache"];
+
+/// Which optional lines are written (smtpf's `verbose` option).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verbose {
+    info: bool,
+    all_debug: bool,
+    words: Vec<String>,
+}
+
+impl Default for Verbose {
+    fn default() -> Self {
+        Verbose { info: true, all_debug: false, words: Vec::new() }
+    }
+}
+
+impl Verbose {
+    /// Parses words such as `info,grey` or `-info`; unknown words are an error naming them.
+    pub fn parse<'a>(words: impl IntoIterator<Item = &'a str>) -> Result<Verbose, String> {
+        let mut v = Verbose { info: false, all_debug: false, words: Vec::new() };
+        for raw in words {
+            let (on, word) = match raw.strip_prefix('-') {
+                Some(w) => (false, w),
+                None => (true, raw.strip_prefix('+').unwrap_or(raw)),
+            };
+            let word = word.trim().to_ascii_lowercase();
+            if word.is_empty() {
+                continue;
+            }
+            if !VERBOSE_WORDS.contains(&word.as_str()) {
+                return Err(format!("unknown verbose word \"{word}\" (known: {})", VERBOSE_WORDS.join(", ")));
+            }
+            match word.as_str() {
+                "info" => v.info = on,
+                "debug" => v.all_debug = on,
+                "all" => {
+                    v.info = on;
+                    v.all_debug = on;
+                }
+                _ => {
+                    v.words.retain(|w| w != &word);
+                    if on {
+                        v.words.push(word);
+                    }
+                }
+            }
+        }
+        Ok(v)
+    }
+
+    /// Whether a message passes the gate.
+    pub fn allows(&self, msg: &Msg) -> bool {
+        match msg.gate {
+            Gate::Always => true,
+            Gate::Info => self.info,
+            Gate::Verb(word) => self.all_debug || self.words.iter().any(|w| w == word),
+        }
+    }
+
+    /// Whether debug lines of a word are on (to skip building costly arguments).
+    pub fn has(&self, word: &str) -> bool {
+        self.all_debug || self.words.iter().any(|w| w == word)
+    }
+}
+
+/// Fills a printf-style format with arguments: each conversion (`%s`, `%lu`, `%.*s`, `%x`, ...)
+/// takes the next argument; `%%` is a percent sign. Missing arguments render as `?`.
+pub fn render(format: &str, args: &[&dyn Display]) -> String {
+    let mut out = String::with_capacity(format.len() + 32 * args.len());
+    let mut args = args.iter();
+    let mut chars = format.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        if chars.peek() == Some(&'%') {
+            chars.next();
+            out.push('%');
+            continue;
+        }
+        // Skip flags, width, precision and length modifiers up to the conversion letter.
+        while let Some(&n) = chars.peek() {
+            chars.next();
+            if n.is_ascii_alphabetic() && !matches!(n, 'l' | 'h' | 'z' | 'j' | 't' | 'L' | 'q') {
+                break;
+            }
+        }
+        match args.next() {
+            Some(a) => {
+                let _ = write!(out, "{a}");
+            }
+            None => out.push('?'),
+        }
+    }
+    out
+}
+
+/// Where lines go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// Standard error; under systemd (JOURNAL_STREAM set) with `<N>` priority prefixes for journald.
+    Stderr,
+    /// The local syslog socket, facility mail, ident smtpf-milter.
+    Syslog,
+    /// Kept in memory (tests).
+    Memory,
+}
+
+enum Sink {
+    /// Lines are queued to the writer thread.
+    Thread(SyncSender<Vec<u8>>),
+    Memory(Arc<Mutex<Vec<String>>>),
+}
+
+/// A cheap, cloneable handle to the process's log output.
+#[derive(Clone)]
+pub struct Logger {
+    inner: Arc<LoggerInner>,
+}
+
+struct LoggerInner {
+    sink: RwLock<Sink>,
+    verbose: RwLock<Arc<Verbose>>,
+    dropped: Arc<AtomicU64>,
+}
+
+/// How a line is framed for its destination.
+#[derive(Clone, Copy)]
+enum Framing {
+    Journal,
+    Plain,
+    Syslog,
+}
+
+impl Logger {
+    /// A logger writing to stderr or syslog. Falls back to stderr (and says so) when syslog is
+    /// unreachable.
+    pub fn new(target: &Target, verbose: Verbose) -> Logger {
+        let dropped = Arc::new(AtomicU64::new(0));
+        let (sink, fallback_reason) = Self::open_sink(target, &dropped);
+        let logger =
+            Logger { inner: Arc::new(LoggerInner { sink: RwLock::new(sink), verbose: RwLock::new(Arc::new(verbose)), dropped }) };
+        if let Some(reason) = fallback_reason {
+            logger.emit(&catalog::LOG_TARGET_ERROR, None, &[&"syslog", &reason]);
+        }
+        logger
+    }
+
+    /// A logger that keeps lines in memory; returns the shared buffer.
+    pub fn memory(verbose: Verbose) -> (Logger, Arc<Mutex<Vec<String>>>) {
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let logger = Logger {
+            inner: Arc::new(LoggerInner {
+                sink: RwLock::new(Sink::Memory(lines.clone())),
+                verbose: RwLock::new(Arc::new(verbose)),
+                dropped: Arc::new(AtomicU64::new(0)),
+            }),
+        };
+        (logger, lines)
+    }
+
+    fn open_sink(target: &Target, dropped: &Arc<AtomicU64>) -> (Sink, Option<String>) {
+        match target {
+            Target::Memory => (Sink::Memory(Arc::new(Mutex::new(Vec::new()))), None),
+            Target::Stderr => {
+                let framing = if std::env::var_os("JOURNAL_STREAM").is_some() { Framing::Journal } else { Framing::Plain };
+                (Sink::Thread(spawn_writer(Output::Stderr, framing, dropped.clone())), None)
+            }
+            Target::Syslog => {
+                let sock = UnixDatagram::unbound().and_then(|s| s.connect("/dev/log").map(|_| s));
+                match sock {
+                    Ok(s) => (Sink::Thread(spawn_writer(Output::Syslog(s), Framing::Syslog, dropped.clone())), None),
+                    Err(e) => {
+                        let framing =
+                            if std::env::var_os("JOURNAL_STREAM").is_some() { Framing::Journal } else { Framing::Plain };
+                        (Sink::Thread(spawn_writer(Output::Stderr, framing, dropped.clone())), Some(e.to_string()))
+                    }
+                }
+            }
+        }
+    }
+
+    /// Switches destination (reload). Memory loggers stay in memory.
+    pub fn set_target(&self, target: &Target) {
+        if matches!(*self.inner.sink.read().unwrap_or_else(|e| e.into_inner()), Sink::Memory(_)) {
+            return;
+        }
+        let (sink, reason) = Self::open_sink(target, &self.inner.dropped);
+        *self.inner.sink.write().unwrap_or_else(|e| e.into_inner()) = sink;
+        if let Some(reason) = reason {
+            self.emit(&catalog::LOG_TARGET_ERROR, None, &[&"syslog", &reason]);
+        }
+    }
+
+    /// Replaces the verbose words (reload).
+    pub fn set_verbose(&self, verbose: Verbose) {
+        *self.inner.verbose.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(verbose);
+    }
+
+    /// The verbose words in force.
+    pub fn verbose(&self) -> Arc<Verbose> {
+        self.inner.verbose.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Whether `msg` would be written (to skip building its arguments).
+    pub fn enabled(&self, msg: &Msg) -> bool {
+        self.verbose().allows(msg)
+    }
+
+    /// Writes one numbered line, if `verbose` lets it through.
+    pub fn emit(&self, msg: &Msg, sid: Option<&SessionId>, args: &[&dyn Display]) {
+        if !self.enabled(msg) {
+            return;
+        }
+        let line = format_line(msg, sid, args);
+        self.write_line(msg.level, line);
+    }
+
+    fn write_line(&self, level: Level, line: String) {
+        let sink = self.inner.sink.read().unwrap_or_else(|e| e.into_inner());
+        match &*sink {
+            Sink::Memory(lines) => lines.lock().unwrap_or_else(|e| e.into_inner()).push(line),
+            Sink::Thread(tx) => {
+                let mut bytes = Vec::with_capacity(line.len() + 8);
+                bytes.push(level.syslog_severity());
+                bytes.extend_from_slice(line.as_bytes());
+                match tx.try_send(bytes) {
+                    Ok(()) => {}
+                    Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                        self.inner.dropped.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Formats `<sid> #<n> <text>` (or `#<n> <text>` for process lines).
+pub fn format_line(msg: &Msg, sid: Option<&SessionId>, args: &[&dyn Display]) -> String {
+    let text = render(msg.format, args);
+    match (msg.session, sid) {
+        (true, Some(sid)) => format!("{sid} #{} {text}", msg.num),
+        (true, None) => format!("0 #{} {text}", msg.num),
+        (false, _) => format!("#{} {text}", msg.num),
+    }
+}
+
+enum Output {
+    Stderr,
+    Syslog(UnixDatagram),
+}
+
+/// Queue depth before lines are dropped instead of delaying sessions.
+const QUEUE_LINES: usize = 65_536;
+
+fn spawn_writer(output: Output, framing: Framing, dropped: Arc<AtomicU64>) -> SyncSender<Vec<u8>> {
+    let (tx, rx) = sync_channel::<Vec<u8>>(QUEUE_LINES);
+    let pid = std::process::id();
+    let counter = dropped.clone();
+    let spawned = std::thread::Builder::new().name("log-writer".into()).spawn(move || {
+        let mut reported = 0u64;
+        let mut buf = Vec::with_capacity(512);
+        while let Ok(item) = rx.recv() {
+            let lost = dropped.load(Ordering::Relaxed);
+            if lost > reported {
+                let line = format_line(&catalog::LOG_OVERFLOW, None, &[&(lost - reported)]);
+                let mut note = vec![Level::Err.syslog_severity()];
+                note.extend_from_slice(line.as_bytes());
+                write_one(&output, framing, pid, &note, &mut buf);
+                reported = lost;
+            }
+            write_one(&output, framing, pid, &item, &mut buf);
+        }
+    });
+    if spawned.is_err() {
+        // Without a writer thread lines are dropped and counted; the process still runs.
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+    tx
+}
+
+fn write_one(output: &Output, framing: Framing, pid: u32, item: &[u8], buf: &mut Vec<u8>) {
+    let (severity, line) = match item.split_first() {
+        Some((s, l)) => (*s, l),
+        None => return,
+    };
+    buf.clear();
+    match framing {
+        Framing::Journal => {
+            let _ = write!(buf, "<{severity}>");
+        }
+        Framing::Plain => {
+            let t = crate::ids::LocalTime::now();
+            let _ = write!(
+                buf,
+                "{:04}-{:02}-{:02} {:02}:{:02}:{:02} smtpf-milter[{pid}]: ",
+                t.year,
+                t.month + 1,
+                t.mday,
+                t.hour,
+                t.min,
+                t.sec
+            );
+        }
+        Framing::Syslog => {
+            // Facility mail (2); rsyslog and journald add the timestamp and host themselves.
+            let _ = write!(buf, "<{}>smtpf-milter[{pid}]: ", 2 * 8 + severity as u32);
+        }
+    }
+    buf.extend_from_slice(line);
+    match output {
+        Output::Stderr => {
+            buf.push(b'\n');
+            let _ = std::io::stderr().lock().write_all(buf);
+        }
+        Output::Syslog(sock) => {
+            let _ = sock.send(buf);
+        }
+    }
+}
+
+/// A `Display` adapter for optional text: empty when absent.
+pub struct Opt<'a>(pub Option<&'a str>);
+
+impl Display for Opt<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0.unwrap_or(""))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn render_fills_conversions_in_order() {
+        assert_eq!(render("grey listed {%s} for %ld seconds", &[&"grey:a,b", &600]), "grey listed {grey:a,b} for 600 seconds");
+        assert_eq!(render("%.*s x=%lu 100%% %x", &[&"k", &7, &"ff"]), "k x=7 100% ff");
+        assert_eq!(render("a %s b %s", &[&1]), "a 1 b ?");
+    }
+
+    #[test]
+    fn verbose_gates() {
+        let v = Verbose::default();
+        assert!(v.allows(&catalog::SESSION_START));
+        assert!(!v.allows(&catalog::NEGOTIATED));
+        let v = Verbose::parse(["-info", "milter"]).unwrap();
+        assert!(!v.allows(&catalog::SESSION_START));
+        assert!(v.allows(&catalog::SESSION_END), "summary lines cannot be suppressed");
+        assert!(v.allows(&catalog::NEGOTIATED));
+        assert!(Verbose::parse(["info", "gery"]).unwrap_err().contains("gery"));
+    }
+
+    #[test]
+    fn memory_logger_formats_lines() {
+        let (log, lines) = Logger::memory(Verbose::default());
+        let sid = SessionId::new(&crate::ids::LocalTime::from_unix(0), 1, 2);
+        log.emit(&catalog::QUEUE_ID, Some(&sid), &[&"4XyZ", &"tid1"]);
+        log.emit(&catalog::READY, None, &[]);
+        log.emit(&catalog::NEGOTIATED, Some(&sid), &[&6]);
+        let lines = lines.lock().unwrap();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0], format!("{sid} #2005 queue-id 4XyZ tid=tid1"));
+        assert_eq!(lines[1], "#599 ready");
+    }
+}

@@ -1,0 +1,111 @@
+//! The `smtpf-milter` command: run the daemon, check a config, explain a log message.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use smtpf_milter::config::{Config, DEFAULT_CONFIG_FILE, KEYS};
+use smtpf_milter::log::{catalog, Logger};
+
+#[derive(Parser)]
+#[command(name = "smtpf-milter", version, about = "smtpf's SMTP checks as a milter for Postfix and Sendmail")]
+struct Cli {
+    /// Config file (TOML, smtpf option names). Default: /etc/smtpf-milter/smtpf-milter.toml if it
+    /// exists, else the embedded defaults.
+    #[arg(long, short = 'c', global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Cmd>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the milter in the foreground (the default).
+    Run,
+    /// Validate the config file; exit 0 when valid, 1 with the key and line otherwise.
+    CheckConfig,
+    /// Print the level, format and meaning of a numbered log message (e.g. `explain 387`).
+    Explain {
+        /// The message number, with or without '#'.
+        number: String,
+    },
+    /// List every config key with its default and meaning.
+    Keys,
+}
+
+fn load(path: Option<&Path>) -> Result<Config, String> {
+    match path {
+        Some(p) => Config::load(p).map_err(|e| e.to_string()),
+        None if Path::new(DEFAULT_CONFIG_FILE).exists() => {
+            Config::load(Path::new(DEFAULT_CONFIG_FILE)).map_err(|e| e.to_string())
+        }
+        None => Ok(Config::default()),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Cmd::Run) {
+        Cmd::Explain { number } => explain(&number),
+        Cmd::Keys => {
+            for k in KEYS {
+                println!("{} = {}\n    {}\n", k.name, k.default, k.meaning);
+            }
+            ExitCode::SUCCESS
+        }
+        Cmd::CheckConfig => match load(cli.config.as_deref()) {
+            Ok(c) => {
+                let shown = c.path.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "embedded defaults".into());
+                println!("{shown}: OK");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        },
+        Cmd::Run => {
+            let config = match load(cli.config.as_deref()) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("smtpf-milter: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("smtpf-milter: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let code = runtime.block_on(async {
+                let log = Logger::new(&config.log_target, config.verbose.clone());
+                smtpf_milter::daemon::run(config, log).await
+            });
+            // Give the log writer a moment to drain the last lines.
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            ExitCode::from(code as u8)
+        }
+    }
+}
+
+fn explain(number: &str) -> ExitCode {
+    let Ok(n) = number.trim_start_matches('#').parse::<u16>() else {
+        eprintln!("\"{number}\" is not a message number");
+        return ExitCode::FAILURE;
+    };
+    match catalog::find(n) {
+        Some(m) => {
+            println!("#{} {} {}", m.num, m.level.word(), m.format);
+            println!();
+            println!("{}", m.meaning);
+            ExitCode::SUCCESS
+        }
+        None => {
+            eprintln!("#{n} is not a message smtpf-milter writes (see `smtpf-milter explain` numbers in the README)");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,182 @@
+//! Listening sockets: unix and TCP, bound from `milter-socket` or inherited from systemd.
+//!
+//! A unix socket path gets its parent directory created, a stale socket file (nobody answering)
+//! removed, and a live one refused, so two daemons never steal each other's socket. Permissions and
+//! ownership are set before the MTA can connect.
+
+use std::io;
+use std::os::fd::{FromRawFd, RawFd};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use tokio::net::{TcpListener, UnixListener};
+
+use crate::config::SocketSpec;
+
+/// A listening socket.
+pub enum Listener {
+    Unix { listener: UnixListener, path: PathBuf, remove_on_close: bool },
+    Tcp(TcpListener),
+}
+
+/// What happened to an existing socket file before binding.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Prepared {
+    Fresh,
+    RemovedStale,
+}
+
+impl Listener {
+    /// Binds `spec`. For unix sockets also applies `mode` and, when given, ownership.
+    pub async fn bind(
+        spec: &SocketSpec,
+        mode: u32,
+        owner: Option<(nix::unistd::Uid, nix::unistd::Gid)>,
+    ) -> Result<(Listener, Prepared), String> {
+        match spec {
+            SocketSpec::Unix(path) => {
+                let prepared = prepare_unix_path(path)?;
+                let listener = UnixListener::bind(path).map_err(|e| format!("bind: {e}"))?;
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+                    .map_err(|e| format!("chmod {:o}: {e}", mode))?;
+                if let Some((uid, gid)) = owner {
+                    nix::unistd::chown(path, Some(uid), Some(gid)).map_err(|e| format!("chown: {e}"))?;
+                }
+                Ok((Listener::Unix { listener, path: path.clone(), remove_on_close: true }, prepared))
+            }
+            SocketSpec::Inet { host, port, .. } => {
+                let l = TcpListener::bind((host.as_str(), *port)).await.map_err(|e| format!("bind {host}:{port}: {e}"))?;
+                Ok((Listener::Tcp(l), Prepared::Fresh))
+            }
+        }
+    }
+
+    /// The first socket passed by systemd socket activation, if any (and only for this process).
+    pub fn from_systemd() -> Option<Result<Listener, String>> {
+        let pid: u32 = std::env::var("LISTEN_PID").ok()?.parse().ok()?;
+        let fds: u32 = std::env::var("LISTEN_FDS").ok()?.parse().ok()?;
+        if pid != std::process::id() || fds == 0 {
+            return None;
+        }
+        // Children must not believe the sockets are theirs.
+        std::env::remove_var("LISTEN_PID");
+        std::env::remove_var("LISTEN_FDS");
+        std::env::remove_var("LISTEN_FDNAMES");
+        Some(listener_from_fd(3))
+    }
+
+    /// Human-readable address for logs.
+    pub fn describe(&self) -> String {
+        match self {
+            Listener::Unix { path, .. } => format!("unix:{}", path.display()),
+            Listener::Tcp(l) => match l.local_addr() {
+                Ok(a) if a.is_ipv6() => format!("inet6:{}@{}", a.port(), a.ip()),
+                Ok(a) => format!("inet:{}@{}", a.port(), a.ip()),
+                Err(_) => "inet:?".into(),
+            },
+        }
+    }
+
+    /// Removes the socket file of a unix listener we created.
+    pub fn cleanup(&self) -> Result<(), (PathBuf, io::Error)> {
+        if let Listener::Unix { path, remove_on_close: true, .. } = self {
+            match std::fs::remove_file(path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err((path.clone(), e)),
+            }
+        }
+        Ok(())
+    }
+}
+
+fn listener_from_fd(fd: RawFd) -> Result<Listener, String> {
+    use nix::sys::socket::{getsockname, AddressFamily, SockaddrLike, SockaddrStorage};
+    let addr: SockaddrStorage = getsockname(fd).map_err(|e| format!("inherited fd {fd}: {e}"))?;
+    match addr.family() {
+        Some(AddressFamily::Unix) => {
+            // SAFETY: systemd hands us this listening socket; we take sole ownership of fd 3.
+            let std_l = unsafe { std::os::unix::net::UnixListener::from_raw_fd(fd) };
+            std_l.set_nonblocking(true).map_err(|e| e.to_string())?;
+            let path = std_l
+                .local_addr()
+                .ok()
+                .and_then(|a| a.as_pathname().map(Path::to_path_buf))
+                .unwrap_or_else(|| PathBuf::from("(systemd)"));
+            let listener = UnixListener::from_std(std_l).map_err(|e| e.to_string())?;
+            Ok(Listener::Unix { listener, path, remove_on_close: false })
+        }
+        Some(AddressFamily::Inet) | Some(AddressFamily::Inet6) => {
+            // SAFETY: as above, for a TCP listening socket.
+            let std_l = unsafe { std::net::TcpListener::from_raw_fd(fd) };
+            std_l.set_nonblocking(true).map_err(|e| e.to_string())?;
+            Ok(Listener::Tcp(TcpListener::from_std(std_l).map_err(|e| e.to_string())?))
+        }
+        other => Err(format!("inherited fd {fd} has unsupported family {other:?}")),
+    }
+}
+
+/// Makes a unix socket path bindable: creates the parent directory, removes a stale socket,
+/// refuses a live one or a file that is not a socket.
+pub fn prepare_unix_path(path: &Path) -> Result<Prepared, String> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if !dir.exists() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o750)
+                .create(dir)
+                .map_err(|e| format!("cannot create directory {}: {e}", dir.display()))?;
+        }
+    }
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Prepared::Fresh),
+        Err(e) => return Err(format!("cannot inspect {}: {e}", path.display())),
+    };
+    if !meta.file_type().is_socket() {
+        return Err(format!("{} exists and is not a socket; not touching it", path.display()));
+    }
+    match std::os::unix::net::UnixStream::connect(path) {
+        Ok(_) => Err(format!("{} is in use by a live process (is another smtpf-milter running?)", path.display())),
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+            std::fs::remove_file(path).map_err(|e| format!("cannot remove stale socket {}: {e}", path.display()))?;
+            Ok(Prepared::RemovedStale)
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Prepared::Fresh),
+        Err(e) => Err(format!("cannot probe {}: {e}", path.display())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn stale_socket_is_removed_live_one_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/m.sock");
+        let spec = SocketSpec::Unix(path.clone());
+        let (live, prepared) = Listener::bind(&spec, 0o660, None).await.unwrap();
+        assert_eq!(prepared, Prepared::Fresh, "parent directory created");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o660);
+        let err = Listener::bind(&spec, 0o660, None).await.err().unwrap();
+        assert!(err.contains("in use by a live process"), "{err}");
+        // Leave the file behind without a listener: a stale socket.
+        drop(live);
+        let (again, prepared) = Listener::bind(&spec, 0o600, None).await.unwrap();
+        assert_eq!(prepared, Prepared::RemovedStale);
+        again.cleanup().unwrap();
+        assert!(!path.exists());
+    }
+
+    #[tokio::test]
+    async fn regular_file_is_not_touched() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("not-a-socket");
+        std::fs::write(&path, "data").unwrap();
+        let err = Listener::bind(&SocketSpec::Unix(path.clone()), 0o660, None).await.err().unwrap();
+        assert!(err.contains("not a socket"), "{err}");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "data");
+    }
+}

@@ -1,0 +1,183 @@
+//! Option negotiation: which protocol version, actions, steps and macros we ask the MTA for.
+//!
+//! We ask only for what the enabled checks use: no unknown commands, no body when nothing reads
+//! it, and the "no reply" promise for every step where no check can answer, which saves the MTA a
+//! round trip per event. The macro lists name exactly the macros we read.
+
+use super::codec::{action, proto, stage, Command, Response};
+
+/// The highest protocol version we speak.
+pub const VERSION: u32 = 6;
+/// The lowest MTA version we serve (libmilter's minimum too).
+pub const MIN_VERSION: u32 = 2;
+
+/// What the enabled checks need from the MTA, decided per session from its config.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Needs {
+    /// Some check reads body chunks (also the `b=` byte count of #720).
+    pub body: bool,
+    /// Some check may answer at these steps.
+    pub reply_connect: bool,
+    pub reply_helo: bool,
+    pub reply_mail: bool,
+    pub reply_rcpt: bool,
+    pub reply_data: bool,
+    /// Some check needs the DATA step itself (greylisting).
+    pub data: bool,
+}
+
+/// The outcome of negotiation, kept for the session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Negotiated {
+    pub version: u32,
+    pub actions: u32,
+    pub protocol: u32,
+    pub mta_version: u32,
+    pub mta_actions: u32,
+    pub mta_protocol: u32,
+}
+
+/// Macros we read, per stage.
+pub const MACROS: &[(u32, &str)] = &[
+    (stage::CONNECT, "j _ {daemon_name} {client_ptr} {client_resolve}"),
+    (stage::HELO, "{tls_version}"),
+    (stage::ENVFROM, "i {auth_type} {auth_authen} {mail_addr}"),
+    (stage::ENVRCPT, "i {rcpt_addr}"),
+    (stage::DATA, "i"),
+    (stage::EOH, "i"),
+    (stage::EOM, "i {msg_id}"),
+];
+
+/// Answers an MTA's option negotiation, or says why we cannot serve it.
+pub fn negotiate(version: u32, actions: u32, protocol: u32, needs: Needs) -> Result<(Response, Negotiated), String> {
+    if version < MIN_VERSION {
+        return Err(format!("version {version}"));
+    }
+    let ours = version.min(VERSION);
+    let mut want_actions = action::ADDHDRS | action::CHGHDRS;
+    if ours >= 6 {
+        want_actions |= action::SETSYMLIST;
+    }
+    let want_actions = want_actions & actions;
+
+    let mut want = proto::NOUNKNOWN | proto::NR_HDR | proto::NR_EOH | proto::NR_UNKN;
+    if !needs.body {
+        want |= proto::NOBODY;
+    } else {
+        want |= proto::NR_BODY;
+    }
+    if !needs.data && !needs.reply_data {
+        want |= proto::NODATA;
+    }
+    if !needs.reply_connect {
+        want |= proto::NR_CONN;
+    }
+    if !needs.reply_helo {
+        want |= proto::NR_HELO;
+    }
+    if !needs.reply_mail {
+        want |= proto::NR_MAIL;
+    }
+    if !needs.reply_rcpt {
+        want |= proto::NR_RCPT;
+    }
+    if !needs.reply_data {
+        want |= proto::NR_DATA;
+    }
+    // Only what the MTA offered; an MTA drops a milter that asks for more.
+    let want = want & protocol;
+    let macros = if want_actions & action::SETSYMLIST != 0 {
+        MACROS.iter().map(|(s, l)| (*s, l.to_string())).collect()
+    } else {
+        Vec::new()
+    };
+    let n = Negotiated {
+        version: ours,
+        actions: want_actions,
+        protocol: want,
+        mta_version: version,
+        mta_actions: actions,
+        mta_protocol: protocol,
+    };
+    Ok((Response::OptNeg { version: ours, actions: want_actions, protocol: want, macros }, n))
+}
+
+impl Negotiated {
+    /// Whether we promised not to answer this command.
+    pub fn no_reply(&self, cmd: &Command) -> bool {
+        let flag = match cmd {
+            Command::Connect { .. } => proto::NR_CONN,
+            Command::Helo { .. } => proto::NR_HELO,
+            Command::Mail { .. } => proto::NR_MAIL,
+            Command::Rcpt { .. } => proto::NR_RCPT,
+            Command::Data => proto::NR_DATA,
+            Command::Header { .. } => proto::NR_HDR,
+            Command::EndOfHeaders => proto::NR_EOH,
+            Command::Body(_) => proto::NR_BODY,
+            Command::Unknown(_) => proto::NR_UNKN,
+            _ => return false,
+        };
+        self.protocol & flag != 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const POSTFIX_ACTIONS: u32 = 0x1ff;
+    const POSTFIX_PROTOCOL: u32 = 0x1fffff;
+
+    #[test]
+    fn version_6_gets_no_reply_flags_and_macros() {
+        let (resp, n) = negotiate(6, POSTFIX_ACTIONS, POSTFIX_PROTOCOL, Needs { body: true, ..Needs::default() }).unwrap();
+        assert_eq!(n.version, 6);
+        assert_eq!(n.actions, action::ADDHDRS | action::CHGHDRS | action::SETSYMLIST);
+        assert_ne!(n.protocol & proto::NR_CONN, 0);
+        assert_ne!(n.protocol & proto::NOUNKNOWN, 0);
+        assert_eq!(n.protocol & proto::NOBODY, 0);
+        assert_ne!(n.protocol & proto::NR_BODY, 0);
+        assert_eq!(n.protocol & proto::NOHDRS, 0, "headers are read for Message-ID");
+        match resp {
+            Response::OptNeg { macros, .. } => assert!(macros.iter().any(|(s, l)| *s == stage::EOM && l.contains('i'))),
+            other => panic!("{other:?}"),
+        }
+        assert!(n.no_reply(&Command::Connect {
+            hostname: String::new(),
+            family: super::super::codec::Family::Unknown,
+            port: 0,
+            address: String::new()
+        }));
+        assert!(!n.no_reply(&Command::EndOfMessage(Vec::new())));
+    }
+
+    #[test]
+    fn checks_that_answer_keep_replies() {
+        let needs = Needs {
+            body: true,
+            reply_connect: true,
+            reply_mail: true,
+            reply_rcpt: true,
+            reply_data: true,
+            data: true,
+            reply_helo: true,
+        };
+        let (_, n) = negotiate(6, POSTFIX_ACTIONS, POSTFIX_PROTOCOL, needs).unwrap();
+        for flag in [proto::NR_CONN, proto::NR_HELO, proto::NR_MAIL, proto::NR_RCPT, proto::NR_DATA, proto::NODATA, proto::NOBODY]
+        {
+            assert_eq!(n.protocol & flag, 0, "flag 0x{flag:x}");
+        }
+    }
+
+    #[test]
+    fn older_mtas_get_only_what_they_offer() {
+        let (resp, n) = negotiate(2, 0x3f, 0x7f, Needs::default()).unwrap();
+        assert_eq!(n.version, 2);
+        assert_eq!(n.protocol & !0x7f, 0);
+        assert_eq!(n.actions & action::SETSYMLIST, 0);
+        assert!(matches!(resp, Response::OptNeg { ref macros, .. } if macros.is_empty()));
+        assert!(negotiate(1, 0x0f, 0x3f, Needs::default()).is_err());
+        let (_, n) = negotiate(9, POSTFIX_ACTIONS, POSTFIX_PROTOCOL, Needs::default()).unwrap();
+        assert_eq!(n.version, 6, "never answer a higher version than ours");
+    }
+}

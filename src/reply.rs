@@ -1,0 +1,93 @@
+//! SMTP replies our checks send, and the verdict a check returns.
+//!
+//! Every reply ends with ` #<n> <session-id>` as smtpf's do, so a sender quoting our bounce gives
+//! the admin the log message number and the session to grep for.
+
+use crate::ids::SessionId;
+use crate::milter::codec::Response;
+
+/// A reply code, enhanced status, text and smtpf message number.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reply {
+    pub code: u16,
+    pub ecode: String,
+    pub text: String,
+    pub num: u16,
+}
+
+/// smtpf/libmilter limit for one reply line.
+const MAX_REPLY: usize = 980;
+
+impl Reply {
+    /// Builds a reply.
+    pub fn new(code: u16, ecode: &str, text: impl Into<String>, num: u16) -> Reply {
+        Reply { code, ecode: ecode.to_string(), text: text.into(), num }
+    }
+
+    /// The reply as the SMTP client will see it.
+    pub fn line(&self, sid: &SessionId) -> String {
+        let mut s = format!("{} {} {} #{} {}", self.code, self.ecode, self.text, self.num, sid);
+        s.retain(|c| c != '\r' && c != '\n');
+        if s.len() > MAX_REPLY {
+            let mut cut = MAX_REPLY;
+            while !s.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            s.truncate(cut);
+        }
+        s
+    }
+
+    /// The milter response carrying it. Sendmail reads the text as a format string, so `%` is
+    /// doubled (Postfix undoes the doubling).
+    pub fn response(&self, sid: &SessionId) -> Response {
+        Response::ReplyCode(self.line(sid).replace('%', "%%"))
+    }
+
+    /// Whether the reply refuses (4xx/5xx).
+    pub fn is_refusal(&self) -> bool {
+        self.code >= 400
+    }
+}
+
+/// What a check decided for one SMTP step.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Let the MTA answer as it would (white listing also answers this: milter `accept` would
+    /// stop filtering the whole message).
+    Continue,
+    /// Answer with this reply (4xx/5xx; a 421 makes the MTA close the session, our form of
+    /// smtpf's DROP).
+    Reply(Reply),
+    /// Accept the message and throw it away.
+    Discard,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::LocalTime;
+
+    #[test]
+    fn line_ends_with_number_and_session() {
+        let sid = SessionId::new(&LocalTime::from_unix(0), 1, 1);
+        let r = Reply::new(451, "4.7.0", "try again later", 552);
+        assert_eq!(r.line(&sid), format!("451 4.7.0 try again later #552 {sid}"));
+        assert!(r.is_refusal());
+    }
+
+    #[test]
+    fn percent_is_doubled_and_lines_are_bounded() {
+        let sid = SessionId::new(&LocalTime::from_unix(0), 1, 1);
+        let r = Reply::new(550, "5.7.1", "100% spam\r\nInjected: x", 1);
+        match r.response(&sid) {
+            Response::ReplyCode(s) => {
+                assert!(s.contains("100%% spamInjected"));
+                assert!(!s.contains('\n'));
+            }
+            other => panic!("{other:?}"),
+        }
+        let long = Reply::new(550, "5.7.1", "é".repeat(2000), 1);
+        assert!(long.line(&sid).len() <= 980);
+    }
+}

@@ -1,0 +1,159 @@
+//! The accept loop and the per-connection loop: bytes ⇄ frames ⇄ session.
+//!
+//! One task per MTA connection. Each read is bounded by `milter-timeout` and each frame by the
+//! protocol limit; a protocol error ends that connection with a numbered line and nothing else.
+//! Shutdown is graceful: stop accepting, let sessions finish, and after the deadline close the rest
+//! between two commands so that each still logs its #721.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::sync::{watch, Notify};
+
+use crate::log::catalog;
+use crate::milter::codec::{decode_command, encode_response, read_frame, FrameError, MAX_PAYLOAD};
+use crate::milter::listen::Listener;
+use crate::session::{Session, Step};
+use crate::shared::Shared;
+
+/// Tells running sessions to stop at their next read.
+#[derive(Clone)]
+pub struct Kill(watch::Receiver<bool>);
+
+/// Serves connections until `stop` turns true; then returns, leaving open sessions running.
+pub async fn accept_loop(
+    listener: &Listener,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+    kill: Kill,
+    idle: Arc<Notify>,
+) {
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let accepted = tokio::select! {
+            _ = stop.changed() => continue,
+            a = accept_one(listener) => a,
+        };
+        match accepted {
+            Ok(conn) => {
+                shared.active.fetch_add(1, Ordering::SeqCst);
+                let shared = shared.clone();
+                let kill = kill.clone();
+                let idle = idle.clone();
+                tokio::spawn(async move {
+                    match conn {
+                        Conn::Unix(s) => serve_connection(s, shared.clone(), kill).await,
+                        Conn::Tcp(s) => serve_connection(s, shared.clone(), kill).await,
+                    }
+                    if shared.active.fetch_sub(1, Ordering::SeqCst) == 1 {
+                        idle.notify_waiters();
+                    }
+                });
+            }
+            Err(e) => {
+                // Typically EMFILE: pause instead of spinning, open sessions carry on.
+                shared.log.emit(&catalog::ACCEPT_ERROR, None, &[&e, &shared.active.load(Ordering::Relaxed)]);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+enum Conn {
+    Unix(tokio::net::UnixStream),
+    Tcp(tokio::net::TcpStream),
+}
+
+async fn accept_one(listener: &Listener) -> std::io::Result<Conn> {
+    match listener {
+        Listener::Unix { listener, .. } => listener.accept().await.map(|(s, _)| Conn::Unix(s)),
+        Listener::Tcp(l) => {
+            let (s, _) = l.accept().await?;
+            let _ = s.set_nodelay(true);
+            Ok(Conn::Tcp(s))
+        }
+    }
+}
+
+impl Kill {
+    /// A kill switch and its trigger.
+    pub fn new() -> (watch::Sender<bool>, Kill) {
+        let (tx, rx) = watch::channel(false);
+        (tx, Kill(rx))
+    }
+}
+
+/// Runs one milter connection to its end.
+pub async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(stream: S, shared: Arc<Shared>, mut kill: Kill) {
+    let (r, mut w) = tokio::io::split(stream);
+    let mut r = BufReader::with_capacity(4096, r);
+    let mut session = Session::new(shared.clone());
+    let read_timeout = session.config().milter_timeout;
+    let mut buf = Vec::with_capacity(4096);
+    let mut out = Vec::with_capacity(256);
+    loop {
+        if *kill.0.borrow() {
+            break;
+        }
+        let frame = tokio::select! {
+            _ = kill.0.changed() => break,
+            f = tokio::time::timeout(read_timeout, read_frame(&mut r, MAX_PAYLOAD, &mut buf)) => f,
+        };
+        let code = match frame {
+            Err(_) => {
+                shared.log.emit(&catalog::READ_TIMEOUT, Some(&session.sid), &[&read_timeout.as_secs()]);
+                break;
+            }
+            Ok(Ok(None)) => break,
+            Ok(Ok(Some(code))) => code,
+            Ok(Err(FrameError::Io(e))) => {
+                session.io_error();
+                shared.log.emit(&catalog::IO_ERROR, Some(&session.sid), &[&e]);
+                break;
+            }
+            Ok(Err(e)) => {
+                shared.log.emit(&catalog::PROTOCOL_ERROR, Some(&session.sid), &[&e]);
+                break;
+            }
+        };
+        let cmd = match decode_command(code, &buf) {
+            Ok(c) => c,
+            Err(e) => {
+                shared.log.emit(&catalog::PROTOCOL_ERROR, Some(&session.sid), &[&e]);
+                break;
+            }
+        };
+        let step = match session.handle(cmd).await {
+            Ok(s) => s,
+            Err(why) => {
+                shared.log.emit(&catalog::PROTOCOL_ERROR, Some(&session.sid), &[&why]);
+                break;
+            }
+        };
+        match step {
+            Step::Silent => {}
+            Step::Close => break,
+            Step::Respond(responses) => {
+                out.clear();
+                for r in &responses {
+                    encode_response(r, &mut out);
+                }
+                if let Err(e) = w.write_all(&out).await {
+                    session.io_error();
+                    shared.log.emit(&catalog::IO_ERROR, Some(&session.sid), &[&e]);
+                    break;
+                }
+            }
+        }
+        // Idle sessions must not pin 64 KiB body buffers (thousands of MTA connections wait idle).
+        if buf.capacity() > 16 * 1024 {
+            buf = Vec::with_capacity(4096);
+        }
+    }
+    let _ = w.shutdown().await;
+    session.end();
+}

@@ -1,0 +1,620 @@
+//! One milter connection = one SMTP session: the state machine from CONNECT to close.
+//!
+//! The session turns milter commands into SMTP stages, keeps what smtpf keeps about a client and a
+//! transaction, asks the checks for a verdict at each stage, and writes smtpf's summary lines
+//! (#637 start, #717 sender, #718 recipient, #719 data, #720 message, #721 end). It distrusts its
+//! peer: commands out of order are protocol errors that end this connection only, ABORT is legal in
+//! any state (Postfix sends it after every transaction and before a repeated HELO), and nothing a
+//! peer sends can grow memory without bound.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::config::Config;
+use crate::flags::{self, client_words, ClientFlags, MailFlags, MessageFlags, RcptFlags};
+use crate::ids::{random_message_start, LocalTime, SessionId};
+use crate::log::catalog;
+use crate::milter::codec::{Command, Family, Response};
+use crate::milter::negotiate::{negotiate, Needs, Negotiated};
+use crate::reply::Verdict;
+use crate::shared::Shared;
+
+/// What the connection loop must do after a command.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Send these responses (in order).
+    Respond(Vec<Response>),
+    /// Send nothing (macro, abort, or a step we promised not to answer).
+    Silent,
+    /// Close the connection (QUIT).
+    Close,
+}
+
+/// The SMTP client as the MTA describes it.
+#[derive(Clone, Debug, Default)]
+pub struct Client {
+    /// Verified host name, if the MTA has one (not `[ip]` / `unknown`).
+    pub name: Option<String>,
+    /// The PTR name even when not forward-confirmed (Postfix `{client_ptr}`), for `p=`.
+    pub ptr: Option<String>,
+    pub ip: Option<IpAddr>,
+    pub port: u16,
+    pub family: Option<Family>,
+}
+
+impl Client {
+    /// `name [ip]:port`, or `[ip]:port` without a verified name, as smtpf's CLIENT_FORMAT.
+    pub fn describe(&self) -> String {
+        let ip = self.ip.map(|i| i.to_string()).unwrap_or_default();
+        match &self.name {
+            Some(n) => format!("{n} [{ip}]:{}", self.port),
+            None => format!("[{ip}]:{}", self.port),
+        }
+    }
+}
+
+/// Parses the CONNECT address: Sendmail's `IPv6:` prefix and IPv4-mapped IPv6 forms included.
+pub fn parse_client_address(text: &str) -> Option<IpAddr> {
+    let t = text.trim().trim_start_matches('[').trim_end_matches(']');
+    let t = if t.len() > 5 && t[..5].eq_ignore_ascii_case("ipv6:") { &t[5..] } else { t };
+    match t.parse::<IpAddr>().ok()? {
+        IpAddr::V6(v6) => Some(v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6))),
+        v4 => Some(v4),
+    }
+}
+
+/// Whether the MTA's host name means "no verified PTR".
+fn is_unverified_name(name: &str) -> bool {
+    let n = name.trim();
+    n.is_empty() || n.starts_with('[') || n.eq_ignore_ascii_case("unknown")
+}
+
+/// Macros the MTA sent, by stage; a new `D` for a stage replaces that stage's values (libmilter's
+/// rule), which also bounds memory.
+#[derive(Default, Debug)]
+pub struct Macros {
+    by_stage: Vec<(u8, Vec<(String, String)>)>,
+}
+
+/// Stages whose macros belong to a transaction and are dropped at ABORT / new MAIL.
+const TRANSACTION_STAGES: &[u8] = b"MRTLNBE";
+
+impl Macros {
+    /// Stores the macros of one `D` command.
+    pub fn set(&mut self, stage: u8, pairs: Vec<(String, String)>) {
+        let pairs = pairs.into_iter().map(|(n, v)| (n.trim_start_matches('{').trim_end_matches('}').to_string(), v)).collect();
+        match self.by_stage.iter_mut().find(|(s, _)| *s == stage) {
+            Some(slot) => slot.1 = pairs,
+            None => self.by_stage.push((stage, pairs)),
+        }
+    }
+
+    /// A macro's value (name with or without braces), latest stage first.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        let name = name.trim_start_matches('{').trim_end_matches('}');
+        self.by_stage.iter().rev().flat_map(|(_, p)| p.iter()).find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+
+    /// Forgets transaction macros.
+    pub fn reset_transaction(&mut self) {
+        self.by_stage.retain(|(s, _)| !TRANSACTION_STAGES.contains(s));
+    }
+}
+
+/// Recipients kept per transaction; more are counted, not stored (Postfix's default limit is 1000).
+const MAX_KEPT_RECIPIENTS: usize = 10_000;
+
+/// One MAIL transaction.
+#[derive(Debug, Default)]
+pub struct Transaction {
+    pub tid: String,
+    /// The sender as the MTA wrote it (`<a@b>` or `<>`).
+    pub sender: String,
+    pub mail_flags: MailFlags,
+    pub rcpt_flags: RcptFlags,
+    pub msg_flags: MessageFlags,
+    pub recipients: Vec<String>,
+    pub rcpt_accepted: u32,
+    pub rcpt_rejected: u32,
+    pub message_id: Option<String>,
+    /// Header and body bytes, as they would be on the wire.
+    pub bytes: u64,
+    pub queue_id: Option<String>,
+}
+
+/// A milter session.
+pub struct Session {
+    shared: Arc<Shared>,
+    config: Arc<Config>,
+    pub sid: SessionId,
+    negotiated: Option<Negotiated>,
+    pub client: Option<Client>,
+    pub client_flags: ClientFlags,
+    pub helo: String,
+    pub macros: Macros,
+    pub tx: Option<Transaction>,
+    msg_counter: u16,
+    mails: u32,
+    passed: u32,
+    rejects: u32,
+    bytes: u64,
+    last_refusal: String,
+    started: Instant,
+    ended: bool,
+    trace: bool,
+}
+
+/// Why a command was refused as a protocol error.
+pub type ProtocolError = String;
+
+impl Session {
+    /// A new session on a fresh milter connection.
+    pub fn new(shared: Arc<Shared>) -> Session {
+        let config = shared.config();
+        let sid = SessionId::next(&LocalTime::now());
+        let trace = shared.log.verbose().has("milter");
+        Session {
+            shared,
+            config,
+            msg_counter: random_message_start(crate::ids::unix_now() as u64 ^ sid_hash(&sid)),
+            sid,
+            negotiated: None,
+            client: None,
+            client_flags: ClientFlags::default(),
+            helo: String::new(),
+            macros: Macros::default(),
+            tx: None,
+            mails: 0,
+            passed: 0,
+            rejects: 0,
+            bytes: 0,
+            last_refusal: String::new(),
+            started: Instant::now(),
+            ended: false,
+            trace,
+        }
+    }
+
+    /// The config this session runs under.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// What the checks enabled in this session's config need from the MTA.
+    fn needs(&self) -> Needs {
+        // The body is always read: #720 reports its size, and duplicate detection digests it.
+        Needs { body: true, ..Needs::default() }
+    }
+
+    /// Handles one command.
+    pub async fn handle(&mut self, cmd: Command) -> Result<Step, ProtocolError> {
+        if self.trace {
+            self.shared.log.emit(&catalog::EVENT_TRACE, Some(&self.sid), &[&"<", &format!("{cmd:?}")]);
+        }
+        let step = self.dispatch(cmd).await?;
+        if self.trace {
+            if let Step::Respond(r) = &step {
+                self.shared.log.emit(&catalog::EVENT_TRACE, Some(&self.sid), &[&">", &format!("{r:?}")]);
+            }
+        }
+        Ok(step)
+    }
+
+    async fn dispatch(&mut self, cmd: Command) -> Result<Step, ProtocolError> {
+        let Some(neg) = self.negotiated else {
+            return match cmd {
+                Command::OptNeg { version, actions, protocol } => self.optneg(version, actions, protocol),
+                Command::Macro { .. } | Command::Abort => Ok(Step::Silent),
+                Command::Quit => Ok(Step::Close),
+                other => Err(format!("command '{}' before option negotiation", other.code() as char)),
+            };
+        };
+        let silent = neg.no_reply(&cmd);
+        let verdict = match cmd {
+            Command::OptNeg { .. } => return Err("option negotiation repeated".into()),
+            Command::Macro { stage, pairs } => {
+                self.macros.set(stage, pairs);
+                return Ok(Step::Silent);
+            }
+            Command::Connect { hostname, family, port, address } => {
+                if self.client.is_some() {
+                    return Err("second CONNECT in one session".into());
+                }
+                self.connect(hostname, family, port, address);
+                Verdict::Continue
+            }
+            Command::Helo { name } => {
+                self.need_client("HELO")?;
+                self.helo(name);
+                Verdict::Continue
+            }
+            Command::Mail { sender, params } => {
+                self.need_client("MAIL")?;
+                return Ok(self.mail(sender, params, silent));
+            }
+            Command::Rcpt { recipient, .. } => {
+                self.need_tx("RCPT")?;
+                return Ok(self.rcpt(recipient, silent));
+            }
+            Command::Data => {
+                self.need_tx("DATA")?;
+                self.note_queue_id();
+                Verdict::Continue
+            }
+            Command::Header { name, value } => {
+                self.need_tx("HEADER")?;
+                self.header(&name, &value);
+                Verdict::Continue
+            }
+            Command::EndOfHeaders => {
+                self.need_tx("end of headers")?;
+                self.note_queue_id();
+                if let Some(tx) = &mut self.tx {
+                    tx.bytes += 2;
+                }
+                Verdict::Continue
+            }
+            Command::Body(chunk) => {
+                self.need_tx("BODY")?;
+                if let Some(tx) = &mut self.tx {
+                    tx.bytes += chunk.len() as u64;
+                }
+                Verdict::Continue
+            }
+            Command::EndOfMessage(chunk) => {
+                self.need_tx("end of message")?;
+                return Ok(self.end_of_message(chunk));
+            }
+            Command::Abort => {
+                self.abort();
+                return Ok(Step::Silent);
+            }
+            Command::Quit => {
+                self.client_flags.set(flags::client::QUIT);
+                return Ok(Step::Close);
+            }
+            Command::QuitNewConnection => {
+                // The MTA keeps the connection for a new SMTP session: end this one, start afresh.
+                self.client_flags.set(flags::client::QUIT);
+                self.end();
+                let fresh = Session::new(self.shared.clone());
+                *self = fresh;
+                return Ok(Step::Silent);
+            }
+            Command::Unknown(_) => Verdict::Continue,
+        };
+        Ok(self.answer(verdict, silent))
+    }
+
+    fn optneg(&mut self, version: u32, actions: u32, protocol: u32) -> Result<Step, ProtocolError> {
+        match negotiate(version, actions, protocol, self.needs()) {
+            Ok((resp, n)) => {
+                self.shared.log.emit(
+                    &catalog::NEGOTIATED,
+                    Some(&self.sid),
+                    &[
+                        &n.version,
+                        &format_args!("{:x}", n.actions),
+                        &format_args!("{:x}", n.protocol),
+                        &version,
+                        &format_args!("{actions:x}"),
+                        &format_args!("{protocol:x}"),
+                    ],
+                );
+                self.negotiated = Some(n);
+                Ok(Step::Respond(vec![resp]))
+            }
+            Err(_) => {
+                self.shared.log.emit(&catalog::VERSION_UNSUPPORTED, Some(&self.sid), &[&version]);
+                Ok(Step::Close)
+            }
+        }
+    }
+
+    fn need_client(&self, what: &str) -> Result<(), ProtocolError> {
+        // NOCONNECT is never negotiated, so every session starts with CONNECT.
+        if self.client.is_none() {
+            return Err(format!("{what} before CONNECT"));
+        }
+        Ok(())
+    }
+
+    fn need_tx(&self, what: &str) -> Result<(), ProtocolError> {
+        if self.tx.is_none() {
+            return Err(format!("{what} outside a MAIL transaction"));
+        }
+        Ok(())
+    }
+
+    /// Turns a verdict into responses, counting refusals.
+    fn answer(&mut self, verdict: Verdict, silent: bool) -> Step {
+        let resp = match &verdict {
+            Verdict::Continue => Response::Continue,
+            Verdict::Discard => Response::Discard,
+            Verdict::Reply(r) => {
+                self.rejects += 1;
+                self.last_refusal = r.line(&self.sid);
+                r.response(&self.sid)
+            }
+        };
+        if silent {
+            if verdict != Verdict::Continue {
+                self.shared.log.emit(
+                    &catalog::INTERNAL_ERROR,
+                    Some(&self.sid),
+                    &[&"a check answered at a step negotiated as no-reply; answer dropped"],
+                );
+            }
+            return Step::Silent;
+        }
+        Step::Respond(vec![resp])
+    }
+
+    /// The reply text for `x=` fields: empty when we let the MTA answer.
+    fn x_text(&self, verdict: &Verdict) -> String {
+        match verdict {
+            Verdict::Continue => String::new(),
+            Verdict::Discard => "discard".into(),
+            Verdict::Reply(r) => r.line(&self.sid),
+        }
+    }
+
+    fn connect(&mut self, hostname: String, family: Family, port: u16, address: String) {
+        let ip = match family {
+            Family::Inet | Family::Inet6 => parse_client_address(&address),
+            _ => None,
+        };
+        let resolve = self.macros.get("client_resolve").map(str::to_ascii_uppercase);
+        let name = if is_unverified_name(&hostname) || matches!(resolve.as_deref(), Some("FAIL" | "FORGED" | "TEMP")) {
+            None
+        } else {
+            Some(hostname.trim().to_string())
+        };
+        let ptr = name.clone().or_else(|| self.macros.get("client_ptr").filter(|p| !is_unverified_name(p)).map(str::to_string));
+        let localhost = family == Family::Unix || ip.is_some_and(|i| i.is_loopback());
+        if localhost {
+            self.client_flags.set(flags::client::LOCALHOST);
+        } else {
+            if name.is_none() {
+                self.client_flags.set(flags::client::FORGED);
+            }
+            match resolve.as_deref() {
+                Some("TEMP") => self.client_flags.set(flags::client::NO_PTR_ERROR),
+                _ if ptr.is_none() => self.client_flags.set(flags::client::NO_PTR),
+                _ => {}
+            }
+        }
+        let client = Client { name, ptr, ip, port, family: Some(family) };
+        let cn = self.shared.active.load(std::sync::atomic::Ordering::Relaxed);
+        let cs = self.shared.count_connection();
+        self.shared.log.emit(
+            &catalog::SESSION_START,
+            Some(&self.sid),
+            &[&client.describe(), &self.client_words_for(&client), &self.shared.workers, &cn, &cs],
+        );
+        self.client = Some(client);
+    }
+
+    fn client_words_for(&self, client: &Client) -> String {
+        client_words(self.client_flags, matches!(client.ip, Some(IpAddr::V6(_))))
+    }
+
+    fn helo(&mut self, name: String) {
+        // Bound what a peer can make us keep; real HELO names are short.
+        let name: String = name.trim().chars().take(255).collect();
+        if name.starts_with('[') || name.parse::<IpAddr>().is_ok() {
+            self.client_flags.set(flags::client::HELO_IP);
+        } else {
+            self.client_flags.clear(flags::client::HELO_IP);
+        }
+        self.helo = name;
+    }
+
+    fn mail(&mut self, sender: String, params: Vec<String>, silent: bool) -> Step {
+        if self.tx.is_some() {
+            // A new MAIL without ABORT (or after a refused one) starts over.
+            self.abort();
+        }
+        self.mails += 1;
+        self.msg_counter = self.msg_counter.wrapping_add(1) % (62 * 62);
+        if self.msg_counter == 0 {
+            self.msg_counter = 1;
+        }
+        let mut tx = Transaction { tid: self.sid.transaction(&LocalTime::now(), self.msg_counter), ..Transaction::default() };
+        for p in &params {
+            let up = p.to_ascii_uppercase();
+            if up == "BODY=8BITMIME" {
+                tx.mail_flags.set(flags::mail::EIGHTBITMIME);
+            } else if up == "BODY=BINARYMIME" {
+                tx.mail_flags.set(flags::mail::BINARYMIME);
+            }
+        }
+        tx.sender = bounded(sender, 512);
+        self.tx = Some(tx);
+        self.note_queue_id();
+        let verdict = Verdict::Continue;
+        let x = self.x_text(&verdict);
+        if let Some(tx) = &self.tx {
+            self.shared.log.emit(
+                &catalog::SENDER,
+                Some(&self.sid),
+                &[&tx.sender, &tx.tid, &tx.mail_flags.words(), &"None", &"None", &x],
+            );
+        }
+        self.answer(verdict, silent)
+    }
+
+    fn rcpt(&mut self, recipient: String, silent: bool) -> Step {
+        self.note_queue_id();
+        let verdict = Verdict::Continue;
+        let x = self.x_text(&verdict);
+        let recipient = bounded(recipient, 512);
+        if let Some(tx) = &mut self.tx {
+            if matches!(verdict, Verdict::Reply(_)) {
+                tx.rcpt_rejected += 1;
+            } else {
+                tx.rcpt_accepted += 1;
+                if tx.recipients.len() < MAX_KEPT_RECIPIENTS {
+                    tx.recipients.push(recipient.clone());
+                }
+            }
+        }
+        if let Some(tx) = &self.tx {
+            self.shared.log.emit(&catalog::RECIPIENT, Some(&self.sid), &[&recipient, &tx.tid, &tx.rcpt_flags.words(), &x]);
+        }
+        self.answer(verdict, silent)
+    }
+
+    fn header(&mut self, name: &str, value: &str) {
+        if let Some(tx) = &mut self.tx {
+            // name ": " value CRLF, as on the wire (the MTA strips one leading space).
+            tx.bytes += (name.len() + value.len() + 4) as u64;
+            if tx.message_id.is_none() && name.eq_ignore_ascii_case("Message-ID") {
+                let v = value.trim();
+                tx.message_id = Some(bounded(v.to_string(), 255));
+            }
+        }
+    }
+
+    fn end_of_message(&mut self, chunk: Vec<u8>) -> Step {
+        self.note_queue_id();
+        let verdict = Verdict::Continue;
+        let x = self.x_text(&verdict);
+        if let Some(mut tx) = self.tx.take() {
+            tx.bytes += chunk.len() as u64;
+            self.bytes += tx.bytes;
+            if verdict == Verdict::Continue {
+                self.passed += 1;
+            }
+            let m = tx.message_id.clone().unwrap_or_else(|| "<>".into());
+            self.shared.log.emit(
+                &catalog::MESSAGE,
+                Some(&self.sid),
+                &[&tx.tid, &tx.msg_flags.words(), &tx.bytes, &tx.rcpt_accepted, &tx.rcpt_rejected, &m, &self.rejects, &x],
+            );
+        }
+        self.macros.reset_transaction();
+        self.answer(verdict, false)
+    }
+
+    /// Ends the transaction without a message (ABORT, RSET, new MAIL).
+    fn abort(&mut self) {
+        self.tx = None;
+        self.macros.reset_transaction();
+    }
+
+    /// Logs the MTA queue id once per transaction, as soon as the MTA tells it.
+    fn note_queue_id(&mut self) {
+        let Some(tx) = &mut self.tx else { return };
+        let Some(qid) = self.macros.get("i") else { return };
+        let qid = qid.trim();
+        if qid.is_empty() || tx.queue_id.as_deref() == Some(qid) {
+            return;
+        }
+        tx.queue_id = Some(bounded(qid.to_string(), 64));
+        self.shared.log.emit(&catalog::QUEUE_ID, Some(&self.sid), &[&qid, &tx.tid]);
+    }
+
+    /// Marks a read/write failure with the MTA (the `io_error` flag of #721).
+    pub fn io_error(&mut self) {
+        self.client_flags.set(flags::client::IO_ERROR);
+    }
+
+    /// Writes #721 (once). Sessions that never saw CONNECT log only a debug line.
+    pub fn end(&mut self) {
+        if self.ended {
+            return;
+        }
+        self.ended = true;
+        let Some(client) = &self.client else {
+            self.shared.log.emit(&catalog::NO_CONNECT, Some(&self.sid), &[]);
+            return;
+        };
+        let ip = client.ip.map(|i| i.to_string()).unwrap_or_default();
+        let ptr = client.ptr.clone().unwrap_or_default();
+        let f = self.client_words_for(client);
+        self.shared.log.emit(
+            &catalog::SESSION_END,
+            Some(&self.sid),
+            &[
+                &ip,
+                &ptr,
+                &f,
+                &self.helo,
+                &self.passed,
+                &self.mails,
+                &self.bytes,
+                &self.rejects,
+                &self.started.elapsed().as_secs(),
+                &self.last_refusal,
+            ],
+        );
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.end();
+    }
+}
+
+fn sid_hash(sid: &SessionId) -> u64 {
+    sid.as_str().bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))
+}
+
+/// Cuts peer-supplied text to a sane length for logs and keys.
+fn bounded(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut cut = max;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_address_forms() {
+        assert_eq!(parse_client_address("192.0.2.1"), Some("192.0.2.1".parse().unwrap()));
+        assert_eq!(parse_client_address("IPv6:2001:db8::1"), Some("2001:db8::1".parse().unwrap()));
+        assert_eq!(parse_client_address("ipv6:2001:DB8::1"), Some("2001:db8::1".parse().unwrap()));
+        assert_eq!(parse_client_address("::ffff:192.0.2.7"), Some("192.0.2.7".parse().unwrap()));
+        assert_eq!(parse_client_address("IPv6:::ffff:192.0.2.7"), Some("192.0.2.7".parse().unwrap()));
+        assert_eq!(parse_client_address("[192.0.2.9]"), Some("192.0.2.9".parse().unwrap()));
+        assert_eq!(parse_client_address("garbage"), None);
+    }
+
+    #[test]
+    fn unverified_names() {
+        assert!(is_unverified_name("[192.0.2.1]"));
+        assert!(is_unverified_name("unknown"));
+        assert!(is_unverified_name(""));
+        assert!(!is_unverified_name("mail.example.com"));
+    }
+
+    #[test]
+    fn macros_replace_per_stage_and_reset() {
+        let mut m = Macros::default();
+        m.set(b'C', vec![("j".into(), "mx".into()), ("{client_ptr}".into(), "ptr.example".into())]);
+        m.set(b'M', vec![("i".into(), "Q1".into())]);
+        assert_eq!(m.get("{client_ptr}"), Some("ptr.example"));
+        assert_eq!(m.get("i"), Some("Q1"));
+        m.set(b'M', vec![("i".into(), "Q2".into())]);
+        assert_eq!(m.get("i"), Some("Q2"));
+        m.reset_transaction();
+        assert_eq!(m.get("i"), None);
+        assert_eq!(m.get("j"), Some("mx"));
+    }
+
+    #[test]
+    fn bounded_respects_char_boundaries() {
+        assert_eq!(bounded("ééé".into(), 3), "é");
+        assert_eq!(bounded("abc".into(), 10), "abc");
+    }
+}
