@@ -31,7 +31,7 @@ pub struct Running {
     idle: Arc<Notify>,
     accept_task: tokio::task::JoinHandle<()>,
     address: String,
-    _store: SqliteStore,
+    _store: std::sync::Mutex<SqliteStore>,
 }
 
 /// How a graceful stop ended.
@@ -122,7 +122,7 @@ pub async fn start(config: Config, log: Logger) -> Result<Running, String> {
         }
     });
     log.emit(&catalog::READY, None, &[]);
-    Ok(Running { shared, stop_tx, kill_tx, idle, accept_task, address, _store: store })
+    Ok(Running { shared, stop_tx, kill_tx, idle, accept_task, address, _store: std::sync::Mutex::new(store) })
 }
 
 impl Running {
