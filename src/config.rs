@@ -530,3 +530,12 @@ mod tests {
         assert_eq!(a.restart_only_changes(&b), vec!["milter-socket"]);
     }
 }
+
+/// The keys as a Markdown table (docs/configuration.md holds this text, checked by a test).
+pub fn markdown_table() -> String {
+    let mut s = String::from("| key | default | meaning |\n|---|---|---|\n");
+    for k in KEYS {
+        s.push_str(&format!("| `{}` | `{}` | {} |\n", k.name, k.default, k.meaning.replace('|', "\\|")));
+    }
+    s
+}

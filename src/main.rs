@@ -27,11 +27,18 @@ enum Cmd {
     CheckConfig,
     /// Print the level, format and meaning of a numbered log message (e.g. `explain 387`).
     Explain {
-        /// The message number, with or without '#'.
-        number: String,
+        /// The message number, with or without '#'; without it, every message.
+        number: Option<String>,
+        /// Print the whole catalog as a Markdown table.
+        #[arg(long)]
+        markdown: bool,
     },
     /// List every config key with its default and meaning.
-    Keys,
+    Keys {
+        /// Print a Markdown table.
+        #[arg(long)]
+        markdown: bool,
+    },
 }
 
 fn load(path: Option<&Path>) -> Result<Config, String> {
@@ -47,17 +54,29 @@ fn load(path: Option<&Path>) -> Result<Config, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Cmd::Run) {
-        Cmd::Explain { number } => explain(&number),
-        Cmd::Keys => {
-            for k in KEYS {
-                println!("{} = {}\n    {}\n", k.name, k.default, k.meaning);
-            }
+        Cmd::Explain { markdown: true, .. } => {
+            say(&catalog::markdown_table());
+            ExitCode::SUCCESS
+        }
+        Cmd::Explain { number: Some(number), .. } => explain(&number),
+        Cmd::Explain { number: None, .. } => {
+            let list: String = catalog::ALL.iter().map(|m| format!("#{} {} {}\n", m.num, m.level.word(), m.format)).collect();
+            say(&list);
+            ExitCode::SUCCESS
+        }
+        Cmd::Keys { markdown: true } => {
+            say(&smtpf_milter::config::markdown_table());
+            ExitCode::SUCCESS
+        }
+        Cmd::Keys { markdown: false } => {
+            let list: String = KEYS.iter().map(|k| format!("{} = {}\n    {}\n\n", k.name, k.default, k.meaning)).collect();
+            say(&list);
             ExitCode::SUCCESS
         }
         Cmd::CheckConfig => match load(cli.config.as_deref()) {
             Ok(c) => {
                 let shown = c.path.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "embedded defaults".into());
-                println!("{shown}: OK");
+                say(&format!("{shown}: OK\n"));
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -98,9 +117,7 @@ fn explain(number: &str) -> ExitCode {
     };
     match catalog::find(n) {
         Some(m) => {
-            println!("#{} {} {}", m.num, m.level.word(), m.format);
-            println!();
-            println!("{}", m.meaning);
+            say(&format!("#{} {} {}\n\n{}\n", m.num, m.level.word(), m.format, m.meaning));
             ExitCode::SUCCESS
         }
         None => {
@@ -108,4 +125,10 @@ fn explain(number: &str) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Writes to stdout; a closed pipe (`| head`) is not an error worth a panic.
+fn say(text: &str) {
+    use std::io::Write;
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
 }

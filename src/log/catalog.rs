@@ -198,3 +198,13 @@ mod tests {
         }
     }
 }
+
+/// The catalog as a Markdown table (the README's message list is this text, checked by a test).
+pub fn markdown_table() -> String {
+    let mut s = String::from("| # | level | format | meaning |\n|---|---|---|---|\n");
+    for m in ALL {
+        let format = m.format.replace('|', "\\|");
+        s.push_str(&format!("| {} | {} | `{}` | {} |\n", m.num, m.level.word(), format, m.meaning.replace('|', "\\|")));
+    }
+    s
+}
