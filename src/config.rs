@@ -423,6 +423,15 @@ impl Config {
     }
 }
 
+/// The keys as a Markdown table (docs/configuration.md holds this text, checked by a test).
+pub fn markdown_table() -> String {
+    let mut s = String::from("| key | default | meaning |\n|---|---|---|\n");
+    for k in KEYS {
+        s.push_str(&format!("| `{}` | `{}` | {} |\n", k.name, k.default, k.meaning.replace('|', "\\|")));
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -529,13 +538,4 @@ mod tests {
         b.dns_timeout = Duration::from_secs(9);
         assert_eq!(a.restart_only_changes(&b), vec!["milter-socket"]);
     }
-}
-
-/// The keys as a Markdown table (docs/configuration.md holds this text, checked by a test).
-pub fn markdown_table() -> String {
-    let mut s = String::from("| key | default | meaning |\n|---|---|---|\n");
-    for k in KEYS {
-        s.push_str(&format!("| `{}` | `{}` | {} |\n", k.name, k.default, k.meaning.replace('|', "\\|")));
-    }
-    s
 }

@@ -169,6 +169,16 @@ pub fn find(num: u16) -> Option<&'static Msg> {
     ALL.iter().copied().find(|m| m.num == num)
 }
 
+/// The catalog as a Markdown table (the README's message list is this text, checked by a test).
+pub fn markdown_table() -> String {
+    let mut s = String::from("| # | level | format | meaning |\n|---|---|---|---|\n");
+    for m in ALL {
+        let format = m.format.replace('|', "\\|");
+        s.push_str(&format!("| {} | {} | `{}` | {} |\n", m.num, m.level.word(), format, m.meaning.replace('|', "\\|")));
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -197,14 +207,4 @@ mod tests {
             }
         }
     }
-}
-
-/// The catalog as a Markdown table (the README's message list is this text, checked by a test).
-pub fn markdown_table() -> String {
-    let mut s = String::from("| # | level | format | meaning |\n|---|---|---|---|\n");
-    for m in ALL {
-        let format = m.format.replace('|', "\\|");
-        s.push_str(&format!("| {} | {} | `{}` | {} |\n", m.num, m.level.word(), format, m.meaning.replace('|', "\\|")));
-    }
-    s
 }
