@@ -10,6 +10,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::checks::dnslist::{parse_list, parse_zones, Zone};
 use crate::log::{Target, Verbose};
 
 /// Where the daemon listens for its MTA.
@@ -102,6 +103,31 @@ pub struct Config {
     pub dns_timeout: Duration,
     pub milter_timeout: Duration,
     pub shutdown_timeout: Duration,
+    /// The access-map text file; None: no access-map (#115).
+    pub access_map: Option<PathBuf>,
+    /// DNS lists consulted at connect, in smtpf/postscreen syntax (validated entries).
+    pub dns_bl: Vec<Zone>,
+    pub dns_wl: Vec<Zone>,
+    pub dns_gl: Vec<Zone>,
+    /// Sum of dns-bl weights that makes a client black listed.
+    pub dns_bl_threshold: i32,
+    /// Hold pre-RCPT rejects and give them at each RCPT (white-listed recipients still get mail).
+    pub smtp_delay_checks: bool,
+    /// Domain lists for hosts of URIs in message bodies.
+    pub uri_bl: Vec<Zone>,
+    /// IP lists for the addresses of URI hosts.
+    pub uri_dns_bl: Vec<Zone>,
+    pub uri_bl_policy: UriPolicy,
+    /// Most URI hosts looked up per message.
+    pub uri_max_test: usize,
+}
+
+/// What a URI list hit does to the message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UriPolicy {
+    Reject,
+    Discard,
+    None,
 }
 
 /// The socket the embedded defaults listen on: loopback TCP, so a first run needs no root. 8894
@@ -126,6 +152,16 @@ impl Default for Config {
             dns_timeout: Duration::from_secs(5),
             milter_timeout: Duration::from_secs(7210),
             shutdown_timeout: Duration::from_secs(30),
+            access_map: None,
+            dns_bl: Vec::new(),
+            dns_wl: Vec::new(),
+            dns_gl: Vec::new(),
+            dns_bl_threshold: 1,
+            smtp_delay_checks: false,
+            uri_bl: Vec::new(),
+            uri_dns_bl: Vec::new(),
+            uri_bl_policy: UriPolicy::Reject,
+            uri_max_test: 10,
         }
     }
 }
@@ -150,6 +186,16 @@ pub const KEYS: &[KeyDoc] = &[
     KeyDoc { name: "dns-timeout", default: "5", meaning: "Seconds (or \"5s\") one DNS lookup may take; a list lookup that times out counts as not listed." },
     KeyDoc { name: "milter-timeout", default: "7210", meaning: "Seconds the MTA may stay silent on a milter connection before it is closed (libmilter's default)." },
     KeyDoc { name: "shutdown-timeout", default: "30", meaning: "On SIGTERM, how long open sessions may run before they are closed." },
+    KeyDoc { name: "access-map", default: "\"\"", meaning: "smtpf access-map text file (docs/access-map.md): Connect:, Helo:, From:, To:, combos, Grey-Connect:, Grey-To:. Read at start and at reload; empty: none." },
+    KeyDoc { name: "dns-bl", default: "[]", meaning: "IP block lists queried at connect: \"zone\", \"zone/mask\" (smtpf) or \"zone=127.0.0.[2..11]*weight\" (postscreen). A listed client gets 550 5.7.0 ... black listed by ZONE #525." },
+    KeyDoc { name: "dns-bl-threshold", default: "1", meaning: "Sum of dns-bl weights from which a client counts as listed (1: any hit, as smtpf)." },
+    KeyDoc { name: "dns-wl", default: "[]", meaning: "IP white lists queried at connect (same syntax): a hit makes the client white, skipping policy checks and greylisting." },
+    KeyDoc { name: "dns-gl", default: "[]", meaning: "IP grey lists queried at connect (same syntax): a hit skips pre-DATA policy checks and greylisting; content checks still apply." },
+    KeyDoc { name: "smtp-delay-checks", default: "false", meaning: "Hold rejects decided before RCPT (dns-bl, access-map) and give them at each RCPT, so white-listed recipients (To: OK) still get mail." },
+    KeyDoc { name: "uri-bl", default: "[]", meaning: "Domain block lists (e.g. a SURBL-style zone) for hosts of URIs in the message body; queried with the registered domain (public suffix list)." },
+    KeyDoc { name: "uri-dns-bl", default: "[]", meaning: "IP block lists applied to the addresses of URI hosts (and to IP-literal URIs)." },
+    KeyDoc { name: "uri-bl-policy", default: "\"reject\"", meaning: "What a URI list hit does: \"reject\" (550 5.7.1 rejected content ... #895), \"discard\" (accept and throw away, #785), \"none\" (log only)." },
+    KeyDoc { name: "uri-max-test", default: "10", meaning: "Most distinct URI hosts looked up per message." },
 ];
 
 /// A configuration error: names the file, line and key where known.
@@ -274,6 +320,14 @@ impl Parser<'_> {
         Ok(d)
     }
 
+    fn integer(&self, key: &str, v: &toml::Value) -> Result<i64, ConfigError> {
+        v.as_integer().ok_or_else(|| self.err(Some(key), format!("expected an integer, found {}", v.type_str())))
+    }
+
+    fn boolean(&self, key: &str, v: &toml::Value) -> Result<bool, ConfigError> {
+        v.as_bool().ok_or_else(|| self.err(Some(key), format!("expected true or false, found {}", v.type_str())))
+    }
+
     fn words<'v>(&self, key: &str, v: &'v toml::Value) -> Result<Vec<&'v str>, ConfigError> {
         match v {
             toml::Value::String(s) => Ok(s.split([',', ';', ' ']).filter(|w| !w.is_empty()).collect()),
@@ -358,6 +412,57 @@ impl Config {
                 "dns-timeout" => c.dns_timeout = p.positive_duration(key, v)?,
                 "milter-timeout" => c.milter_timeout = p.positive_duration(key, v)?,
                 "shutdown-timeout" => c.shutdown_timeout = p.duration(key, v)?,
+                "access-map" => {
+                    c.access_map = Some(PathBuf::from(p.string(key, v)?.trim())).filter(|p| !p.as_os_str().is_empty())
+                }
+                "dns-bl" | "dns-wl" | "dns-gl" | "uri-bl" | "uri-dns-bl" => {
+                    // A string may hold several entries; postscreen filters contain ';' inside [...],
+                    // which the list parser understands.
+                    let entries = match v {
+                        toml::Value::String(s) => parse_list(s),
+                        toml::Value::Array(items) => {
+                            let strings = items
+                                .iter()
+                                .map(|i| {
+                                    i.as_str().ok_or_else(|| {
+                                        p.err(Some(key), format!("list items must be strings, found {}", i.type_str()))
+                                    })
+                                })
+                                .collect::<Result<Vec<_>, _>>()?;
+                            parse_zones(&strings)
+                        }
+                        other => {
+                            return Err(
+                                p.err(Some(key), format!("expected a string or a list of strings, found {}", other.type_str()))
+                            )
+                        }
+                    }
+                    .map_err(|m| p.err(Some(key), m))?;
+                    match key.as_str() {
+                        "dns-bl" => c.dns_bl = entries,
+                        "dns-wl" => c.dns_wl = entries,
+                        "dns-gl" => c.dns_gl = entries,
+                        "uri-bl" => c.uri_bl = entries,
+                        _ => c.uri_dns_bl = entries,
+                    }
+                }
+                "dns-bl-threshold" => {
+                    c.dns_bl_threshold = p.integer(key, v)?.try_into().map_err(|_| p.err(Some(key), "out of range"))?;
+                }
+                "smtp-delay-checks" => c.smtp_delay_checks = p.boolean(key, v)?,
+                "uri-bl-policy" => {
+                    c.uri_bl_policy = match p.string(key, v)?.trim().to_ascii_lowercase().as_str() {
+                        "reject" => UriPolicy::Reject,
+                        "discard" => UriPolicy::Discard,
+                        "none" => UriPolicy::None,
+                        other => return Err(p.err(Some(key), format!("\"{other}\": use \"reject\", \"discard\" or \"none\""))),
+                    }
+                }
+                "uri-max-test" => {
+                    let n = p.integer(key, v)?;
+                    c.uri_max_test =
+                        usize::try_from(n).ok().filter(|n| *n <= 1000).ok_or_else(|| p.err(Some(key), "must be 0 to 1000"))?;
+                }
                 other => {
                     let message = match (v.is_table(), hint(other)) {
                         (_, Some(h)) => format!("unknown key; did you mean \"{h}\"?"),

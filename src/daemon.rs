@@ -15,6 +15,7 @@ use tokio::sync::{watch, Notify};
 use crate::config::Config;
 use crate::log::{catalog, Logger};
 use crate::milter::listen::{Listener, Prepared};
+use crate::policy::{Policy, PolicyError};
 use crate::server::{accept_loop, Kill};
 use crate::shared::Shared;
 use crate::store::sqlite::{sqlite_version, SqliteStore};
@@ -45,7 +46,8 @@ pub struct StopReport {
 /// returns an error (the text is for the exit message).
 pub async fn start(config: Config, log: Logger) -> Result<Running, String> {
     let workers = tokio::runtime::Handle::current().metrics().num_workers();
-    let shared = Shared::new(config.clone(), log.clone(), workers);
+    let policy = build_policy(config.clone(), &log)?;
+    let shared = Shared::new(policy, log.clone(), workers);
     let owner = privileges(&config, &log)?;
 
     let listener = match Listener::from_systemd() {
@@ -143,16 +145,13 @@ impl Running {
 
     /// Re-reads the config file in force (SIGHUP). A bad file changes nothing and is logged.
     pub fn reload(&self) -> Result<(), String> {
-        let current = self.shared.config();
+        let current = &self.shared.policy().config;
         let Some(path) = current.path.clone() else {
             self.shared.log.emit(&catalog::RELOADED, None, &[&"(embedded defaults)"]);
             return Ok(());
         };
         match Config::load(&path) {
-            Ok(new) => {
-                self.apply(new);
-                Ok(())
-            }
+            Ok(new) => self.apply(new),
             Err(e) => {
                 self.shared.log.emit(&catalog::RELOAD_FAILED, None, &[&e]);
                 Err(e.to_string())
@@ -161,9 +160,11 @@ impl Running {
     }
 
     /// Puts a validated config in force for new sessions; keys that need a restart keep their old
-    /// values (and say so).
-    pub fn apply(&self, mut new: Config) {
-        let current = self.shared.config();
+    /// values (and say so). Fails, changing nothing, when the access-map or resolver cannot be set
+    /// up from it.
+    pub fn apply(&self, mut new: Config) -> Result<(), String> {
+        let policy = self.shared.policy();
+        let current = &policy.config;
         for key in current.restart_only_changes(&new) {
             let old = match key {
                 "milter-socket" => current.milter_socket.to_string(),
@@ -179,12 +180,25 @@ impl Running {
         new.run_user = current.run_user.clone();
         new.run_group = current.run_group.clone();
         new.cache_path = current.cache_path.clone();
-        if new.log_target != current.log_target {
-            self.shared.log.set_target(&new.log_target);
-        }
         let shown = new.path.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "(embedded defaults)".into());
-        self.shared.set_config(new);
+        let target_changed = new.log_target != current.log_target;
+        let built = match Policy::build(new) {
+            Ok(p) => p,
+            Err(e) => {
+                if let PolicyError::Access(a) = &e {
+                    log_access_error(a, &self.shared.log);
+                }
+                self.shared.log.emit(&catalog::RELOAD_FAILED, None, &[&e]);
+                return Err(e.to_string());
+            }
+        };
+        log_policy_warnings(&built, &self.shared.log);
+        if target_changed {
+            self.shared.log.set_target(&built.config.log_target);
+        }
+        self.shared.set_policy(built);
         self.shared.log.emit(&catalog::RELOADED, None, &[&shown]);
+        Ok(())
     }
 
     /// Stops accepting, waits for open sessions up to `deadline`, then closes the rest.
@@ -219,6 +233,44 @@ impl Running {
             }
         })
         .await;
+    }
+}
+
+/// Builds the policy for start-up, logging why it cannot be built.
+fn build_policy(config: Config, log: &Logger) -> Result<Policy, String> {
+    match Policy::build(config) {
+        Ok(p) => {
+            log_policy_warnings(&p, log);
+            Ok(p)
+        }
+        Err(e) => {
+            match &e {
+                PolicyError::Access(e) => log_access_error(e, log),
+                other => log.emit(&catalog::INIT_ERROR, None, &[&"policy", other]),
+            }
+            Err(e.to_string())
+        }
+    }
+}
+
+/// Logs an access-map error under smtpf's number: #100-#110 for patterns, #117 otherwise.
+pub fn log_access_error(e: &crate::checks::access::AccessError, log: &Logger) {
+    match catalog::find(e.number()).filter(|m| m.num != 117) {
+        Some(msg) => log.emit(msg, None, &[&e.file, &e.line, &e.message]),
+        None if e.line > 0 => {
+            log.emit(&catalog::ACCESS_OPEN_ERROR, None, &[&e.file, &format_args!("line {}: {}", e.line, e.message)])
+        }
+        None => log.emit(&catalog::ACCESS_OPEN_ERROR, None, &[&e.file, &e.message]),
+    }
+}
+
+/// Logs what is worth knowing about a freshly built policy.
+fn log_policy_warnings(policy: &Policy, log: &Logger) {
+    if policy.access.is_none() {
+        log.emit(&catalog::ACCESS_DISABLED, None, &[]);
+    }
+    for w in &policy.access_warnings {
+        log.emit(&catalog::ACCESS_WARNING, None, &[w]);
     }
 }
 
@@ -310,7 +362,7 @@ pub async fn run(config: Config, log: Logger) -> i32 {
     };
     log.emit(&catalog::SIGNAL_STOPPING, None, &[&signo, &running.active()]);
     systemd::notify("STOPPING=1\nSTATUS=finishing open sessions");
-    let deadline = running.shared().config().shutdown_timeout;
+    let deadline = running.shared().policy().config.shutdown_timeout;
     // A second signal while waiting means "now".
     let stop = running.stop(deadline);
     tokio::pin!(stop);

@@ -3,12 +3,15 @@
 //! Data flows one way: protocol ([`milter`]) → [`session`] → checks → verdict ([`reply`]) →
 //! protocol + numbered log lines ([`log`]). [`daemon`] ties the pieces into a running service.
 
+pub mod checks;
 pub mod config;
 pub mod daemon;
+pub mod dns;
 pub mod flags;
 pub mod ids;
 pub mod log;
 pub mod milter;
+pub mod policy;
 pub mod reply;
 pub mod server;
 pub mod session;

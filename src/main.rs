@@ -73,7 +73,14 @@ fn main() -> ExitCode {
             say(&list);
             ExitCode::SUCCESS
         }
-        Cmd::CheckConfig => match load(cli.config.as_deref()) {
+        Cmd::CheckConfig => match load(cli.config.as_deref()).and_then(|c| {
+            // Also read the access-map and set up the resolver, as start-up and reload do.
+            let shown = c.path.clone();
+            smtpf_milter::policy::Policy::build(c).map(|p| p.config).map_err(|e| match shown {
+                Some(path) => format!("{}: {e}", path.display()),
+                None => e.to_string(),
+            })
+        }) {
             Ok(c) => {
                 let shown = c.path.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "embedded defaults".into());
                 say(&format!("{shown}: OK\n"));

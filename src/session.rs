@@ -15,9 +15,11 @@ use crate::config::Config;
 use crate::flags::{self, client_words, ClientFlags, MailFlags, MessageFlags, RcptFlags};
 use crate::ids::{random_message_start, LocalTime, SessionId};
 use crate::log::catalog;
+use crate::log::Msg;
 use crate::milter::codec::{Command, Family, Response};
 use crate::milter::negotiate::{negotiate, Needs, Negotiated};
-use crate::reply::Verdict;
+use crate::policy::Policy;
+use crate::reply::{Reply, Verdict};
 use crate::shared::Shared;
 
 /// What the connection loop must do after a command.
@@ -121,12 +123,18 @@ pub struct Transaction {
     /// Header and body bytes, as they would be on the wire.
     pub bytes: u64,
     pub queue_id: Option<String>,
+    /// Headers and body kept for content checks (URI lists), up to [`CONTENT_LIMIT`]; None when
+    /// no content check needs them.
+    pub content: Option<Vec<u8>>,
 }
+
+/// Most message bytes kept for content checks; URIs beyond this are not looked at.
+pub const CONTENT_LIMIT: usize = 1024 * 1024;
 
 /// A milter session.
 pub struct Session {
     shared: Arc<Shared>,
-    config: Arc<Config>,
+    policy: Arc<Policy>,
     pub sid: SessionId,
     negotiated: Option<Negotiated>,
     pub client: Option<Client>,
@@ -134,6 +142,8 @@ pub struct Session {
     pub helo: String,
     pub macros: Macros,
     pub tx: Option<Transaction>,
+    /// A refusal held until RCPT (`smtp-delay-checks`), and whether it lasts the whole session.
+    pub delayed: Option<(Reply, bool)>,
     msg_counter: u16,
     mails: u32,
     passed: u32,
@@ -145,18 +155,30 @@ pub struct Session {
     trace: bool,
 }
 
+/// Whether a refusal may be held until RCPT under `smtp-delay-checks` (smtpf's DELAY flag), and
+/// for how long it stays held.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Delay {
+    /// Always answered at once.
+    Never,
+    /// Held for the whole session (client and HELO verdicts).
+    Session,
+    /// Held for this transaction only (sender verdicts).
+    Transaction,
+}
+
 /// Why a command was refused as a protocol error.
 pub type ProtocolError = String;
 
 impl Session {
     /// A new session on a fresh milter connection.
     pub fn new(shared: Arc<Shared>) -> Session {
-        let config = shared.config();
+        let policy = shared.policy();
         let sid = SessionId::next(&LocalTime::now());
         let trace = shared.log.verbose().has("milter");
         Session {
             shared,
-            config,
+            policy,
             msg_counter: random_message_start(crate::ids::unix_now() as u64 ^ sid_hash(&sid)),
             sid,
             negotiated: None,
@@ -165,6 +187,7 @@ impl Session {
             helo: String::new(),
             macros: Macros::default(),
             tx: None,
+            delayed: None,
             mails: 0,
             passed: 0,
             rejects: 0,
@@ -178,13 +201,48 @@ impl Session {
 
     /// The config this session runs under.
     pub fn config(&self) -> &Config {
-        &self.config
+        &self.policy.config
+    }
+
+    /// The policy this session runs under.
+    pub fn policy(&self) -> &Arc<Policy> {
+        &self.policy
     }
 
     /// What the checks enabled in this session's config need from the MTA.
     fn needs(&self) -> Needs {
-        // The body is always read: #720 reports its size, and duplicate detection digests it.
-        Needs { body: true, ..Needs::default() }
+        let p = &self.policy;
+        let access = p.access.is_some();
+        let delay = p.config.smtp_delay_checks;
+        let lists = !p.config.dns_bl.is_empty();
+        Needs {
+            // Always read: #720 reports the size, and content checks digest it.
+            body: true,
+            reply_connect: !delay && (access || lists),
+            reply_helo: !delay && access,
+            reply_mail: access,
+            reply_rcpt: access || delay,
+            reply_data: false,
+            data: false,
+        }
+    }
+
+    /// Writes a numbered line of this session.
+    pub fn emit(&self, msg: &Msg, args: &[&dyn std::fmt::Display]) {
+        self.shared.log.emit(msg, Some(&self.sid), args);
+    }
+
+    /// Refuses now, or holds the refusal until RCPT when `smtp-delay-checks` is on and smtpf
+    /// allows it for this kind of verdict (only the first held refusal is kept, as in smtpf).
+    pub fn refuse(&mut self, reply: Reply, delay: Delay) -> Verdict {
+        if delay == Delay::Never || !self.policy.config.smtp_delay_checks {
+            return Verdict::Reply(reply);
+        }
+        if self.delayed.is_none() {
+            self.emit(&catalog::DELAYED, &[&reply.line(&self.sid)]);
+            self.delayed = Some((reply, delay == Delay::Session));
+        }
+        Verdict::Continue
     }
 
     /// Handles one command.
@@ -222,12 +280,12 @@ impl Session {
                     return Err("second CONNECT in one session".into());
                 }
                 self.connect(hostname, family, port, address);
-                Verdict::Continue
+                self.listing_connect().await
             }
             Command::Helo { name } => {
                 self.need_client("HELO")?;
                 self.helo(name);
-                Verdict::Continue
+                self.listing_helo()
             }
             Command::Mail { sender, params } => {
                 self.need_client("MAIL")?;
@@ -252,6 +310,9 @@ impl Session {
                 self.note_queue_id();
                 if let Some(tx) = &mut self.tx {
                     tx.bytes += 2;
+                    if let Some(content) = tx.content.as_mut() {
+                        content.extend_from_slice(b"\r\n");
+                    }
                 }
                 Verdict::Continue
             }
@@ -259,12 +320,16 @@ impl Session {
                 self.need_tx("BODY")?;
                 if let Some(tx) = &mut self.tx {
                     tx.bytes += chunk.len() as u64;
+                    if let Some(content) = tx.content.as_mut() {
+                        let room = CONTENT_LIMIT.saturating_sub(content.len());
+                        content.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                    }
                 }
                 Verdict::Continue
             }
             Command::EndOfMessage(chunk) => {
                 self.need_tx("end of message")?;
-                return Ok(self.end_of_message(chunk));
+                return Ok(self.end_of_message(chunk).await);
             }
             Command::Abort => {
                 self.abort();
@@ -351,6 +416,21 @@ impl Session {
         Step::Respond(vec![resp])
     }
 
+    /// End of message: discards asked for by the access-map, then content checks.
+    async fn content_verdict(&mut self, last_chunk: &[u8]) -> Verdict {
+        let discard = self.client_flags.has(flags::client::DISCARD)
+            || self.tx.as_ref().is_some_and(|t| t.msg_flags.has(flags::message::DISCARD));
+        if discard {
+            return Verdict::Discard;
+        }
+        if let Some(tx) = self.tx.as_mut() {
+            if let Some(content) = tx.content.as_mut() {
+                content.extend_from_slice(&last_chunk[..last_chunk.len().min(CONTENT_LIMIT.saturating_sub(content.len()))]);
+            }
+        }
+        self.uribl_eom().await
+    }
+
     /// The reply text for `x=` fields: empty when we let the MTA answer.
     fn x_text(&self, verdict: &Verdict) -> String {
         match verdict {
@@ -431,9 +511,12 @@ impl Session {
             }
         }
         tx.sender = bounded(sender, 512);
+        if self.policy.scans_uris() {
+            tx.content = Some(Vec::new());
+        }
         self.tx = Some(tx);
         self.note_queue_id();
-        let verdict = Verdict::Continue;
+        let verdict = self.listing_mail();
         let x = self.x_text(&verdict);
         if let Some(tx) = &self.tx {
             self.shared.log.emit(
@@ -447,9 +530,9 @@ impl Session {
 
     fn rcpt(&mut self, recipient: String, silent: bool) -> Step {
         self.note_queue_id();
-        let verdict = Verdict::Continue;
-        let x = self.x_text(&verdict);
         let recipient = bounded(recipient, 512);
+        let verdict = self.listing_rcpt(&recipient);
+        let x = self.x_text(&verdict);
         if let Some(tx) = &mut self.tx {
             if matches!(verdict, Verdict::Reply(_)) {
                 tx.rcpt_rejected += 1;
@@ -470,6 +553,14 @@ impl Session {
         if let Some(tx) = &mut self.tx {
             // name ": " value CRLF, as on the wire (the MTA strips one leading space).
             tx.bytes += (name.len() + value.len() + 4) as u64;
+            if let Some(content) = tx.content.as_mut() {
+                if content.len() < CONTENT_LIMIT {
+                    content.extend_from_slice(name.as_bytes());
+                    content.extend_from_slice(b": ");
+                    content.extend_from_slice(value.as_bytes());
+                    content.extend_from_slice(b"\r\n");
+                }
+            }
             if tx.message_id.is_none() && name.eq_ignore_ascii_case("Message-ID") {
                 let v = value.trim();
                 tx.message_id = Some(bounded(v.to_string(), 255));
@@ -477,9 +568,9 @@ impl Session {
         }
     }
 
-    fn end_of_message(&mut self, chunk: Vec<u8>) -> Step {
+    async fn end_of_message(&mut self, chunk: Vec<u8>) -> Step {
         self.note_queue_id();
-        let verdict = Verdict::Continue;
+        let verdict = self.content_verdict(&chunk).await;
         let x = self.x_text(&verdict);
         if let Some(mut tx) = self.tx.take() {
             tx.bytes += chunk.len() as u64;
@@ -501,6 +592,9 @@ impl Session {
     /// Ends the transaction without a message (ABORT, RSET, new MAIL).
     fn abort(&mut self) {
         self.tx = None;
+        if matches!(self.delayed, Some((_, false))) {
+            self.delayed = None;
+        }
         self.macros.reset_transaction();
     }
 

@@ -1,20 +1,20 @@
-//! State shared by all sessions of one daemon: the config in force, the logger and counters.
+//! State shared by all sessions of one daemon: the policy in force, the logger and counters.
 //!
-//! Sessions take a snapshot of the config when they start, so a reload never changes the rules in
+//! Sessions take a snapshot of the policy when they start, so a reload never changes the rules in
 //! the middle of an SMTP session, and the next session sees the new ones.
 
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
-use crate::config::Config;
 use crate::ids::unix_now;
 use crate::log::Logger;
+use crate::policy::Policy;
 
 /// What every session of the daemon shares.
 pub struct Shared {
     /// Where lines go.
     pub log: Logger,
-    config: RwLock<Arc<Config>>,
+    policy: RwLock<Arc<Policy>>,
     /// Milter connections open now (`cn=`).
     pub active: AtomicUsize,
     /// Runtime worker threads (`th=`).
@@ -25,10 +25,10 @@ pub struct Shared {
 
 impl Shared {
     /// Builds the shared state for a config.
-    pub fn new(config: Config, log: Logger, workers: usize) -> Arc<Shared> {
+    pub fn new(policy: Policy, log: Logger, workers: usize) -> Arc<Shared> {
         Arc::new(Shared {
             log,
-            config: RwLock::new(Arc::new(config)),
+            policy: RwLock::new(Arc::new(policy)),
             active: AtomicUsize::new(0),
             workers,
             second: AtomicI64::new(0),
@@ -36,15 +36,15 @@ impl Shared {
         })
     }
 
-    /// The config in force now.
-    pub fn config(&self) -> Arc<Config> {
-        self.config.read().unwrap_or_else(|e| e.into_inner()).clone()
+    /// The policy (config, access-map, lists, resolver) in force now.
+    pub fn policy(&self) -> Arc<Policy> {
+        self.policy.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// Puts a new config in force for sessions that start from now on.
-    pub fn set_config(&self, config: Config) {
-        self.log.set_verbose(config.verbose.clone());
-        *self.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(config);
+    /// Puts a new policy in force for sessions that start from now on.
+    pub fn set_policy(&self, policy: Policy) {
+        self.log.set_verbose(policy.config.verbose.clone());
+        *self.policy.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(policy);
     }
 
     /// Counts a new connection; returns the connections in the current second (`cs=`).

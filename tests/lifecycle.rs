@@ -66,7 +66,7 @@ async fn reload_applies_good_config_and_keeps_old_on_error() {
     let err = d.running().reload().unwrap_err();
     assert!(err.contains("milter-timeout"), "{err}");
     d.wait_for("#2007 reload:", 1).await;
-    assert_eq!(d.running().shared().config().milter_timeout, Duration::from_secs(7210), "old config kept");
+    assert_eq!(d.running().shared().policy().config.milter_timeout, Duration::from_secs(7210), "old config kept");
 
     std::fs::write(&path, "this is not toml").unwrap();
     assert!(d.running().reload().is_err());
@@ -75,7 +75,7 @@ async fn reload_applies_good_config_and_keeps_old_on_error() {
     std::fs::write(&path, format!("{original}\nmilter-timeout = \"2m\"\nverbose = \"info,milter\"\n")).unwrap();
     d.running().reload().unwrap();
     d.wait_for("#2006 reload: config", 1).await;
-    assert_eq!(d.running().shared().config().milter_timeout, Duration::from_secs(120));
+    assert_eq!(d.running().shared().policy().config.milter_timeout, Duration::from_secs(120));
     // New sessions see the new verbose words.
     let mut c = d.client().await;
     open_session(&mut c, "a.example", "192.0.2.30", "a.example").await;
@@ -86,7 +86,7 @@ async fn reload_applies_good_config_and_keeps_old_on_error() {
     d.running().reload().unwrap();
     d.wait_for("#2008 reload: milter-socket changed, which needs a restart", 1).await;
     assert!(d.socket.exists());
-    assert_eq!(d.running().shared().config().milter_socket.to_string(), format!("unix:{}", d.socket.display()));
+    assert_eq!(d.running().shared().policy().config.milter_socket.to_string(), format!("unix:{}", d.socket.display()));
 }
 
 #[tokio::test]

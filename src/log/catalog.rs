@@ -76,8 +76,38 @@ macro_rules! catalog {
 use Gate::{Always, Info as IfInfo, Verb};
 
 catalog! {
+    PATTERN_DELIMITER = 100 Err Always, false, "%s:%u: %s",
+        "access-map: a !simple! pattern has no closing '!'. The map is refused (at start the daemon does not start; at reload the old map stays).";
+    NETWORK_DELIMITER = 103 Err Always, false, "%s:%u: %s",
+        "access-map: a [network/cidr] pattern has no closing ']'. The map is refused.";
+    NETWORK_SPECIFIER = 105 Err Always, false, "%s:%u: %s",
+        "access-map: the network of a [network/cidr] pattern is not an IPv4 or IPv6 address. The map is refused.";
+    NETWORK_SPECIFIER_JUNK = 106 Err Always, false, "%s:%u: %s",
+        "access-map: a [network/cidr] pattern has a bad prefix length or junk after the network. The map is refused.";
+    REGEX_DELIMITER = 108 Err Always, false, "%s:%u: %s",
+        "access-map: a /regex/ pattern has no closing '/'. The map is refused.";
+    REGEX_ERROR = 110 Err Always, false, "%s:%u: %s",
+        "access-map: a /regex/ pattern does not compile (Rust regex syntax, close to POSIX ERE). The map is refused.";
+    ACCESS_DISABLED = 115 Warn Always, false, "access-map option disabled",
+        "No access-map is configured: no Connect:/Helo:/From:/To: white or black listing.";
+    ACCESS_OPEN_ERROR = 117 Err Always, false, "access-map=%s open error: %s",
+        "The access-map file cannot be read or has an error (the reason names the line). At start the daemon does not start; at reload the old map stays.";
+    ACCESS_CONNECT_OK = 119 Info IfInfo, true, "host %s %s (%s)",
+        "Connect: entry with OK: the client is white listed (client, text, the key that matched). Later policy checks, DNS lists and greylisting are skipped; answers stay 'continue'.";
+    ACCESS_CONNECT_FROM_OK = 124 Info IfInfo, true, "host %s sender <%s> %s (%s)",
+        "Connect:From: entry with OK: this sender from this client is white listed for the message.";
+    ACCESS_FROM_OK = 126 Info IfInfo, true, "sender <%s> %s (%s)",
+        "From: entry with OK: the sender (address, domain or local part) is white listed for the message.";
+    ACCESS_CONNECT_TO_OK = 134 Info IfInfo, true, "host %s recipient <%s> %s (%s)",
+        "Connect:To: entry with OK: the recipient is white listed for this client; a delayed reject is not applied to it and the message skips later policy checks.";
+    ACCESS_FROM_TO_OK = 136 Info IfInfo, true, "sender <%s> recipient <%s> %s (%s)",
+        "From:To: entry with OK: the recipient is white listed for this sender.";
+    ACCESS_TO_OK = 138 Info IfInfo, true, "recipient <%s> %s (%s)",
+        "To: entry with OK: the recipient is white listed (e.g. postmaster@); a delayed reject is not applied to it.";
     CACHE_OPEN_ERROR = 172 Err Always, false, "cache-path=%s open error: %s",
         "The SQLite state file named by cache-path could not be opened or created. The daemon does not start. Check that the directory exists and is writable by run-user (under systemd: StateDirectory=).";
+    LIST_FOUND = 523 Info IfInfo, true, "%s found %s %s",
+        "A DNS list hit: the option (dns-bl, dns-wl, dns-gl, uri-bl, uri-dns-bl), what was looked up (client IP or URI host) and the list. dns-wl makes the client white, dns-gl grey, dns-bl black (reply #525); uri lists reject the message (#895).";
     INIT_ERROR = 537 Err Always, false, "init error %s: %s",
         "A start-up step failed (what, why). The daemon does not start.";
     INTERNAL_ERROR = 539 Err Always, true, "internal error %s",
@@ -126,6 +156,18 @@ catalog! {
         "The unix socket could not be removed at exit or before binding.";
     TERMINATED = 732 Info Always, false, "terminated",
         "The process exits.";
+    URI_DISCARDED = 785 Err Always, true, "discarded: %s",
+        "uri-bl-policy = discard: the message had a listed URI and was accepted and thrown away.";
+    ACCESS_HELO_OK = 923 Info IfInfo, true, "helo %s %s (%s)",
+        "Helo: entry with OK: the client is white listed by its HELO name.";
+    ACCESS_CONNECT_DISCARD = 974 Info IfInfo, true, "host %s %s",
+        "Connect: entry with DISCARD: every message of this session is accepted and thrown away.";
+    ACCESS_MESSAGE_DISCARD = 975 Info IfInfo, true, "message %s",
+        "From:/To:/combo entry with DISCARD: this message is accepted and thrown away.";
+    ACCESS_HELO_DISCARD = 976 Info IfInfo, true, "helo %s %s",
+        "Helo: entry with DISCARD: every message of this session is accepted and thrown away.";
+    DELAYED = 1034 Info IfInfo, true, "delayed: %s",
+        "smtp-delay-checks: a reject decided before RCPT is held and given at each RCPT instead (so white-listed recipients such as postmaster still get mail).";
     CONFIG_LOADED = 2000 Info Always, false, "config %s loaded",
         "The configuration file (or the embedded defaults) was read and validated at start-up.";
     PROTOCOL_ERROR = 2001 Err Always, true, "milter protocol error: %s",
@@ -162,6 +204,10 @@ catalog! {
         "syslog was asked for but /dev/log could not be reached; lines go to stderr instead.";
     CACHE_PATH = 2019 Info IfInfo, false, "cache-path=%s",
         "Where state (greylist and duplicate-message records) is kept.";
+    DNS_LIST_FAILED = 2020 Warn Always, true, "%s %s lookup of %s: %s; counted as not listed",
+        "A DNS list query timed out or failed (option, zone, name, reason). It counts as not listed: mail is never refused because a list is unreachable. Frequent timeouts: check dns-servers (public resolvers are refused by most lists).";
+    ACCESS_WARNING = 2021 Warn Always, false, "access-map %s",
+        "access-map: something odd but harmless (a duplicate key: the first entry is used; a tag this milter does not implement: skipped). File and line are named; the rest of the map is in force.";
 }
 
 /// Looks up a message by number.

@@ -139,3 +139,5 @@ pub async fn send_message(c: &mut MtaClient<UnixStream>, m: &Message<'_>) -> Vec
     c.command(&Command::Abort).await.unwrap();
     eom
 }
+
+pub mod dns;

@@ -1,0 +1,294 @@
+//! White, grey and black listing: the access-map and the DNS lists (dns-wl, dns-gl, dns-bl), stage
+//! by stage, with smtpf's precedence.
+//!
+//! At connect the access-map's `Connect:` entry decides first; without a decision the three DNS
+//! lists are queried together (one round trip of latency, not three) and applied in smtpf's order:
+//! white, then grey, then black. HELO, MAIL and RCPT consult their access-map tags. White listing
+//! never answers milter `accept` (that would end filtering for the whole message): it sets the
+//! `white` flags, which make the later checks skip. Refusals decided before RCPT can be held until
+//! RCPT with `smtp-delay-checks`, so that white-listed recipients such as postmaster still get mail.
+
+use std::net::IpAddr;
+
+use crate::checks::access::{Action, Hit, Tag};
+use crate::checks::dnslist::{query_ip, ListResult, Zone};
+use crate::flags::{client, mail, message, rcpt};
+use crate::log::catalog;
+use crate::reply::{Reply, Verdict};
+use crate::session::{Delay, Session};
+
+/// Strips the angle brackets of an envelope address (`<a@b>` → `a@b`, `<>` → ``).
+pub fn bare_address(addr: &str) -> &str {
+    let a = addr.trim();
+    let a = a.strip_prefix('<').unwrap_or(a);
+    a.strip_suffix('>').unwrap_or(a)
+}
+
+impl Session {
+    /// Connect stage: `Connect:`, then dns-wl / dns-gl / dns-bl.
+    pub(crate) async fn listing_connect(&mut self) -> Verdict {
+        let policy = self.policy().clone();
+        let Some(client_info) = self.client.clone() else { return Verdict::Continue };
+        let Some(ip) = client_info.ip else { return Verdict::Continue };
+        let who = client_info.describe();
+        if let Some(map) = &policy.access {
+            if let Some(hit) = map.lookup_client(Tag::Connect, ip, client_info.name.as_deref()) {
+                match hit.action {
+                    Action::Ok => {
+                        self.client_flags.set(client::WHITE);
+                        self.emit(&catalog::ACCESS_CONNECT_OK, &[&who, &hit.text(), &hit.key]);
+                        return Verdict::Continue;
+                    }
+                    Action::Reject => {
+                        self.client_flags.set(client::BLACK);
+                        self.client_flags.set(client::LOCAL_BLACK);
+                        return self.refuse(Reply::new(550, "5.7.1", format!("host {who} {}", hit.text()), 120), Delay::Session);
+                    }
+                    Action::IReject => {
+                        self.client_flags.set(client::BLACK);
+                        self.client_flags.set(client::LOCAL_BLACK);
+                        return self.refuse(Reply::new(550, "5.7.1", format!("host {who} {}", hit.text()), 854), Delay::Never);
+                    }
+                    Action::TempFail => {
+                        self.client_flags.set(client::TEMPFAIL);
+                        return self.refuse(Reply::new(450, "4.7.1", format!("host {who} {}", hit.text()), 853), Delay::Session);
+                    }
+                    Action::Discard => {
+                        self.client_flags.set(client::DISCARD);
+                        self.emit(&catalog::ACCESS_CONNECT_DISCARD, &[&who, &hit.text()]);
+                        return Verdict::Continue;
+                    }
+                    Action::Content => {
+                        self.client_flags.set(client::GREY);
+                        return Verdict::Continue;
+                    }
+                    Action::Continue | Action::Seconds(_) => {}
+                }
+            }
+        }
+        if self.client_flags.has(client::LOCALHOST) {
+            return Verdict::Continue;
+        }
+        let dns = &policy.dns;
+        let (wl, gl, bl) = tokio::join!(
+            lookup(dns, &policy.config.dns_wl, ip),
+            lookup(dns, &policy.config.dns_gl, ip),
+            lookup(dns, &policy.config.dns_bl, ip)
+        );
+        for (option, result) in [("dns-wl", &wl), ("dns-gl", &gl), ("dns-bl", &bl)] {
+            self.log_failures(option, result, &ip.to_string());
+        }
+        if let Some(list) = wl.as_ref().filter(|r| r.listed(1)).and_then(|r| r.first_hit()) {
+            self.client_flags.set(client::WHITE);
+            self.emit(&catalog::LIST_FOUND, &[&"dns-wl", &ip, &list]);
+            return Verdict::Continue;
+        }
+        if let Some(list) = gl.as_ref().filter(|r| r.listed(1)).and_then(|r| r.first_hit()) {
+            self.client_flags.set(client::GREY);
+            self.emit(&catalog::LIST_FOUND, &[&"dns-gl", &ip, &list]);
+            return Verdict::Continue;
+        }
+        if let Some(list) = bl.as_ref().filter(|r| r.listed(policy.config.dns_bl_threshold)).and_then(|r| r.first_hit()) {
+            self.client_flags.set(client::BLACK);
+            self.emit(&catalog::LIST_FOUND, &[&"dns-bl", &ip, &list]);
+            return self.refuse(Reply::new(550, "5.7.0", format!("{who} black listed by {list}"), 525), Delay::Session);
+        }
+        Verdict::Continue
+    }
+
+    /// HELO stage: `Helo:` (not for white or grey clients).
+    pub(crate) fn listing_helo(&mut self) -> Verdict {
+        if self.client_flags.has(client::WHITE) || self.client_flags.has(client::GREY) {
+            return Verdict::Continue;
+        }
+        let policy = self.policy().clone();
+        let Some(map) = &policy.access else { return Verdict::Continue };
+        let helo = self.helo.clone();
+        let Some(hit) = map.lookup_helo(&helo) else { return Verdict::Continue };
+        match hit.action {
+            Action::Ok => {
+                self.client_flags.set(client::WHITE);
+                self.emit(&catalog::ACCESS_HELO_OK, &[&helo, &hit.text(), &hit.key]);
+                Verdict::Continue
+            }
+            Action::Reject => {
+                self.client_flags.set(client::BLACK);
+                self.client_flags.set(client::LOCAL_BLACK);
+                self.refuse(Reply::new(550, "5.7.1", format!("helo {helo} {}", hit.text()), 924), Delay::Session)
+            }
+            Action::IReject => {
+                self.client_flags.set(client::BLACK);
+                self.client_flags.set(client::LOCAL_BLACK);
+                self.refuse(Reply::new(550, "5.7.1", format!("helo {helo} {}", hit.text()), 926), Delay::Never)
+            }
+            Action::TempFail => {
+                self.client_flags.set(client::TEMPFAIL);
+                self.refuse(Reply::new(450, "4.7.1", format!("helo {helo} {}", hit.text()), 925), Delay::Session)
+            }
+            Action::Discard => {
+                self.client_flags.set(client::DISCARD);
+                self.emit(&catalog::ACCESS_HELO_DISCARD, &[&helo, &hit.text()]);
+                Verdict::Continue
+            }
+            Action::Content => {
+                self.client_flags.set(client::GREY);
+                Verdict::Continue
+            }
+            Action::Continue | Action::Seconds(_) => Verdict::Continue,
+        }
+    }
+
+    /// MAIL stage: `Connect:From:`, else `From:` (not for white clients).
+    pub(crate) fn listing_mail(&mut self) -> Verdict {
+        if self.client_flags.has(client::WHITE) {
+            return Verdict::Continue;
+        }
+        let policy = self.policy().clone();
+        let Some(map) = &policy.access else { return Verdict::Continue };
+        let (Some(client_info), Some(tx)) = (self.client.clone(), self.tx.as_ref()) else { return Verdict::Continue };
+        let sender = bare_address(&tx.sender).to_string();
+        let who = client_info.describe();
+        let combo =
+            client_info.ip.and_then(|ip| map.lookup_client_mail(Tag::ConnectFrom, ip, client_info.name.as_deref(), &sender));
+        let (hit, host_part): (Hit, String) = match combo {
+            Some(h) => (h, format!("host {who} ")),
+            None => match map.lookup_mail(Tag::From, &sender) {
+                Some(h) => (h, String::new()),
+                None => return Verdict::Continue,
+            },
+        };
+        let combo = !host_part.is_empty();
+        let text = format!("{host_part}sender <{sender}> {}", hit.text());
+        let set = |s: &mut Session, bit| {
+            if let Some(tx) = s.tx.as_mut() {
+                tx.mail_flags.set(bit);
+            }
+        };
+        match hit.action {
+            Action::Ok => {
+                set(self, mail::WHITE);
+                if combo {
+                    self.emit(&catalog::ACCESS_CONNECT_FROM_OK, &[&who, &sender, &hit.text(), &hit.key]);
+                } else {
+                    self.emit(&catalog::ACCESS_FROM_OK, &[&sender, &hit.text(), &hit.key]);
+                }
+                Verdict::Continue
+            }
+            Action::Reject => {
+                set(self, mail::BLACK);
+                set(self, mail::LOCAL_BLACK);
+                self.refuse(Reply::new(550, "5.7.1", text, if combo { 125 } else { 127 }), Delay::Transaction)
+            }
+            Action::IReject => {
+                set(self, mail::BLACK);
+                set(self, mail::LOCAL_BLACK);
+                self.refuse(Reply::new(550, "5.7.1", text, if combo { 855 } else { 856 }), Delay::Never)
+            }
+            Action::TempFail => {
+                set(self, mail::TEMPFAIL);
+                self.refuse(Reply::new(450, "4.7.1", text, if combo { 814 } else { 815 }), Delay::Transaction)
+            }
+            Action::Discard => {
+                self.discard_message(&hit);
+                Verdict::Continue
+            }
+            Action::Content | Action::Continue | Action::Seconds(_) => Verdict::Continue,
+        }
+    }
+
+    /// RCPT stage: `Connect:To:`, `From:To:`, `To:`; then a held (delayed) refusal, unless the
+    /// recipient is white listed.
+    pub(crate) fn listing_rcpt(&mut self, recipient: &str) -> Verdict {
+        if self.client_flags.has(client::WHITE) {
+            return Verdict::Continue;
+        }
+        let policy = self.policy().clone();
+        let rcpt_addr = bare_address(recipient).to_string();
+        if let (Some(map), Some(client_info), Some(tx)) = (&policy.access, self.client.clone(), self.tx.as_ref()) {
+            let sender = bare_address(&tx.sender).to_string();
+            let who = client_info.describe();
+            let found = client_info
+                .ip
+                .and_then(|ip| map.lookup_client_mail(Tag::ConnectTo, ip, client_info.name.as_deref(), &rcpt_addr))
+                .map(|h| (h, 0))
+                .or_else(|| map.lookup_from_to(&sender, &rcpt_addr).map(|h| (h, 1)))
+                .or_else(|| map.lookup_mail(Tag::To, &rcpt_addr).map(|h| (h, 2)));
+            if let Some((hit, which)) = found {
+                let prefix = match which {
+                    0 => format!("host {who} "),
+                    1 => format!("sender <{sender}> "),
+                    _ => String::new(),
+                };
+                let text = format!("{prefix}recipient <{rcpt_addr}> {}", hit.text());
+                let set = |s: &mut Session, bit| {
+                    if let Some(tx) = s.tx.as_mut() {
+                        tx.rcpt_flags.set(bit);
+                    }
+                };
+                match hit.action {
+                    Action::Ok => {
+                        set(self, rcpt::WHITE);
+                        match which {
+                            0 => self.emit(&catalog::ACCESS_CONNECT_TO_OK, &[&who, &rcpt_addr, &hit.text(), &hit.key]),
+                            1 => self.emit(&catalog::ACCESS_FROM_TO_OK, &[&sender, &rcpt_addr, &hit.text(), &hit.key]),
+                            _ => self.emit(&catalog::ACCESS_TO_OK, &[&rcpt_addr, &hit.text(), &hit.key]),
+                        }
+                        // A white-listed recipient is accepted despite a held refusal.
+                        return Verdict::Continue;
+                    }
+                    Action::Reject | Action::IReject => {
+                        set(self, rcpt::BLACK);
+                        set(self, rcpt::LOCAL_BLACK);
+                        return Verdict::Reply(Reply::new(550, "5.7.1", text, [135, 137, 139][which]));
+                    }
+                    Action::TempFail => {
+                        set(self, rcpt::TEMPFAIL);
+                        return Verdict::Reply(Reply::new(450, "4.7.1", text, [816, 817, 818][which]));
+                    }
+                    Action::Discard => self.discard_message(&hit),
+                    Action::Content | Action::Continue | Action::Seconds(_) => {}
+                }
+            }
+        }
+        match self.delayed.clone() {
+            Some((reply, _)) => Verdict::Reply(reply),
+            None => Verdict::Continue,
+        }
+    }
+
+    fn discard_message(&mut self, hit: &Hit) {
+        let tid = self.tx.as_ref().map(|t| t.tid.clone()).unwrap_or_default();
+        if let Some(tx) = self.tx.as_mut() {
+            tx.msg_flags.set(message::DISCARD);
+        }
+        self.emit(&catalog::ACCESS_MESSAGE_DISCARD, &[&format_args!("{tid} {} ({})", hit.text(), hit.key)]);
+    }
+
+    /// Logs list lookups that timed out or failed (they count as "not listed").
+    pub(crate) fn log_failures(&self, option: &str, result: &Option<ListResult>, name: &str) {
+        let Some(r) = result else { return };
+        for (zone, why) in r.failures() {
+            self.emit(&catalog::DNS_LIST_FAILED, &[&option, &zone, &name, &why]);
+        }
+    }
+}
+
+/// Queries one list when configured.
+async fn lookup(dns: &crate::dns::Dns, zones: &[Zone], ip: IpAddr) -> Option<ListResult> {
+    if zones.is_empty() {
+        return None;
+    }
+    Some(query_ip(dns, zones, ip).await)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bare_addresses() {
+        assert_eq!(bare_address("<a@b.example>"), "a@b.example");
+        assert_eq!(bare_address("<>"), "");
+        assert_eq!(bare_address(" c@d "), "c@d");
+    }
+}

@@ -1,0 +1,13 @@
+//! The checks, one module per concept. Each adds its stage steps to the session; the session
+//! calls them in smtpf's order.
+//!
+//! - [`access`]: the access-map file → index → lookups.
+//! - [`dnslist`]: DNS list syntax and queries (dns-bl/-wl/-gl, uri lists).
+//! - [`listing`]: white/grey/black listing at connect, HELO, MAIL, RCPT.
+//! - [`uri`]: URI hosts of a message; [`uribl`]: the URI lists at end of message.
+
+pub mod access;
+pub mod dnslist;
+pub mod listing;
+pub mod uri;
+pub mod uribl;

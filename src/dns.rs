@@ -1,0 +1,409 @@
+//! The DNS resolver every check in the daemon goes through. It wraps hickory's resolver so that
+//! each lookup is bounded by the configured `dns-timeout`, answers are cached for their TTL (a
+//! burst of identical lookups costs one query), only the configured name servers (or the system's
+//! `/etc/resolv.conf` ones) are ever asked, and every outcome keeps the distinctions the checks act
+//! on: found, exists-but-empty (NODATA), does-not-exist (NXDOMAIN), or failed (SERVFAIL, REFUSED,
+//! timeout, network trouble). Nothing here panics on bad names or bad networks.
+
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+
+use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ProtocolConfig, ResolveHosts, ResolverConfig, ResolverOpts};
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::net::{DnsError, NetError, NoRecords};
+use hickory_resolver::proto::op::ResponseCode;
+use hickory_resolver::proto::rr::{Name, RData, RecordType};
+use hickory_resolver::TokioResolver;
+
+/// The outcome of one lookup, keeping apart what the checks treat differently: a name with data,
+/// a name that exists without data of the asked type, a name that does not exist, and a lookup
+/// that could not be answered (which checks turn into "not listed" or a temporary failure).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup<T> {
+    /// The name has records of the asked type (never an empty collection).
+    Found(T),
+    /// NOERROR without records of the asked type (NODATA): the name exists.
+    NoRecords,
+    /// NXDOMAIN: the name does not exist. Also given, without a query, for a name that cannot
+    /// exist in the DNS (an empty label, a label over 63 or a name over 255 octets).
+    NxDomain,
+    /// No usable answer: a short reason word such as "timeout", "SERVFAIL", "REFUSED",
+    /// "network" or "truncated", suitable for log lines and reply texts.
+    Failed(String),
+}
+
+impl<T> Lookup<T> {
+    /// The records, if any were found; for callers that only care about positive answers.
+    pub fn found(&self) -> Option<&T> {
+        match self {
+            Lookup::Found(value) => Some(value),
+            _ => None,
+        }
+    }
+
+    /// True when the lookup could not be answered, so the caller may log it or defer a decision.
+    pub fn is_failed(&self) -> bool {
+        matches!(self, Lookup::Failed(_))
+    }
+
+    /// The failure reason, so a caller can log "timeout" or "SERVFAIL" without matching.
+    pub fn failure(&self) -> Option<&str> {
+        match self {
+            Lookup::Failed(reason) => Some(reason),
+            _ => None,
+        }
+    }
+
+    /// Converts the found value, keeping every other outcome, so wrappers need no full match.
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Lookup<U> {
+        match self {
+            Lookup::Found(value) => Lookup::Found(f(value)),
+            Lookup::NoRecords => Lookup::NoRecords,
+            Lookup::NxDomain => Lookup::NxDomain,
+            Lookup::Failed(reason) => Lookup::Failed(reason),
+        }
+    }
+}
+
+/// One MX record, as the sender-domain check needs it: the preference and the exchange host.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Mx {
+    /// Lower is preferred (RFC 5321 §5.1).
+    pub preference: u16,
+    /// The exchange host in lower case without the trailing dot; the root name (RFC 7505 null
+    /// MX) is written ".".
+    pub exchange: String,
+}
+
+impl Mx {
+    /// True for an exchange of "." (RFC 7505): the domain states it accepts no mail.
+    pub fn is_null(&self) -> bool {
+        self.exchange == "."
+    }
+}
+
+/// True when an MX answer is an RFC 7505 null MX (a single record whose exchange is "."), so
+/// the MX check can reject "domain accepts no mail" instead of looking for hosts.
+pub fn is_null_mx(records: &[Mx]) -> bool {
+    records.len() == 1 && records[0].is_null()
+}
+
+/// The shared resolver: cheap to clone (one `Arc`), usable from every session task at once.
+#[derive(Clone)]
+pub struct Dns {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    resolver: TokioResolver,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for Dns {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dns").field("timeout", &self.inner.timeout).finish()
+    }
+}
+
+impl Dns {
+    /// Builds the resolver. An empty `servers` uses the name servers of the system configuration
+    /// (`/etc/resolv.conf`); otherwise exactly those servers are asked (UDP, with TCP when an
+    /// answer is truncated) and nothing else. Every lookup is one attempt bounded by `timeout`
+    /// (UDP retransmissions happen inside it). `/etc/hosts` is never consulted, so list and MX
+    /// answers always come from the DNS.
+    pub fn new(servers: &[SocketAddr], timeout: Duration) -> Result<Dns, String> {
+        if timeout.is_zero() {
+            return Err("DNS timeout must be greater than zero".to_string());
+        }
+        let mut builder = if servers.is_empty() {
+            TokioResolver::builder_tokio().map_err(|e| format!("cannot read the system DNS configuration: {e}"))?
+        } else {
+            let name_servers = servers
+                .iter()
+                .map(|server| {
+                    let mut udp = ConnectionConfig::new(ProtocolConfig::Udp);
+                    udp.port = server.port();
+                    let mut tcp = ConnectionConfig::new(ProtocolConfig::Tcp);
+                    tcp.port = server.port();
+                    NameServerConfig::new(server.ip(), true, vec![udp, tcp])
+                })
+                .collect();
+            TokioResolver::builder_with_config(ResolverConfig::from_name_servers(name_servers), TokioRuntimeProvider::default())
+        };
+        let options: &mut ResolverOpts = builder.options_mut();
+        options.timeout = timeout;
+        options.attempts = 0;
+        options.edns0 = true;
+        options.use_hosts_file = ResolveHosts::Never;
+        options.preserve_intermediates = true;
+        let resolver = builder.build().map_err(|e| format!("cannot build the DNS resolver: {e}"))?;
+        Ok(Dns { inner: Arc::new(Inner { resolver, timeout }) })
+    }
+
+    /// The per-lookup bound, so callers can describe or budget their own waits.
+    pub fn timeout(&self) -> Duration {
+        self.inner.timeout
+    }
+
+    /// IPv4 addresses of `name` (DNS list answers, MX hosts, URI hosts).
+    pub async fn a(&self, name: &str) -> Lookup<Vec<Ipv4Addr>> {
+        self.query(name, RecordType::A, |rdata| match rdata {
+            RData::A(a) => Some(a.0),
+            _ => None,
+        })
+        .await
+    }
+
+    /// IPv6 addresses of `name` (MX hosts and URI hosts reachable over IPv6).
+    pub async fn aaaa(&self, name: &str) -> Lookup<Vec<Ipv6Addr>> {
+        self.query(name, RecordType::AAAA, |rdata| match rdata {
+            RData::AAAA(aaaa) => Some(aaaa.0),
+            _ => None,
+        })
+        .await
+    }
+
+    /// A and AAAA together, queried concurrently, IPv4 first. Found when either family has
+    /// addresses (a failure of the other family is then ignored); otherwise Failed if either
+    /// failed, NxDomain if either said NXDOMAIN, else NoRecords. Callers that must know about a
+    /// partial failure use [`Dns::a`] and [`Dns::aaaa`].
+    pub async fn ip_addrs(&self, name: &str) -> Lookup<Vec<IpAddr>> {
+        let (v4, v6) = tokio::join!(self.a(name), self.aaaa(name));
+        let mut addrs: Vec<IpAddr> = Vec::new();
+        if let Lookup::Found(list) = &v4 {
+            addrs.extend(list.iter().copied().map(IpAddr::V4));
+        }
+        if let Lookup::Found(list) = &v6 {
+            addrs.extend(list.iter().copied().map(IpAddr::V6));
+        }
+        if !addrs.is_empty() {
+            return Lookup::Found(addrs);
+        }
+        match (v4, v6) {
+            (Lookup::Failed(reason), _) | (_, Lookup::Failed(reason)) => Lookup::Failed(reason),
+            (Lookup::NxDomain, _) | (_, Lookup::NxDomain) => Lookup::NxDomain,
+            _ => Lookup::NoRecords,
+        }
+    }
+
+    /// MX records of `name`, sorted by preference (then name, for stable output). A null MX
+    /// (`MX 0 .`, RFC 7505) is kept and detectable with [`Mx::is_null`] / [`is_null_mx`].
+    pub async fn mx(&self, name: &str) -> Lookup<Vec<Mx>> {
+        let found = self
+            .query(name, RecordType::MX, |rdata| match rdata {
+                RData::MX(mx) => Some(Mx { preference: mx.preference, exchange: host_name(&mx.exchange) }),
+                _ => None,
+            })
+            .await;
+        found.map(|mut list| {
+            list.sort();
+            list
+        })
+    }
+
+    /// TXT records of `name`, one string per record with its character-strings concatenated
+    /// without separator (the SPF rule, RFC 7208 §3.3); bytes that are not UTF-8 are replaced.
+    pub async fn txt(&self, name: &str) -> Lookup<Vec<String>> {
+        self.query(name, RecordType::TXT, |rdata| match rdata {
+            RData::TXT(txt) => {
+                let bytes: Vec<u8> = txt.txt_data.iter().flat_map(|part| part.iter().copied()).collect();
+                Some(String::from_utf8_lossy(&bytes).into_owned())
+            }
+            _ => None,
+        })
+        .await
+    }
+
+    /// One bounded lookup of `rtype`, keeping the answer records `pick` accepts.
+    async fn query<T>(&self, name: &str, rtype: RecordType, pick: impl Fn(&RData) -> Option<T>) -> Lookup<Vec<T>> {
+        let Some(name) = fqdn(name) else {
+            return Lookup::NxDomain;
+        };
+        let lookup = self.inner.resolver.lookup(name, rtype);
+        match tokio::time::timeout(self.inner.timeout, lookup).await {
+            Err(_) => Lookup::Failed("timeout".to_string()),
+            Ok(Err(error)) => classify(&error),
+            Ok(Ok(answer)) => {
+                let values: Vec<T> = answer.answers().iter().filter_map(|record| pick(&record.data)).collect();
+                if values.is_empty() {
+                    Lookup::NoRecords
+                } else {
+                    Lookup::Found(values)
+                }
+            }
+        }
+    }
+}
+
+/// Turns `name` into an absolute DNS name; `None` when it cannot be one.
+fn fqdn(name: &str) -> Option<Name> {
+    let trimmed = name.trim();
+    if trimmed.is_empty() || trimmed == "." {
+        return None;
+    }
+    let mut parsed = Name::from_str_relaxed(trimmed).ok()?;
+    parsed.set_fqdn(true);
+    Some(parsed)
+}
+
+/// A host name as the checks compare it: lower case, no trailing dot, "." for the root.
+fn host_name(name: &Name) -> String {
+    if name.is_root() {
+        return ".".to_string();
+    }
+    let text = name.to_ascii().to_ascii_lowercase();
+    match text.strip_suffix('.') {
+        Some(stripped) => stripped.to_string(),
+        None => text,
+    }
+}
+
+/// Maps hickory's error for a completed lookup onto the outcome the checks use.
+fn classify<T>(error: &NetError) -> Lookup<T> {
+    match error {
+        NetError::Dns(DnsError::NoRecordsFound(NoRecords { response_code, .. })) => match response_code {
+            ResponseCode::NXDomain => Lookup::NxDomain,
+            ResponseCode::NoError => Lookup::NoRecords,
+            code => Lookup::Failed(rcode_word(*code)),
+        },
+        NetError::Dns(DnsError::ResponseCode(code)) => Lookup::Failed(rcode_word(*code)),
+        NetError::Timeout => Lookup::Failed("timeout".to_string()),
+        NetError::Io(_) | NetError::NoConnections => Lookup::Failed("network".to_string()),
+        NetError::Busy => Lookup::Failed("busy".to_string()),
+        NetError::Truncated => Lookup::Failed("truncated".to_string()),
+        NetError::Proto(_) => Lookup::Failed("bad-response".to_string()),
+        _ => Lookup::Failed("error".to_string()),
+    }
+}
+
+/// The conventional upper-case name of a response code ("SERVFAIL"), as log lines show it.
+fn rcode_word(code: ResponseCode) -> String {
+    match code {
+        ResponseCode::NoError => "NOERROR".to_string(),
+        ResponseCode::FormErr => "FORMERR".to_string(),
+        ResponseCode::ServFail => "SERVFAIL".to_string(),
+        ResponseCode::NXDomain => "NXDOMAIN".to_string(),
+        ResponseCode::NotImp => "NOTIMP".to_string(),
+        ResponseCode::Refused => "REFUSED".to_string(),
+        ResponseCode::YXDomain => "YXDOMAIN".to_string(),
+        ResponseCode::YXRRSet => "YXRRSET".to_string(),
+        ResponseCode::NXRRSet => "NXRRSET".to_string(),
+        ResponseCode::NotAuth => "NOTAUTH".to_string(),
+        ResponseCode::NotZone => "NOTZONE".to_string(),
+        other => format!("RCODE{}", u16::from(other)),
+    }
+}
+
+/// Runs futures concurrently on the current task and returns their outputs in input order, so
+/// a check can ask several lists or hosts at once without spawning tasks.
+pub async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut pending: Vec<Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = pending.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut waiting = false;
+        for (future, output) in pending.iter_mut().zip(outputs.iter_mut()) {
+            if output.is_none() {
+                match future.as_mut().poll(cx) {
+                    Poll::Ready(value) => *output = Some(value),
+                    Poll::Pending => waiting = true,
+                }
+            }
+        }
+        if waiting {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    })
+    .await;
+    outputs.into_iter().flatten().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_that_cannot_exist_are_rejected() {
+        assert!(fqdn("").is_none());
+        assert!(fqdn(".").is_none());
+        assert!(fqdn("a..b").is_none());
+        assert!(fqdn(&format!("{}.test", "x".repeat(64))).is_none());
+        assert!(fqdn(&vec!["abcdefghi"; 30].join(".")).is_none());
+        let name = fqdn("Example.TEST").unwrap();
+        assert!(name.is_fqdn());
+        assert!(fqdn("example.test.").unwrap().is_fqdn());
+        assert!(fqdn("_dmarc.example.test").is_some());
+    }
+
+    #[test]
+    fn host_names_are_lower_case_without_dot() {
+        assert_eq!(host_name(&Name::root()), ".");
+        assert_eq!(host_name(&Name::from_ascii("MX.Example.TEST.").unwrap()), "mx.example.test");
+    }
+
+    #[test]
+    fn null_mx_detection() {
+        let null = Mx { preference: 0, exchange: ".".into() };
+        let real = Mx { preference: 10, exchange: "mx.example.test".into() };
+        assert!(null.is_null());
+        assert!(!real.is_null());
+        assert!(is_null_mx(std::slice::from_ref(&null)));
+        assert!(!is_null_mx(&[null, real.clone()]));
+        assert!(!is_null_mx(&[real]));
+        assert!(!is_null_mx(&[]));
+    }
+
+    #[test]
+    fn rcode_words() {
+        assert_eq!(rcode_word(ResponseCode::ServFail), "SERVFAIL");
+        assert_eq!(rcode_word(ResponseCode::Refused), "REFUSED");
+        assert_eq!(rcode_word(ResponseCode::Unknown(3841)), "RCODE3841");
+    }
+
+    #[test]
+    fn classify_maps_each_error() {
+        let query = hickory_resolver::proto::op::Query::new();
+        let nx: Lookup<()> = classify(&NoRecords::new(query.clone(), ResponseCode::NXDomain).into());
+        assert_eq!(nx, Lookup::NxDomain);
+        let empty: Lookup<()> = classify(&NoRecords::new(query, ResponseCode::NoError).into());
+        assert_eq!(empty, Lookup::NoRecords);
+        let servfail: Lookup<()> = classify(&NetError::Dns(DnsError::ResponseCode(ResponseCode::ServFail)));
+        assert_eq!(servfail, Lookup::Failed("SERVFAIL".into()));
+        let timeout: Lookup<()> = classify(&NetError::Timeout);
+        assert_eq!(timeout, Lookup::Failed("timeout".into()));
+    }
+
+    #[test]
+    fn zero_timeout_is_refused() {
+        assert!(Dns::new(&["127.0.0.1:53".parse().unwrap()], Duration::ZERO).is_err());
+    }
+
+    #[test]
+    fn builds_outside_a_runtime() {
+        let servers: [SocketAddr; 2] = ["127.0.0.1:5353".parse().unwrap(), "[::1]:53".parse().unwrap()];
+        let dns = Dns::new(&servers, Duration::from_secs(3)).unwrap();
+        assert_eq!(dns.timeout(), Duration::from_secs(3));
+    }
+
+    #[tokio::test]
+    async fn join_all_keeps_order() {
+        let futures = vec![
+            Box::pin(async {
+                tokio::time::sleep(Duration::from_millis(30)).await;
+                1
+            }) as Pin<Box<dyn Future<Output = i32>>>,
+            Box::pin(async { 2 }),
+            Box::pin(async {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                3
+            }),
+        ];
+        assert_eq!(join_all(futures).await, vec![1, 2, 3]);
+        assert!(join_all(Vec::<std::future::Ready<i32>>::new()).await.is_empty());
+    }
+}

@@ -1,0 +1,61 @@
+//! Everything the checks consult, built from one config and swapped as a whole at reload.
+//!
+//! A `Policy` is the validated config plus what is derived from it: the access-map index and the
+//! resolver. Building one reads the access-map file, so a reload with a
+//! broken map is refused exactly like a broken config, and sessions never see half of a change.
+
+use std::sync::Arc;
+
+use crate::checks::access::{AccessError, AccessMap};
+use crate::config::{Config, ConfigError};
+use crate::dns::Dns;
+
+/// The rules in force for a session.
+pub struct Policy {
+    pub config: Config,
+    /// The access-map index; None when `access-map` is not set.
+    pub access: Option<Arc<AccessMap>>,
+    /// Warnings found while reading the access-map (duplicate keys), to log once.
+    pub access_warnings: Vec<String>,
+    pub dns: Dns,
+}
+
+/// Why a policy could not be built.
+#[derive(Debug)]
+pub enum PolicyError {
+    Config(ConfigError),
+    /// The access-map could not be read or parsed (names file, line and smtpf number).
+    Access(AccessError),
+    Dns(String),
+}
+
+impl std::fmt::Display for PolicyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PolicyError::Config(e) => write!(f, "{e}"),
+            PolicyError::Access(e) => write!(f, "access-map: {e}"),
+            PolicyError::Dns(e) => write!(f, "dns-servers: {e}"),
+        }
+    }
+}
+
+impl Policy {
+    /// Builds the policy: loads the access-map and sets up the resolver.
+    pub fn build(config: Config) -> Result<Policy, PolicyError> {
+        let (access, access_warnings) = match &config.access_map {
+            None => (None, Vec::new()),
+            Some(path) => match AccessMap::load(path) {
+                Ok((map, warnings)) => (Some(Arc::new(map)), warnings.iter().map(|w| w.to_string()).collect()),
+                Err(e) => return Err(PolicyError::Access(e)),
+            },
+        };
+        let dns = Dns::new(&config.dns_servers, config.dns_timeout).map_err(PolicyError::Dns)?;
+        Ok(Policy { access, access_warnings, dns, config })
+    }
+
+    /// Whether any URI list is configured (the body must then be kept for scanning).
+    pub fn scans_uris(&self) -> bool {
+        let c = &self.config;
+        (!c.uri_bl.is_empty() || !c.uri_dns_bl.is_empty()) && c.uri_max_test > 0
+    }
+}
