@@ -120,6 +120,10 @@ pub struct Config {
     pub uri_bl_policy: UriPolicy,
     /// Most URI hosts looked up per message.
     pub uri_max_test: usize,
+    /// Refuse senders whose domain has no usable MX (smtpf's `mail-require-mx`).
+    pub mail_require_mx: bool,
+    /// Domains (and their subdomains) that are ours: never MX-verified (split DNS).
+    pub local_domains: Vec<String>,
 }
 
 /// What a URI list hit does to the message.
@@ -162,6 +166,8 @@ impl Default for Config {
             uri_dns_bl: Vec::new(),
             uri_bl_policy: UriPolicy::Reject,
             uri_max_test: 10,
+            mail_require_mx: true,
+            local_domains: Vec::new(),
         }
     }
 }
@@ -196,6 +202,8 @@ pub const KEYS: &[KeyDoc] = &[
     KeyDoc { name: "uri-dns-bl", default: "[]", meaning: "IP block lists applied to the addresses of URI hosts (and to IP-literal URIs)." },
     KeyDoc { name: "uri-bl-policy", default: "\"reject\"", meaning: "What a URI list hit does: \"reject\" (550 5.7.1 rejected content ... #895), \"discard\" (accept and throw away, #785), \"none\" (log only)." },
     KeyDoc { name: "uri-max-test", default: "10", meaning: "Most distinct URI hosts looked up per message." },
+    KeyDoc { name: "mail-require-mx", default: "true", meaning: "At MAIL, verify the sender's domain: NXDOMAIN → 553 5.1.8 #434; no usable MX (null MX, only private/loopback/reserved addresses) → 553 5.1.8 #439; lookup failure → 451 #436/#907 (the sender retries). The null sender is checked by its HELO name but never refused." },
+    KeyDoc { name: "local-domains", default: "[]", meaning: "Our own domains (and subdomains): senders from them are not MX-verified (split DNS)." },
 ];
 
 /// A configuration error: names the file, line and key where known.
@@ -450,6 +458,11 @@ impl Config {
                     c.dns_bl_threshold = p.integer(key, v)?.try_into().map_err(|_| p.err(Some(key), "out of range"))?;
                 }
                 "smtp-delay-checks" => c.smtp_delay_checks = p.boolean(key, v)?,
+                "mail-require-mx" => c.mail_require_mx = p.boolean(key, v)?,
+                "local-domains" => {
+                    c.local_domains =
+                        p.words(key, v)?.into_iter().map(|d| d.trim_end_matches('.').to_ascii_lowercase()).collect();
+                }
                 "uri-bl-policy" => {
                     c.uri_bl_policy = match p.string(key, v)?.trim().to_ascii_lowercase().as_str() {
                         "reject" => UriPolicy::Reject,

@@ -220,7 +220,7 @@ impl Session {
             body: true,
             reply_connect: !delay && (access || lists),
             reply_helo: !delay && access,
-            reply_mail: access,
+            reply_mail: access || p.config.mail_require_mx,
             reply_rcpt: access || delay,
             reply_data: false,
             data: false,
@@ -289,7 +289,7 @@ impl Session {
             }
             Command::Mail { sender, params } => {
                 self.need_client("MAIL")?;
-                return Ok(self.mail(sender, params, silent));
+                return Ok(self.mail(sender, params, silent).await);
             }
             Command::Rcpt { recipient, .. } => {
                 self.need_tx("RCPT")?;
@@ -491,12 +491,15 @@ impl Session {
         self.helo = name;
     }
 
-    fn mail(&mut self, sender: String, params: Vec<String>, silent: bool) -> Step {
+    async fn mail(&mut self, sender: String, params: Vec<String>, silent: bool) -> Step {
         if self.tx.is_some() {
             // A new MAIL without ABORT (or after a refused one) starts over.
             self.abort();
         }
         self.mails += 1;
+        if self.macros.get("auth_authen").is_some_and(|a| !a.is_empty()) {
+            self.client_flags.set(flags::client::AUTH);
+        }
         self.msg_counter = self.msg_counter.wrapping_add(1) % (62 * 62);
         if self.msg_counter == 0 {
             self.msg_counter = 1;
@@ -516,7 +519,10 @@ impl Session {
         }
         self.tx = Some(tx);
         self.note_queue_id();
-        let verdict = self.listing_mail();
+        let mut verdict = self.listing_mail();
+        if verdict == Verdict::Continue {
+            verdict = self.mx_mail().await;
+        }
         let x = self.x_text(&verdict);
         if let Some(tx) = &self.tx {
             self.shared.log.emit(

@@ -167,7 +167,11 @@ fn binary_runs_serves_and_stops_on_sigterm() {
     let cfg = dir.path().join("c.toml");
     std::fs::write(
         &cfg,
-        format!("milter-socket = \"unix:{}\"\ncache-path = \"{}\"\n", sock.display(), dir.path().join("c.sq3").display()),
+        format!(
+            "milter-socket = \"unix:{}\"\ncache-path = \"{}\"\nmail-require-mx = false\n",
+            sock.display(),
+            dir.path().join("c.sq3").display()
+        ),
     )
     .unwrap();
     let child = bin().args(["--config", cfg.to_str().unwrap()]).stderr(std::process::Stdio::piped()).spawn().unwrap();

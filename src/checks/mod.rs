@@ -4,10 +4,12 @@
 //! - [`access`]: the access-map file → index → lookups.
 //! - [`dnslist`]: DNS list syntax and queries (dns-bl/-wl/-gl, uri lists).
 //! - [`listing`]: white/grey/black listing at connect, HELO, MAIL, RCPT.
+//! - [`mx`]: sender-domain MX verification at MAIL.
 //! - [`uri`]: URI hosts of a message; [`uribl`]: the URI lists at end of message.
 
 pub mod access;
 pub mod dnslist;
 pub mod listing;
+pub mod mx;
 pub mod uri;
 pub mod uribl;

@@ -106,6 +106,12 @@ catalog! {
         "To: entry with OK: the recipient is white listed (e.g. postmaster@); a delayed reject is not applied to it.";
     CACHE_OPEN_ERROR = 172 Err Always, false, "cache-path=%s open error: %s",
         "The SQLite state file named by cache-path could not be opened or created. The daemon does not start. Check that the directory exists and is writable by run-user (under systemd: StateDirectory=).";
+    MX_ERROR = 435 Err Always, true, "MX %s error %s",
+        "The MX lookup of the sender's domain failed (domain, DNS result: NXDOMAIN, SERVFAIL, timeout, ...). With mail-require-mx, NXDOMAIN is refused with 553 #434 and other failures get 451 #436 so the sender retries.";
+    CLIENT_IS_MX = 437 Info IfInfo, true, "%s is MX for %s",
+        "The client is one of the mail exchangers of the sender's domain (flag mx).";
+    MX_EMPTY = 438 Warn Always, true, "empty MX list after pruning",
+        "The sender's domain has no usable MX: a null MX (RFC 7505), or every MX host points at loopback, private or reserved addresses or has no address. With mail-require-mx the sender gets 553 5.1.8 ... MX invalid #439.";
     LIST_FOUND = 523 Info IfInfo, true, "%s found %s %s",
         "A DNS list hit: the option (dns-bl, dns-wl, dns-gl, uri-bl, uri-dns-bl), what was looked up (client IP or URI host) and the list. dns-wl makes the client white, dns-gl grey, dns-bl black (reply #525); uri lists reject the message (#895).";
     INIT_ERROR = 537 Err Always, false, "init error %s: %s",
@@ -158,6 +164,8 @@ catalog! {
         "The process exits.";
     URI_DISCARDED = 785 Err Always, true, "discarded: %s",
         "uri-bl-policy = discard: the message had a listed URI and was accepted and thrown away.";
+    MX_INCOMPLETE = 906 Warn Always, true, "MX list incomplete...",
+        "No MX host of the sender's domain is usable and some address lookups failed. The sender gets 451 4.1.8 ... MX lookup error #907 and retries later.";
     ACCESS_HELO_OK = 923 Info IfInfo, true, "helo %s %s (%s)",
         "Helo: entry with OK: the client is white listed by its HELO name.";
     ACCESS_CONNECT_DISCARD = 974 Info IfInfo, true, "host %s %s",
