@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::checks::dnslist::{parse_list, parse_zones, Zone};
+use crate::checks::dupmsg::DupPolicy;
+use crate::checks::greylist::{parse_key, KeyWord};
 use crate::log::{Target, Verbose};
 
 /// Where the daemon listens for its MTA.
@@ -124,6 +126,22 @@ pub struct Config {
     pub mail_require_mx: bool,
     /// Domains (and their subdomains) that are ours: never MX-verified (split DNS).
     pub local_domains: Vec<String>,
+    /// Greylisting key elements, in smtpf's order; empty: greylisting off.
+    pub grey_key: Vec<KeyWord>,
+    pub grey_temp_fail_period: u64,
+    pub grey_temp_fail_ttl: u64,
+    /// Lifetime of a passed record (smtpf's generic accept TTL).
+    pub cache_accept_ttl: u64,
+    pub grey_report_header: String,
+    pub grey_ipv4_prefix: u8,
+    pub grey_ipv6_prefix: u8,
+    /// Answer 421 (the MTA closes the session, smtpf's DROP) when the key names the host.
+    pub grey_drop: bool,
+    pub grey_dry_run: bool,
+    pub cache_gc_interval: Duration,
+    /// How long a message is remembered for duplicate detection; 0: off.
+    pub dupmsg_ttl: u64,
+    pub dupmsg_policy: DupPolicy,
 }
 
 /// What a URI list hit does to the message.
@@ -168,6 +186,18 @@ impl Default for Config {
             uri_max_test: 10,
             mail_require_mx: true,
             local_domains: Vec::new(),
+            grey_key: vec![KeyWord::Ptr, KeyWord::Mail, KeyWord::Rcpt],
+            grey_temp_fail_period: 600,
+            grey_temp_fail_ttl: 90_000,
+            cache_accept_ttl: 604_800,
+            grey_report_header: "X-Grey-Report".into(),
+            grey_ipv4_prefix: 32,
+            grey_ipv6_prefix: 128,
+            grey_drop: true,
+            grey_dry_run: false,
+            cache_gc_interval: Duration::from_secs(300),
+            dupmsg_ttl: 90_000,
+            dupmsg_policy: DupPolicy::Tag,
         }
     }
 }
@@ -204,6 +234,18 @@ pub const KEYS: &[KeyDoc] = &[
     KeyDoc { name: "uri-max-test", default: "10", meaning: "Most distinct URI hosts looked up per message." },
     KeyDoc { name: "mail-require-mx", default: "true", meaning: "At MAIL, verify the sender's domain: NXDOMAIN → 553 5.1.8 #434; no usable MX (null MX, only private/loopback/reserved addresses) → 553 5.1.8 #439; lookup failure → 451 #436/#907 (the sender retries). The null sender is checked by its HELO name but never refused." },
     KeyDoc { name: "local-domains", default: "[]", meaning: "Our own domains (and subdomains): senders from them are not MX-verified (split DNS)." },
+    KeyDoc { name: "grey-key", default: "\"ptr,mail,rcpt\"", meaning: "Greylisting key elements: ip, ptr (PTR name minus its first label; the IP when the PTR is not verified or SPF failed), ptrn (PTR with digit runs as #), helo, helos, mail, rcpt. Empty: greylisting off." },
+    KeyDoc { name: "grey-temp-fail-period", default: "600", meaning: "How long a new tuple is temp-failed before a retry passes; 0: greylisting off. Grey-Connect:/Grey-To: access-map entries override it." },
+    KeyDoc { name: "grey-temp-fail-ttl", default: "90000", meaning: "How long a tuple that never retried is remembered (25 h)." },
+    KeyDoc { name: "cache-accept-ttl", default: "604800", meaning: "How long a passed host/tuple passes at once (7 days), refreshed on every use." },
+    KeyDoc { name: "grey-report-header", default: "\"X-Grey-Report\"", meaning: "Header added to a message whose tuple passes for the first time (age, key, first-seen time); empty: none." },
+    KeyDoc { name: "grey-ipv4-prefix", default: "32", meaning: "Aggregate the ip key element to this IPv4 prefix (postgrey users: 24)." },
+    KeyDoc { name: "grey-ipv6-prefix", default: "128", meaning: "Aggregate the ip key element to this IPv6 prefix (postgrey users: 64)." },
+    KeyDoc { name: "grey-drop", default: "true", meaning: "When the key names the host (ip, ptr, ptrn): answer 421 so the MTA closes the session, as smtpf drops the connection; false: 451." },
+    KeyDoc { name: "grey-dry-run", default: "false", meaning: "Only log what greylisting would do (#387, #2022) and let every message through." },
+    KeyDoc { name: "dupmsg-ttl", default: "90000", meaning: "How long a message (body + Message-ID + first recipient) is remembered to recognise a copy sent again; 0: off." },
+    KeyDoc { name: "dupmsg-policy", default: "\"tag\"", meaning: "What a duplicate gets: \"tag\" (header X-Smtpf-Duplicate: <first session id>), \"discard\" (accept and throw away), \"reject\" (550 5.3.4 #340). tag is the default because a milter cannot know whether the MTA finally queued the first copy." },
+    KeyDoc { name: "cache-gc-interval", default: "300", meaning: "How often expired greylist and duplicate records are deleted from the state file." },
 ];
 
 /// A configuration error: names the file, line and key where known.
@@ -459,6 +501,42 @@ impl Config {
                 }
                 "smtp-delay-checks" => c.smtp_delay_checks = p.boolean(key, v)?,
                 "mail-require-mx" => c.mail_require_mx = p.boolean(key, v)?,
+                "grey-key" => c.grey_key = parse_key(&p.words(key, v)?).map_err(|m| p.err(Some(key), m))?,
+                "grey-temp-fail-period" => c.grey_temp_fail_period = p.duration(key, v)?.as_secs(),
+                "grey-temp-fail-ttl" => c.grey_temp_fail_ttl = p.positive_duration(key, v)?.as_secs(),
+                "cache-accept-ttl" => c.cache_accept_ttl = p.positive_duration(key, v)?.as_secs(),
+                "grey-report-header" => {
+                    let h = p.string(key, v)?.trim().to_string();
+                    if !h.chars().all(|ch| ch.is_ascii_graphic() && ch != ':') {
+                        return Err(p.err(Some(key), format!("\"{h}\" is not a header name")));
+                    }
+                    c.grey_report_header = h;
+                }
+                "grey-ipv4-prefix" | "grey-ipv6-prefix" => {
+                    let max = if key == "grey-ipv4-prefix" { 32 } else { 128 };
+                    let n = p.integer(key, v)?;
+                    let n = u8::try_from(n)
+                        .ok()
+                        .filter(|n| *n <= max)
+                        .ok_or_else(|| p.err(Some(key), format!("must be 0 to {max}")))?;
+                    if key == "grey-ipv4-prefix" {
+                        c.grey_ipv4_prefix = n;
+                    } else {
+                        c.grey_ipv6_prefix = n;
+                    }
+                }
+                "grey-drop" => c.grey_drop = p.boolean(key, v)?,
+                "grey-dry-run" => c.grey_dry_run = p.boolean(key, v)?,
+                "cache-gc-interval" => c.cache_gc_interval = p.positive_duration(key, v)?,
+                "dupmsg-ttl" => c.dupmsg_ttl = p.duration(key, v)?.as_secs(),
+                "dupmsg-policy" => {
+                    c.dupmsg_policy = match p.string(key, v)?.trim().to_ascii_lowercase().as_str() {
+                        "tag" => DupPolicy::Tag,
+                        "discard" => DupPolicy::Discard,
+                        "reject" => DupPolicy::Reject,
+                        other => return Err(p.err(Some(key), format!("\"{other}\": use \"tag\", \"discard\" or \"reject\""))),
+                    }
+                }
                 "local-domains" => {
                     c.local_domains =
                         p.words(key, v)?.into_iter().map(|d| d.trim_end_matches('.').to_ascii_lowercase()).collect();

@@ -18,7 +18,7 @@ use crate::milter::listen::{Listener, Prepared};
 use crate::policy::{Policy, PolicyError};
 use crate::server::{accept_loop, Kill};
 use crate::shared::Shared;
-use crate::store::sqlite::{sqlite_version, SqliteStore};
+use crate::store::{sqlite_version, Store};
 use crate::systemd;
 
 /// The version and licence logged at start-up (#604).
@@ -32,7 +32,6 @@ pub struct Running {
     idle: Arc<Notify>,
     accept_task: tokio::task::JoinHandle<()>,
     address: String,
-    _store: std::sync::Mutex<SqliteStore>,
 }
 
 /// How a graceful stop ended.
@@ -90,7 +89,8 @@ pub async fn start(config: Config, log: Logger) -> Result<Running, String> {
     log.emit(&catalog::CACHE_PATH, None, &[&cache_path.display()]);
     let store = match tokio::task::spawn_blocking({
         let p = cache_path.clone();
-        move || SqliteStore::open(&p)
+        let gc = config.cache_gc_interval;
+        move || Store::open_sqlite(&p, gc)
     })
     .await
     {
@@ -107,6 +107,7 @@ pub async fn start(config: Config, log: Logger) -> Result<Running, String> {
             return Err(e);
         }
     };
+    shared.set_store(store);
     log.emit(&catalog::SQLITE_VERSION, None, &[&sqlite_version()]);
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -124,7 +125,7 @@ pub async fn start(config: Config, log: Logger) -> Result<Running, String> {
         }
     });
     log.emit(&catalog::READY, None, &[]);
-    Ok(Running { shared, stop_tx, kill_tx, idle, accept_task, address, _store: std::sync::Mutex::new(store) })
+    Ok(Running { shared, stop_tx, kill_tx, idle, accept_task, address })
 }
 
 impl Running {
@@ -220,6 +221,10 @@ impl Running {
             closed = self.shared.active.load(Ordering::SeqCst);
             self.shared.log.emit(&catalog::SHUTDOWN_DEADLINE, None, &[&deadline.as_secs(), &closed]);
             self.kill_now().await;
+        }
+        // Pending store writes are flushed before the process exits.
+        if let Some(store) = self.shared.store() {
+            store.close().await;
         }
         StopReport { closed_at_deadline: closed }
     }

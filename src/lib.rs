@@ -3,6 +3,7 @@
 //! Data flows one way: protocol ([`milter`]) → [`session`] → checks → verdict ([`reply`]) →
 //! protocol + numbered log lines ([`log`]). [`daemon`] ties the pieces into a running service.
 
+pub mod admin;
 pub mod checks;
 pub mod config;
 pub mod daemon;

@@ -33,12 +33,44 @@ enum Cmd {
         #[arg(long)]
         markdown: bool,
     },
+    /// Inspect and release greylist records in the state store (safe while the daemon runs).
+    Grey {
+        #[command(subcommand)]
+        action: GreyCmd,
+    },
     /// List every config key with its default and meaning.
     Keys {
         /// Print a Markdown table.
         #[arg(long)]
         markdown: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum GreyCmd {
+    /// List records: state, age, time to expiry, key.
+    List {
+        /// Only tuples still being temp-failed.
+        #[arg(long, conflicts_with = "passed")]
+        pending: bool,
+        /// Only passed tuples and hosts.
+        #[arg(long)]
+        passed: bool,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// At most this many records.
+        #[arg(long, default_value_t = 10_000)]
+        limit: usize,
+        /// Only keys containing this text (an IP, a domain, an address).
+        filter: Option<String>,
+    },
+    /// Mark a tuple or host passed (e.g. `grey allow 192.0.2.1,alice@example.org,bob@example.net`).
+    Allow { key: String },
+    /// Forget a record.
+    Delete { key: String },
+    /// Counts by state.
+    Stats,
 }
 
 fn load(path: Option<&Path>) -> Result<Config, String> {
@@ -73,6 +105,7 @@ fn main() -> ExitCode {
             say(&list);
             ExitCode::SUCCESS
         }
+        Cmd::Grey { action } => grey(cli.config.as_deref(), action),
         Cmd::CheckConfig => match load(cli.config.as_deref()).and_then(|c| {
             // Also read the access-map and set up the resolver, as start-up and reload do.
             let shown = c.path.clone();
@@ -113,6 +146,60 @@ fn main() -> ExitCode {
             // Give the log writer a moment to drain the last lines.
             std::thread::sleep(std::time::Duration::from_millis(50));
             ExitCode::from(code as u8)
+        }
+    }
+}
+
+fn grey(config: Option<&Path>, action: GreyCmd) -> ExitCode {
+    use smtpf_milter::admin;
+    let config = match load(config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("smtpf-milter: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let path = config.effective_cache_path();
+    if !path.exists() {
+        eprintln!("smtpf-milter: no state file at {} (cache-path)", path.display());
+        return ExitCode::FAILURE;
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("smtpf-milter: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let store = smtpf_milter::store::Store::open_sqlite(&path, config.cache_gc_interval)?;
+        let now = smtpf_milter::ids::unix_now();
+        let out = match action {
+            GreyCmd::List { pending, passed, json, limit, filter } => {
+                let state = if pending {
+                    admin::StateFilter::Pending
+                } else if passed {
+                    admin::StateFilter::Passed
+                } else {
+                    admin::StateFilter::All
+                };
+                admin::list(&store, now, state, filter.as_deref(), json, limit).await
+            }
+            GreyCmd::Allow { key } => admin::allow(&store, now, &key, config.cache_accept_ttl as i64).await,
+            GreyCmd::Delete { key } => admin::delete(&store, &key).await,
+            GreyCmd::Stats => admin::stats(&store, now).await,
+        };
+        store.close().await;
+        out
+    });
+    match result {
+        Ok(text) => {
+            say(&text);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("smtpf-milter: {}: {e}", path.display());
+            ExitCode::FAILURE
         }
     }
 }

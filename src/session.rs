@@ -126,6 +126,10 @@ pub struct Transaction {
     /// Headers and body kept for content checks (URI lists), up to [`CONTENT_LIMIT`]; None when
     /// no content check needs them.
     pub content: Option<Vec<u8>>,
+    /// Running digest of the body for duplicate detection (None when dupmsg is off).
+    pub body_digest: Option<crate::checks::dupmsg::BodyDigest>,
+    /// How many headers named like our greylisting report header the message already has.
+    pub report_headers_seen: u32,
 }
 
 /// Most message bytes kept for content checks; URIs beyond this are not looked at.
@@ -144,6 +148,11 @@ pub struct Session {
     pub tx: Option<Transaction>,
     /// A refusal held until RCPT (`smtp-delay-checks`), and whether it lasts the whole session.
     pub delayed: Option<(Reply, bool)>,
+    /// SPF results for the MAIL FROM and HELO identities of the current transaction.
+    pub spf_mail: Option<crate::checks::spf::SpfResult>,
+    pub spf_helo: Option<crate::checks::spf::SpfResult>,
+    /// Set when greylisting let this message pass for the first time (report header at EOM).
+    pub grey_pass: Option<crate::checks::greylist::GreyPass>,
     msg_counter: u16,
     mails: u32,
     passed: u32,
@@ -188,6 +197,9 @@ impl Session {
             macros: Macros::default(),
             tx: None,
             delayed: None,
+            spf_mail: None,
+            spf_helo: None,
+            grey_pass: None,
             mails: 0,
             passed: 0,
             rejects: 0,
@@ -215,6 +227,7 @@ impl Session {
         let access = p.access.is_some();
         let delay = p.config.smtp_delay_checks;
         let lists = !p.config.dns_bl.is_empty();
+        let greylisting = !p.config.grey_key.is_empty() && p.config.grey_temp_fail_period > 0;
         Needs {
             // Always read: #720 reports the size, and content checks digest it.
             body: true,
@@ -222,9 +235,19 @@ impl Session {
             reply_helo: !delay && access,
             reply_mail: access || p.config.mail_require_mx,
             reply_rcpt: access || delay,
-            reply_data: false,
-            data: false,
+            reply_data: greylisting,
+            data: greylisting,
         }
+    }
+
+    /// The state store (greylist and dupmsg records), when open.
+    pub fn store(&self) -> Option<&crate::store::Store> {
+        self.shared.store()
+    }
+
+    /// The current time in Unix seconds (the daemon's clock, which tests can move).
+    pub fn now(&self) -> i64 {
+        self.shared.now()
     }
 
     /// Writes a numbered line of this session.
@@ -298,7 +321,12 @@ impl Session {
             Command::Data => {
                 self.need_tx("DATA")?;
                 self.note_queue_id();
-                Verdict::Continue
+                let verdict = self.greylist_data().await;
+                if let (Verdict::Reply(_), Some(tx)) = (&verdict, &self.tx) {
+                    let x = self.x_text(&verdict);
+                    self.emit(&catalog::DATA_REFUSED, &[&tx.tid, &tx.msg_flags.words(), &x]);
+                }
+                verdict
             }
             Command::Header { name, value } => {
                 self.need_tx("HEADER")?;
@@ -320,6 +348,9 @@ impl Session {
                 self.need_tx("BODY")?;
                 if let Some(tx) = &mut self.tx {
                     tx.bytes += chunk.len() as u64;
+                    if let Some(d) = tx.body_digest.as_mut() {
+                        d.update(&chunk);
+                    }
                     if let Some(content) = tx.content.as_mut() {
                         let room = CONTENT_LIMIT.saturating_sub(content.len());
                         content.extend_from_slice(&chunk[..chunk.len().min(room)]);
@@ -417,18 +448,57 @@ impl Session {
     }
 
     /// End of message: discards asked for by the access-map, then content checks.
-    async fn content_verdict(&mut self, last_chunk: &[u8]) -> Verdict {
-        let discard = self.client_flags.has(flags::client::DISCARD)
-            || self.tx.as_ref().is_some_and(|t| t.msg_flags.has(flags::message::DISCARD));
-        if discard {
-            return Verdict::Discard;
+    /// The SPF evaluations for this MAIL, as a future that does not borrow the session (so it
+    /// can run beside the MX check). None for clients SPF says nothing about (local, unknown IP).
+    fn spf_lookups(
+        &self,
+    ) -> impl std::future::Future<Output = Option<(crate::checks::spf::SpfResult, crate::checks::spf::SpfResult)>> {
+        use crate::checks::spf::{check_helo, check_mail};
+        let ip = self.client.as_ref().and_then(|c| c.ip).filter(|_| !self.client_flags.has(flags::client::LOCALHOST));
+        let dns = self.policy.dns.clone();
+        let helo = self.helo.clone();
+        let sender = self.tx.as_ref().map(|t| crate::checks::listing::bare_address(&t.sender).to_string()).unwrap_or_default();
+        async move {
+            let ip = ip?;
+            Some(tokio::join!(check_mail(&dns, ip, &helo, &sender), check_helo(&dns, ip, &helo)))
         }
+    }
+
+    /// End of message, in smtpf's order: access-map discards, duplicate detection (also for
+    /// white-listed mail), URI lists; then, for a message let through, the greylisting report
+    /// header and the duplicate record. Returns the header changes to send before the verdict.
+    async fn content_verdict(&mut self, last_chunk: &[u8]) -> (Verdict, Vec<Response>) {
         if let Some(tx) = self.tx.as_mut() {
             if let Some(content) = tx.content.as_mut() {
                 content.extend_from_slice(&last_chunk[..last_chunk.len().min(CONTENT_LIMIT.saturating_sub(content.len()))]);
             }
+            if let Some(d) = tx.body_digest.as_mut() {
+                d.update(last_chunk);
+            }
         }
-        self.uribl_eom().await
+        let discard = self.client_flags.has(flags::client::DISCARD)
+            || self.tx.as_ref().is_some_and(|t| t.msg_flags.has(flags::message::DISCARD));
+        if discard {
+            return (Verdict::Discard, Vec::new());
+        }
+        let dup_key = self.dupmsg_key();
+        let mut mods = Vec::new();
+        if let Some(key) = &dup_key {
+            let (verdict, tag) = self.dupmsg_check(key).await;
+            if verdict != Verdict::Continue {
+                return (verdict, Vec::new());
+            }
+            mods.extend(tag);
+        }
+        let verdict = self.uribl_eom().await;
+        if verdict != Verdict::Continue {
+            return (verdict, Vec::new());
+        }
+        mods.extend(self.grey_report_header());
+        if let Some(key) = &dup_key {
+            self.dupmsg_record(key).await;
+        }
+        (Verdict::Continue, mods)
     }
 
     /// The reply text for `x=` fields: empty when we let the MTA answer.
@@ -517,18 +587,31 @@ impl Session {
         if self.policy.scans_uris() {
             tx.content = Some(Vec::new());
         }
+        if self.policy.config.dupmsg_ttl > 0 {
+            tx.body_digest = Some(crate::checks::dupmsg::BodyDigest::default());
+        }
+        self.spf_mail = None;
+        self.spf_helo = None;
+        self.grey_pass = None;
         self.tx = Some(tx);
         self.note_queue_id();
         let mut verdict = self.listing_mail();
         if verdict == Verdict::Continue {
-            verdict = self.mx_mail().await;
+            // SPF of both identities runs alongside the MX check: one DNS round of latency.
+            let spf = self.spf_lookups();
+            let (results, mx) = tokio::join!(spf, self.mx_mail());
+            if let Some((mail, helo)) = results {
+                self.spf_mail = Some(mail);
+                self.spf_helo = Some(helo);
+            }
+            verdict = mx;
         }
         let x = self.x_text(&verdict);
         if let Some(tx) = &self.tx {
             self.shared.log.emit(
                 &catalog::SENDER,
                 Some(&self.sid),
-                &[&tx.sender, &tx.tid, &tx.mail_flags.words(), &"None", &"None", &x],
+                &[&tx.sender, &tx.tid, &tx.mail_flags.words(), &spf_word(self.spf_mail), &spf_word(self.spf_helo), &x],
             );
         }
         self.answer(verdict, silent)
@@ -567,6 +650,9 @@ impl Session {
                     content.extend_from_slice(b"\r\n");
                 }
             }
+            if name.eq_ignore_ascii_case(&self.policy.config.grey_report_header) {
+                tx.report_headers_seen += 1;
+            }
             if tx.message_id.is_none() && name.eq_ignore_ascii_case("Message-ID") {
                 let v = value.trim();
                 tx.message_id = Some(bounded(v.to_string(), 255));
@@ -576,9 +662,10 @@ impl Session {
 
     async fn end_of_message(&mut self, chunk: Vec<u8>) -> Step {
         self.note_queue_id();
-        let verdict = self.content_verdict(&chunk).await;
+        let (verdict, mods) = self.content_verdict(&chunk).await;
         let x = self.x_text(&verdict);
         if let Some(mut tx) = self.tx.take() {
+            // The last chunk, if any, is part of the body (already digested above).
             tx.bytes += chunk.len() as u64;
             self.bytes += tx.bytes;
             if verdict == Verdict::Continue {
@@ -592,7 +679,10 @@ impl Session {
             );
         }
         self.macros.reset_transaction();
-        self.answer(verdict, false)
+        match self.answer(verdict, false) {
+            Step::Respond(final_answer) => Step::Respond(mods.into_iter().chain(final_answer).collect()),
+            other => other,
+        }
     }
 
     /// Ends the transaction without a message (ABORT, RSET, new MAIL).
@@ -657,6 +747,11 @@ impl Drop for Session {
     fn drop(&mut self) {
         self.end();
     }
+}
+
+/// The word #717 shows for an SPF result; `None` when it was not evaluated.
+fn spf_word(r: Option<crate::checks::spf::SpfResult>) -> String {
+    r.map(|r| r.to_string()).unwrap_or_else(|| "None".into())
 }
 
 fn sid_hash(sid: &SessionId) -> u64 {

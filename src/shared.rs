@@ -4,11 +4,12 @@
 //! the middle of an SMTP session, and the next session sees the new ones.
 
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use crate::ids::unix_now;
 use crate::log::Logger;
 use crate::policy::Policy;
+use crate::store::Store;
 
 /// What every session of the daemon shares.
 pub struct Shared {
@@ -21,6 +22,8 @@ pub struct Shared {
     pub workers: usize,
     second: AtomicI64,
     in_second: AtomicU32,
+    store: OnceLock<Store>,
+    clock_offset: AtomicI64,
 }
 
 impl Shared {
@@ -33,6 +36,8 @@ impl Shared {
             workers,
             second: AtomicI64::new(0),
             in_second: AtomicU32::new(0),
+            store: OnceLock::new(),
+            clock_offset: AtomicI64::new(0),
         })
     }
 
@@ -45,6 +50,27 @@ impl Shared {
     pub fn set_policy(&self, policy: Policy) {
         self.log.set_verbose(policy.config.verbose.clone());
         *self.policy.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(policy);
+    }
+
+    /// Hands the opened store to the sessions (once, at start-up).
+    pub fn set_store(&self, store: Store) {
+        let _ = self.store.set(store);
+    }
+
+    /// The state store, once opened.
+    pub fn store(&self) -> Option<&Store> {
+        self.store.get()
+    }
+
+    /// Unix seconds on the daemon's clock: the system clock plus an offset that tests move to
+    /// step through greylisting periods without waiting.
+    pub fn now(&self) -> i64 {
+        unix_now() + self.clock_offset.load(Ordering::Relaxed)
+    }
+
+    /// Moves the daemon's clock forward (tests, and `grey` tooling dry runs).
+    pub fn advance_clock(&self, seconds: i64) {
+        self.clock_offset.fetch_add(seconds, Ordering::Relaxed);
     }
 
     /// Counts a new connection; returns the connections in the current second (`cs=`).

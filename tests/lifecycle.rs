@@ -115,6 +115,23 @@ async fn unwritable_state_file_stops_start_up() {
     assert!(!dir.path().join("m.sock").exists(), "socket cleaned up after a failed start");
 }
 
+struct KillOnDrop(Option<std::process::Child>);
+
+impl KillOnDrop {
+    fn id(&self) -> u32 {
+        self.0.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 fn bin() -> Proc {
     Proc::new(env!("CARGO_BIN_EXE_smtpf-milter"))
 }
@@ -168,13 +185,15 @@ fn binary_runs_serves_and_stops_on_sigterm() {
     std::fs::write(
         &cfg,
         format!(
-            "milter-socket = \"unix:{}\"\ncache-path = \"{}\"\nmail-require-mx = false\n",
+            "milter-socket = \"unix:{}\"\ncache-path = \"{}\"\nmail-require-mx = false\ngrey-key = \"\"\n",
             sock.display(),
             dir.path().join("c.sq3").display()
         ),
     )
     .unwrap();
     let child = bin().args(["--config", cfg.to_str().unwrap()]).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    // Whatever happens in this test, the daemon does not outlive it.
+    let mut child = KillOnDrop(Some(child));
     for _ in 0..500 {
         if sock.exists() {
             break;
@@ -193,7 +212,7 @@ fn binary_runs_serves_and_stops_on_sigterm() {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGHUP).unwrap();
     std::thread::sleep(Duration::from_millis(200));
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = child.0.take().unwrap().wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(0));
     let log = String::from_utf8_lossy(&out.stderr);
     for needle in [

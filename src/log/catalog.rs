@@ -106,6 +106,12 @@ catalog! {
         "To: entry with OK: the recipient is white listed (e.g. postmaster@); a delayed reject is not applied to it.";
     CACHE_OPEN_ERROR = 172 Err Always, false, "cache-path=%s open error: %s",
         "The SQLite state file named by cache-path could not be opened or created. The daemon does not start. Check that the directory exists and is writable by run-user (under systemd: StateDirectory=).";
+    DUPLICATE = 337 Info IfInfo, true, "%s duplicate key=%s previous session=%s",
+        "The message was seen before within dupmsg-ttl (same body, Message-ID and first recipient): the policy applied (TAG adds X-Smtpf-Duplicate, DISCARD throws it away, REJECT answers 550 5.3.4 #340), the key and the session that first let it through.";
+    GREY_PASS = 382 Debug Verb("grey"), true, "grey pass key={%s} age=%lu",
+        "A greylisted tuple passed: it was first seen age seconds ago, longer than the period (verbose word grey).";
+    GREY_LISTED = 387 Info IfInfo, true, "grey listed {%s} for %ld seconds",
+        "The message was greylisted at DATA: the key tried last and the seconds left before a retry can pass. The client got 451 4.7.0 try again later #552 (421 when the key has ip/ptr/ptrn and grey-drop is on, so the MTA closes the session).";
     MX_ERROR = 435 Err Always, true, "MX %s error %s",
         "The MX lookup of the sender's domain failed (domain, DNS result: NXDOMAIN, SERVFAIL, timeout, ...). With mail-require-mx, NXDOMAIN is refused with 553 #434 and other failures get 451 #436 so the sender retries.";
     CLIENT_IS_MX = 437 Info IfInfo, true, "%s is MX for %s",
@@ -118,6 +124,12 @@ catalog! {
         "A start-up step failed (what, why). The daemon does not start.";
     INTERNAL_ERROR = 539 Err Always, true, "internal error %s",
         "An internal fault in this session. The milter answers continue (fails open) and the session goes on.";
+    CACHE_GET_ERROR = 542 Err Always, true, "cache get error key={%s} %s",
+        "Reading the state store failed; the check lets the message through (fails open).";
+    CACHE_PUT_ERROR = 544 Err Always, true, "cache put error key={%s} value={%s} %s",
+        "Writing the state store failed; the check lets the message through (fails open).";
+    CACHE_DELETE_ERROR = 546 Err Always, true, "cache delete error key={%s} %s",
+        "Deleting from the state store failed.";
     INTERFACE_READY = 595 Info IfInfo, false, "interface=%s ready",
         "The milter socket is listening and accepting MTA connections.";
     INTERFACE_ERROR = 596 Err Always, false, "interface=%s error: %s",
@@ -164,10 +176,14 @@ catalog! {
         "The process exits.";
     URI_DISCARDED = 785 Err Always, true, "discarded: %s",
         "uri-bl-policy = discard: the message had a listed URI and was accepted and thrown away.";
+    HEADER_REMOVED = 851 Warn Always, true, "removed previous instance of header \"%s\"",
+        "The message already carried our report header (e.g. forged by the sender); it was removed before ours was added.";
     MX_INCOMPLETE = 906 Warn Always, true, "MX list incomplete...",
         "No MX host of the sender's domain is usable and some address lookups failed. The sender gets 451 4.1.8 ... MX lookup error #907 and retries later.";
     ACCESS_HELO_OK = 923 Info IfInfo, true, "helo %s %s (%s)",
         "Helo: entry with OK: the client is white listed by its HELO name.";
+    GREY_UNEXPECTED = 937 Warn Always, true, "WARNING grey list {%s} rc=%s unexpected, check cache",
+        "A greylist record holds a value other than 4 (temp-fail) or 0 (passed), e.g. after a hand edit; the message is let through.";
     ACCESS_CONNECT_DISCARD = 974 Info IfInfo, true, "host %s %s",
         "Connect: entry with DISCARD: every message of this session is accepted and thrown away.";
     ACCESS_MESSAGE_DISCARD = 975 Info IfInfo, true, "message %s",
@@ -216,6 +232,8 @@ catalog! {
         "A DNS list query timed out or failed (option, zone, name, reason). It counts as not listed: mail is never refused because a list is unreachable. Frequent timeouts: check dns-servers (public resolvers are refused by most lists).";
     ACCESS_WARNING = 2021 Warn Always, false, "access-map %s",
         "access-map: something odd but harmless (a duplicate key: the first entry is used; a tag this milter does not implement: skipped). File and line are named; the rest of the map is in force.";
+    GREY_DRY_RUN = 2022 Info Always, true, "grey-dry-run: would have refused {%s}; continuing",
+        "grey-dry-run is on: greylisting only logs what it would have done (#387) and lets the message through.";
 }
 
 /// Looks up a message by number.

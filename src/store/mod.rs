@@ -1,8 +1,231 @@
 //! Persistent state: greylist and duplicate-message records with expiry.
 //!
-//! The embedded default is one SQLite file (`cache-path`) in WAL mode with smtpf's layout: one
-//! table of key, value, expiry and creation time, keys prefixed by the check that owns them
-//! (`grey:`, `dupmsg:`). At start-up the file is opened (created if missing) so that a wrong path or
-//! permission stops the daemon with a clear error instead of failing mail later.
+//! Checks keep what they learn about senders in one key/value space with smtpf's layout: each
+//! record has a text value, a creation time and an expiry time (unix seconds), and its key starts
+//! with the check that owns it (`grey:`, `dupmsg:`). A record whose expiry is not after "now" is
+//! gone as far as readers can tell, whether or not garbage collection has removed it yet.
+//!
+//! [`Store`] is what checks hold. It is an enum rather than a trait object so its async methods
+//! need no boxing and a second backend (Redis, for several MX hosts sharing state) slots in as a
+//! new variant without touching any check. Every method takes the current time from the caller,
+//! so tests control the clock and all hosts sharing a backend agree on what "now" means for a
+//! given request.
+//!
+//! A store error never rejects mail: checks log it (#542 read, #544 write, #546 delete) and carry
+//! on as if the record were absent (fail open). Every error therefore comes back quickly as a
+//! [`StoreError`]; nothing here blocks an async worker or panics on bad data or I/O failures.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+use std::time::Duration;
 
 pub mod sqlite;
+
+pub use sqlite::{sqlite_version, SqliteOptions, SqliteStore};
+
+/// The system clock in unix seconds, for callers that need "now" and for the background
+/// collector's default clock. A clock before 1970 reads as 0 rather than failing.
+pub fn unix_now() -> i64 {
+    match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        Err(_) => 0,
+    }
+}
+
+/// One stored record: what a check remembers about a key, and for how long.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// The check's data; by smtpf convention its first character is the smtpf code
+    /// (`0` passed, `4` temp-failed, `5` reject, `6` discard).
+    pub value: String,
+    /// When the record was first created (unix seconds); greylisting measures its delay from it.
+    pub created: i64,
+    /// When the record stops existing (unix seconds); live while `expires > now`.
+    pub expires: i64,
+}
+
+impl Record {
+    /// Builds a record; a shorthand so call sites read as one line.
+    pub fn new(value: impl Into<String>, created: i64, expires: i64) -> Record {
+        Record { value: value.into(), created, expires }
+    }
+
+    /// Whether the record still exists at `now`; the one rule every backend applies.
+    pub fn is_live(&self, now: i64) -> bool {
+        self.expires > now
+    }
+
+    /// Seconds left before expiry at `now` (0 when expired), as smtpf derives a row's ttl.
+    pub fn ttl(&self, now: i64) -> i64 {
+        self.expires.saturating_sub(now).max(0)
+    }
+}
+
+/// Why a store call failed. The text is short so it fits the #542/#544/#546 log lines.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreError {
+    /// The store could not be opened or validated at start-up (the daemon refuses to start, #172).
+    Open(String),
+    /// Too many requests are already queued; the call is refused at once instead of waiting, so a
+    /// slow disk degrades to "check skipped" rather than stalled sessions.
+    Busy,
+    /// The store has been closed (shutting down) or its worker has stopped.
+    Closed,
+    /// The backend reported an error (I/O, disk full, read-only file, corrupt page, ...).
+    Backend(String),
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::Open(reason) => f.write_str(reason),
+            StoreError::Busy => f.write_str("store busy: request queue full"),
+            StoreError::Closed => f.write_str("store closed"),
+            StoreError::Backend(reason) => f.write_str(reason),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+/// Record counts under one key prefix, for `grey stats`-style reports.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PrefixStats {
+    /// Live records (expiry after "now").
+    pub live: u64,
+    /// Expired records not yet removed by garbage collection.
+    pub expired: u64,
+    /// Live records by the first character of their value (the smtpf code: `"0"` passed,
+    /// `"4"` temp-failed, ...); an empty value counts under `""`.
+    pub live_by_code: BTreeMap<String, u64>,
+}
+
+/// Running totals since the store was opened, so operators and tests can see group commit and
+/// garbage collection at work without reading the file.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoreCounters {
+    /// Write requests accepted into the queue.
+    pub submitted: u64,
+    /// Write requests applied and committed.
+    pub written: u64,
+    /// Write transactions committed (fewer than `written` when writes are grouped).
+    pub commits: u64,
+    /// Requests refused because a queue was full.
+    pub refused_busy: u64,
+    /// Write requests that failed in the backend.
+    pub write_errors: u64,
+    /// Garbage-collection passes finished (background or requested).
+    pub gc_runs: u64,
+    /// Rows removed by garbage collection.
+    pub gc_deleted: u64,
+    /// Garbage-collection passes that stopped on an error.
+    pub gc_errors: u64,
+}
+
+/// The store checks use: one handle, cheap to clone, shared by every session.
+#[derive(Clone)]
+pub enum Store {
+    /// One SQLite file on the local host (the default).
+    Sqlite(SqliteStore),
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Store::Sqlite(s) => f.debug_tuple("Sqlite").field(&s.path()).finish(),
+        }
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the SQLite file at `path` with default tuning, collecting
+    /// expired rows every `gc_interval`. Blocking: call it from `spawn_blocking` or before the
+    /// runtime serves mail, since it checks the whole file.
+    pub fn open_sqlite(path: &Path, gc_interval: Duration) -> Result<Store, StoreError> {
+        SqliteStore::open_with(path, SqliteOptions { gc_interval, ..SqliteOptions::default() }).map(Store::Sqlite)
+    }
+
+    /// Opens the SQLite file with explicit tuning (queue sizes, reader count, clock), for tests
+    /// and unusual loads.
+    pub fn open_sqlite_with(path: &Path, options: SqliteOptions) -> Result<Store, StoreError> {
+        SqliteStore::open_with(path, options).map(Store::Sqlite)
+    }
+
+    /// A one-line description for start-up logs: backend and location.
+    pub fn describe(&self) -> String {
+        match self {
+            Store::Sqlite(s) => format!("sqlite {}", s.path().display()),
+        }
+    }
+
+    /// The live record under `key` at `now`, or `None`; an expired record reads as absent.
+    pub async fn get(&self, key: &str, now: i64) -> Result<Option<Record>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.get(key, now).await,
+        }
+    }
+
+    /// Stores `record` under `key`, replacing any previous one; resolves once it is durable in
+    /// the backend, so a later `get` sees it.
+    pub async fn put(&self, key: &str, record: Record) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(s) => s.put(key, record).await,
+        }
+    }
+
+    /// Stores `record` only when no live record exists under `key` at `now`, atomically; returns
+    /// the live record that won instead, if any. Greylisting's "first sight" uses it so two
+    /// sessions racing on one tuple agree on its creation time.
+    pub async fn put_if_absent(&self, key: &str, record: Record, now: i64) -> Result<Option<Record>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.put_if_absent(key, record, now).await,
+        }
+    }
+
+    /// Removes `key`; true when a row was removed (live or expired but not yet collected).
+    pub async fn delete(&self, key: &str) -> Result<bool, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.delete(key).await,
+        }
+    }
+
+    /// Up to `limit` live records whose key starts with `prefix`, ordered by key, for listing and
+    /// maintenance commands.
+    pub async fn scan(&self, prefix: &str, now: i64, limit: usize) -> Result<Vec<(String, Record)>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.scan(prefix, now, limit).await,
+        }
+    }
+
+    /// Counts the records under `prefix` (`""` for all), for statistics commands.
+    pub async fn stats(&self, prefix: &str, now: i64) -> Result<PrefixStats, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.stats(prefix, now).await,
+        }
+    }
+
+    /// Removes every record with `expires <= now` and returns how many went; the background
+    /// collector does the same on its own, this is for tools and tests.
+    pub async fn expire(&self, now: i64) -> Result<u64, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.expire(now).await,
+        }
+    }
+
+    /// Totals since opening (queued, committed, refused, collected).
+    pub fn counters(&self) -> StoreCounters {
+        match self {
+            Store::Sqlite(s) => s.counters(),
+        }
+    }
+
+    /// Stops the background work after applying every write already accepted, and waits for it.
+    /// Later calls on any clone fail with [`StoreError::Closed`]. Dropping the last clone also
+    /// stops the work and applies queued writes, but without waiting.
+    pub async fn close(&self) {
+        match self {
+            Store::Sqlite(s) => s.close().await,
+        }
+    }
+}

@@ -1,52 +1,115 @@
-//! The SQLite store file: opening, schema, and basic record access.
+//! The embedded store: one SQLite file in smtpf's `mcc` layout, served by dedicated threads.
+//!
+//! SQLite calls block, so none of them runs on an async worker. One writer thread owns the only
+//! write connection and applies requests in arrival order, grouping whatever is queued into one
+//! transaction (group commit: one commit for up to `batch_max` writes, so throughput holds up
+//! under load). A small pool of reader threads, each with its own connection,
+//! answers reads; in WAL mode readers never wait for the writer, and since a write is only
+//! acknowledged after its commit returned, a read issued after that acknowledgement sees it.
+//! Both queues are bounded and refuse at once when full ([`StoreError::Busy`]), which checks treat
+//! like any other store error: log it and let the mail through.
+//!
+//! Readers are dedicated threads rather than `spawn_blocking` tasks because the blocking pool's
+//! queue is unbounded and its threads would each need a connection; fixed threads give a fixed
+//! number of connections with cached statements and a queue whose length we control.
+//!
+//! Durability: `journal_mode=WAL` with `synchronous=NORMAL`. A commit is in the WAL file when it
+//! returns, so killing the process loses nothing acknowledged; only a power loss or OS crash can
+//! lose the last transactions before the next checkpoint, and WAL never leaves the file corrupt.
+//! Losing a few greylist records costs at most one extra retry from a sender; a sync per commit
+//! would cost far more under load.
+//!
+//! Expired rows are deleted by the writer every `gc_interval`, a bounded number of rows per
+//! statement so writes queued meanwhile are applied between the steps instead of waiting behind
+//! one huge delete.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+use std::time::Duration;
 
-use rusqlite::Connection;
+use rusqlite::types::ValueRef;
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
+use tokio::sync::oneshot;
 
-/// An open SQLite store.
-pub struct SqliteStore {
-    path: PathBuf,
-    conn: Connection,
-}
+use super::{unix_now, PrefixStats, Record, StoreCounters, StoreError};
 
-/// The schema: smtpf's `mcc` layout (k key, v value, e expiry epoch, c creation epoch).
+mod writer;
+
+use writer::{Write, WriterMsg};
+
+/// The schema: smtpf's `mcc` table (k key, v value, e expiry, c creation; unix seconds) and the
+/// index garbage collection walks.
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS mcc (k TEXT PRIMARY KEY, v TEXT NOT NULL, e INTEGER NOT NULL, c INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS mcc_expire ON mcc(e);
 ";
 
-impl SqliteStore {
-    /// Opens or creates the file, switches it to WAL and makes sure the schema exists. Creates a
-    /// missing parent directory.
-    pub fn open(path: &Path) -> Result<SqliteStore, String> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
-            std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        }
-        let conn = Connection::open(path).map_err(|e| e.to_string())?;
-        conn.busy_timeout(std::time::Duration::from_secs(2)).map_err(|e| e.to_string())?;
-        let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0)).map_err(|e| e.to_string())?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(format!("cannot switch to WAL mode (got {mode})"));
-        }
-        conn.execute_batch("PRAGMA synchronous=NORMAL;").map_err(|e| e.to_string())?;
-        conn.execute_batch(SCHEMA).map_err(|e| e.to_string())?;
-        // A file that is not a database, or a corrupt one, fails here rather than at the first message.
-        let ok: String = conn.query_row("PRAGMA quick_check", [], |r| r.get(0)).map_err(|e| e.to_string())?;
-        if ok != "ok" {
-            return Err(format!("integrity check failed: {ok}"));
-        }
-        Ok(SqliteStore { path: path.to_path_buf(), conn })
-    }
+/// The live record under a key (`?1` key, `?2` now).
+const GET_LIVE: &str = "SELECT v, c, e FROM mcc WHERE k = ?1 AND e > ?2";
+/// Live records in a key range (`?1` first key, `?2` bound, `?3` now, `?4` limit).
+const SCAN_RANGE: &str = "SELECT k, v, c, e FROM mcc WHERE k >= ?1 AND k < ?2 AND e > ?3 ORDER BY k LIMIT ?4";
+/// Live records from a key on (`?1` first key, `?2` now, `?3` limit).
+const SCAN_FROM: &str = "SELECT k, v, c, e FROM mcc WHERE k >= ?1 AND e > ?2 ORDER BY k LIMIT ?3";
+/// Live counts by smtpf code in a key range.
+const LIVE_RANGE: &str = "SELECT substr(v, 1, 1), count(*) FROM mcc WHERE k >= ?1 AND k < ?2 AND e > ?3 GROUP BY 1";
+/// Live counts by smtpf code from a key on.
+const LIVE_FROM: &str = "SELECT substr(v, 1, 1), count(*) FROM mcc WHERE k >= ?1 AND e > ?2 GROUP BY 1";
+/// Expired rows in a key range.
+const EXPIRED_RANGE: &str = "SELECT count(*) FROM mcc WHERE k >= ?1 AND k < ?2 AND e <= ?3";
+/// Expired rows from a key on.
+const EXPIRED_FROM: &str = "SELECT count(*) FROM mcc WHERE k >= ?1 AND e <= ?2";
 
-    /// The file in use.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
+/// How a SQLite store is tuned; the defaults suit a busy MX.
+#[derive(Debug, Clone)]
+pub struct SqliteOptions {
+    /// How often expired rows are deleted in the background (smtpf's `cache-gc-interval`, 300 s).
+    pub gc_interval: Duration,
+    /// Reader threads, each with its own connection (1..=64).
+    pub readers: usize,
+    /// Write requests that may wait for the writer before new ones are refused.
+    pub write_queue: usize,
+    /// Read requests that may wait for a reader before new ones are refused.
+    pub read_queue: usize,
+    /// Most writes grouped into one transaction.
+    pub batch_max: usize,
+    /// Most rows one garbage-collection statement deletes before queued writes get their turn.
+    pub gc_batch: usize,
+    /// How long a statement waits for a lock held by another process (an operator's `sqlite3`).
+    pub busy_timeout: Duration,
+    /// The clock the background collector uses (unix seconds); callers pass their own time to
+    /// every other call. Replaceable so tests can pin it.
+    pub clock: fn() -> i64,
+}
 
-    /// Number of records (for tools and tests).
-    pub fn count(&self) -> Result<u64, String> {
-        self.conn.query_row("SELECT count(*) FROM mcc", [], |r| r.get::<_, i64>(0)).map(|n| n as u64).map_err(|e| e.to_string())
+impl Default for SqliteOptions {
+    fn default() -> SqliteOptions {
+        SqliteOptions {
+            gc_interval: Duration::from_secs(300),
+            readers: 4,
+            write_queue: 4096,
+            read_queue: 1024,
+            batch_max: 256,
+            gc_batch: 1000,
+            busy_timeout: Duration::from_secs(5),
+            clock: unix_now,
+        }
+    }
+}
+
+impl SqliteOptions {
+    /// Clamps every setting into a range the threads can work with (no zero-sized queue, no
+    /// busy-looping collector).
+    fn normalized(mut self) -> SqliteOptions {
+        self.gc_interval = self.gc_interval.max(Duration::from_millis(1));
+        self.readers = self.readers.clamp(1, 64);
+        self.write_queue = self.write_queue.max(1);
+        self.read_queue = self.read_queue.max(1);
+        self.batch_max = self.batch_max.max(1);
+        self.gc_batch = self.gc_batch.max(1);
+        self
     }
 }
 
@@ -55,26 +118,422 @@ pub fn sqlite_version() -> &'static str {
     rusqlite::version()
 }
 
+/// A reply channel back to the async caller.
+type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+/// Requests for the reader threads.
+enum ReaderMsg {
+    Get { key: String, now: i64, reply: Reply<Option<Record>> },
+    Scan { prefix: String, now: i64, limit: usize, reply: Reply<Vec<(String, Record)>> },
+    Stats { prefix: String, now: i64, reply: Reply<PrefixStats> },
+    Close,
+}
+
+/// Totals shared by the handle and the threads.
+#[derive(Default)]
+struct Counters {
+    submitted: AtomicU64,
+    written: AtomicU64,
+    commits: AtomicU64,
+    refused_busy: AtomicU64,
+    write_errors: AtomicU64,
+    gc_runs: AtomicU64,
+    gc_deleted: AtomicU64,
+    gc_errors: AtomicU64,
+}
+
+impl Counters {
+    fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn snapshot(&self) -> StoreCounters {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        StoreCounters {
+            submitted: get(&self.submitted),
+            written: get(&self.written),
+            commits: get(&self.commits),
+            refused_busy: get(&self.refused_busy),
+            write_errors: get(&self.write_errors),
+            gc_runs: get(&self.gc_runs),
+            gc_deleted: get(&self.gc_deleted),
+            gc_errors: get(&self.gc_errors),
+        }
+    }
+}
+
+/// An open SQLite store: a cheap, clonable handle to the writer and reader threads.
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+/// What the clones share. The threads hold none of it except the counters, so dropping the last
+/// handle drops the senders and the threads finish the queued work and exit on their own.
+struct Inner {
+    path: PathBuf,
+    writes: SyncSender<WriterMsg>,
+    reads: SyncSender<ReaderMsg>,
+    readers: usize,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    counters: Arc<Counters>,
+}
+
+/// Locks a mutex even if a thread panicked while holding it; the data here stays consistent.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn backend(e: rusqlite::Error) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+fn open_error(e: rusqlite::Error) -> StoreError {
+    StoreError::Open(e.to_string())
+}
+
+/// Opens one connection with the settings every connection needs. No URI parsing, so any file
+/// name is taken literally.
+fn connect(path: &Path, create: bool, busy_timeout: Duration) -> Result<Connection, StoreError> {
+    let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    if create {
+        flags |= OpenFlags::SQLITE_OPEN_CREATE;
+    }
+    let conn = Connection::open_with_flags(path, flags).map_err(open_error)?;
+    conn.busy_timeout(busy_timeout).map_err(open_error)?;
+    Ok(conn)
+}
+
+impl SqliteStore {
+    /// Opens or creates the file with default tuning (see [`SqliteStore::open_with`]). Blocking.
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        SqliteStore::open_with(path, SqliteOptions::default())
+    }
+
+    /// Opens or creates the file and starts the threads. Every problem that would otherwise fail
+    /// mail later is reported here: an uncreatable directory, a file that is not a database or is
+    /// corrupt (`PRAGMA quick_check`), a read-only file or directory, an incompatible `mcc` table.
+    /// Blocking.
+    pub fn open_with(path: &Path, options: SqliteOptions) -> Result<SqliteStore, StoreError> {
+        let options = options.normalized();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            if !dir.exists() {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| StoreError::Open(format!("cannot create directory {}: {e}", dir.display())))?;
+            } else if !dir.is_dir() {
+                return Err(StoreError::Open(format!("{} is not a directory", dir.display())));
+            }
+        }
+        let conn = connect(path, true, options.busy_timeout)?;
+        // SQLite silently falls back to read-only on a write-protected file; refuse instead.
+        if conn.is_readonly(rusqlite::MAIN_DB).map_err(open_error)? {
+            return Err(StoreError::Open("database file is read-only".into()));
+        }
+        // Before anything is written: a file that is not a database, or a damaged one, stops here.
+        let check: String = conn.query_row("PRAGMA quick_check", [], |r| r.get(0)).map_err(open_error)?;
+        if check != "ok" {
+            return Err(StoreError::Open(format!("integrity check failed: {check}")));
+        }
+        let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0)).map_err(open_error)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Open(format!("cannot switch to WAL mode (got {mode})")));
+        }
+        conn.execute_batch("PRAGMA synchronous=NORMAL; PRAGMA journal_size_limit=67108864;").map_err(open_error)?;
+        conn.execute_batch(SCHEMA).map_err(open_error)?;
+        // An existing table from another layout would fail every statement; say so once, now.
+        conn.prepare("SELECT k, v, c, e FROM mcc LIMIT 0")
+            .map_err(|e| StoreError::Open(format!("table mcc has an unexpected layout: {e}")))?;
+        // A real write, so a read-only directory or file fails at start-up rather than at the
+        // first message: rewrite the header's user_version with its own value.
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(open_error)?;
+        conn.pragma_update(None, "user_version", version).map_err(open_error)?;
+
+        let mut reader_conns = Vec::with_capacity(options.readers);
+        for _ in 0..options.readers {
+            let r = connect(path, false, options.busy_timeout)?;
+            r.execute_batch("PRAGMA query_only=ON;").map_err(open_error)?;
+            reader_conns.push(r);
+        }
+
+        let counters = Arc::new(Counters::default());
+        let (write_tx, write_rx) = mpsc::sync_channel(options.write_queue);
+        let (read_tx, read_rx) = mpsc::sync_channel(options.read_queue);
+        let mut threads = Vec::with_capacity(options.readers + 1);
+        let w = writer::Writer::new(conn, write_rx, counters.clone(), &options);
+        threads.push(spawn("store-writer", move || w.run())?);
+        let read_rx = Arc::new(Mutex::new(read_rx));
+        for (i, r) in reader_conns.into_iter().enumerate() {
+            let rx = read_rx.clone();
+            threads.push(spawn(&format!("store-reader-{i}"), move || reader_loop(r, rx))?);
+        }
+        Ok(SqliteStore {
+            inner: Arc::new(Inner {
+                path: path.to_path_buf(),
+                writes: write_tx,
+                reads: read_tx,
+                readers: options.readers,
+                threads: Mutex::new(threads),
+                counters,
+            }),
+        })
+    }
+
+    /// The file in use, for logs.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// See [`super::Store::get`].
+    pub async fn get(&self, key: &str, now: i64) -> Result<Option<Record>, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.read(ReaderMsg::Get { key: key.to_owned(), now, reply })?;
+        rx.await.unwrap_or(Err(StoreError::Closed))
+    }
+
+    /// See [`super::Store::scan`].
+    pub async fn scan(&self, prefix: &str, now: i64, limit: usize) -> Result<Vec<(String, Record)>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let (reply, rx) = oneshot::channel();
+        self.read(ReaderMsg::Scan { prefix: prefix.to_owned(), now, limit, reply })?;
+        rx.await.unwrap_or(Err(StoreError::Closed))
+    }
+
+    /// See [`super::Store::stats`].
+    pub async fn stats(&self, prefix: &str, now: i64) -> Result<PrefixStats, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.read(ReaderMsg::Stats { prefix: prefix.to_owned(), now, reply })?;
+        rx.await.unwrap_or(Err(StoreError::Closed))
+    }
+
+    /// See [`super::Store::put`].
+    pub async fn put(&self, key: &str, record: Record) -> Result<(), StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.write(WriterMsg::Write(Write::Put { key: key.to_owned(), record, reply }))?;
+        rx.await.unwrap_or(Err(StoreError::Closed))
+    }
+
+    /// See [`super::Store::put_if_absent`].
+    pub async fn put_if_absent(&self, key: &str, record: Record, now: i64) -> Result<Option<Record>, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.write(WriterMsg::Write(Write::PutIfAbsent { key: key.to_owned(), record, now, found: None, reply }))?;
+        rx.await.unwrap_or(Err(StoreError::Closed))
+    }
+
+    /// See [`super::Store::delete`].
+    pub async fn delete(&self, key: &str) -> Result<bool, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.write(WriterMsg::Write(Write::Delete { key: key.to_owned(), removed: false, reply }))?;
+        rx.await.unwrap_or(Err(StoreError::Closed))
+    }
+
+    /// See [`super::Store::expire`]. Runs on the writer in bounded steps like the background
+    /// collector, so other writes keep flowing meanwhile.
+    pub async fn expire(&self, now: i64) -> Result<u64, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.write(WriterMsg::Expire { now, reply })?;
+        rx.await.unwrap_or(Err(StoreError::Closed))
+    }
+
+    /// See [`super::Store::counters`].
+    pub fn counters(&self) -> StoreCounters {
+        self.inner.counters.snapshot()
+    }
+
+    /// See [`super::Store::close`]. The waiting happens on the blocking pool, never on an async
+    /// worker.
+    pub async fn close(&self) {
+        let inner = self.inner.clone();
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => {
+                let _ = handle.spawn_blocking(move || inner.shutdown()).await;
+            }
+            Err(_) => inner.shutdown(),
+        }
+    }
+
+    /// Queues a write without waiting; a full queue or a stopped writer is an immediate error.
+    fn write(&self, msg: WriterMsg) -> Result<(), StoreError> {
+        let is_write = matches!(msg, WriterMsg::Write(_));
+        match self.inner.writes.try_send(msg) {
+            Ok(()) => {
+                if is_write {
+                    Counters::add(&self.inner.counters.submitted, 1);
+                }
+                Ok(())
+            }
+            Err(TrySendError::Full(_)) => {
+                Counters::add(&self.inner.counters.refused_busy, 1);
+                Err(StoreError::Busy)
+            }
+            Err(TrySendError::Disconnected(_)) => Err(StoreError::Closed),
+        }
+    }
+
+    /// Queues a read without waiting, like [`SqliteStore::write`].
+    fn read(&self, msg: ReaderMsg) -> Result<(), StoreError> {
+        match self.inner.reads.try_send(msg) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) => {
+                Counters::add(&self.inner.counters.refused_busy, 1);
+                Err(StoreError::Busy)
+            }
+            Err(TrySendError::Disconnected(_)) => Err(StoreError::Closed),
+        }
+    }
+}
+
+impl Inner {
+    /// Asks every thread to stop after the work queued before the request, and waits for them.
+    /// The lock is held throughout so a second caller returns only once everything has stopped.
+    fn shutdown(&self) {
+        let mut threads = lock(&self.threads);
+        if threads.is_empty() {
+            return;
+        }
+        // Blocking sends: the threads keep draining, so there is room soon; a stopped thread has
+        // dropped its receiver and the send fails at once.
+        let _ = self.writes.send(WriterMsg::Close);
+        for _ in 0..self.readers {
+            let _ = self.reads.send(ReaderMsg::Close);
+        }
+        for t in threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, StoreError> {
+    std::thread::Builder::new()
+        .name(name.to_string())
+        .spawn(f)
+        .map_err(|e| StoreError::Open(format!("cannot start thread {name}: {e}")))
+}
+
+/// One reader thread: takes the next request from the shared queue and answers it.
+fn reader_loop(conn: Connection, rx: Arc<Mutex<Receiver<ReaderMsg>>>) {
+    loop {
+        let msg = lock(&rx).recv();
+        match msg {
+            Ok(ReaderMsg::Get { key, now, reply }) => {
+                let _ = reply.send(read_get(&conn, &key, now).map_err(backend));
+            }
+            Ok(ReaderMsg::Scan { prefix, now, limit, reply }) => {
+                let _ = reply.send(read_scan(&conn, &prefix, now, limit).map_err(backend));
+            }
+            Ok(ReaderMsg::Stats { prefix, now, reply }) => {
+                let _ = reply.send(read_stats(&conn, &prefix, now).map_err(backend));
+            }
+            Ok(ReaderMsg::Close) | Err(_) => break,
+        }
+    }
+}
+
+fn read_get(conn: &Connection, key: &str, now: i64) -> rusqlite::Result<Option<Record>> {
+    conn.prepare_cached(GET_LIVE)?.query_row(params![key, now], |r| record_at(r, 0)).optional()
+}
+
+fn read_scan(conn: &Connection, prefix: &str, now: i64, limit: usize) -> rusqlite::Result<Vec<(String, Record)>> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let row = |r: &Row<'_>| Ok((text_at(r, 0)?, record_at(r, 1)?));
+    match prefix_end(prefix) {
+        Some(end) => conn.prepare_cached(SCAN_RANGE)?.query_map(params![prefix, end, now, limit], row)?.collect(),
+        None => conn.prepare_cached(SCAN_FROM)?.query_map(params![prefix, now, limit], row)?.collect(),
+    }
+}
+
+fn read_stats(conn: &Connection, prefix: &str, now: i64) -> rusqlite::Result<PrefixStats> {
+    let row = |r: &Row<'_>| Ok((text_at(r, 0)?, int_at(r, 1)?));
+    let (by_code, expired): (Vec<(String, i64)>, i64) = match prefix_end(prefix) {
+        Some(end) => (
+            conn.prepare_cached(LIVE_RANGE)?.query_map(params![prefix, end, now], row)?.collect::<Result<_, _>>()?,
+            conn.prepare_cached(EXPIRED_RANGE)?.query_row(params![prefix, end, now], |r| int_at(r, 0))?,
+        ),
+        None => (
+            conn.prepare_cached(LIVE_FROM)?.query_map(params![prefix, now], row)?.collect::<Result<_, _>>()?,
+            conn.prepare_cached(EXPIRED_FROM)?.query_row(params![prefix, now], |r| int_at(r, 0))?,
+        ),
+    };
+    let mut stats = PrefixStats { expired: count(expired), ..PrefixStats::default() };
+    for (code, n) in by_code {
+        stats.live += count(n);
+        *stats.live_by_code.entry(code).or_insert(0) += count(n);
+    }
+    Ok(stats)
+}
+
+fn count(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
+/// The smallest key above every key that starts with `prefix`, so a prefix becomes an index
+/// range (`k >= prefix AND k < end`). UTF-8 sorts bytewise in code-point order, so bumping the
+/// last character that can be bumped (and dropping what follows) is exact. `None` when there is
+/// no such key: an empty prefix, or one made only of U+10FFFF.
+fn prefix_end(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(c) = chars.pop() {
+        let next = match u32::from(c) + 1 {
+            0xD800 => Some('\u{E000}'),
+            n => char::from_u32(n),
+        };
+        if let Some(n) = next {
+            chars.push(n);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
+}
+
+/// A record from the `v, c, e` columns starting at `first`. Lenient, because the file may have
+/// been edited by hand or written by smtpf itself (whose `v` may be NULL): odd values are read as
+/// best they can be rather than failing the lookup.
+fn record_at(row: &Row<'_>, first: usize) -> rusqlite::Result<Record> {
+    Ok(Record { value: text_at(row, first)?, created: int_at(row, first + 1)?, expires: int_at(row, first + 2)? })
+}
+
+fn text_at(row: &Row<'_>, i: usize) -> rusqlite::Result<String> {
+    Ok(match row.get_ref(i)? {
+        ValueRef::Text(t) | ValueRef::Blob(t) => String::from_utf8_lossy(t).into_owned(),
+        ValueRef::Integer(n) => n.to_string(),
+        ValueRef::Real(f) => f.to_string(),
+        ValueRef::Null => String::new(),
+    })
+}
+
+fn int_at(row: &Row<'_>, i: usize) -> rusqlite::Result<i64> {
+    Ok(match row.get_ref(i)? {
+        ValueRef::Integer(n) => n,
+        // Saturating float-to-int conversion; NaN becomes 0.
+        ValueRef::Real(f) => f as i64,
+        ValueRef::Text(t) => std::str::from_utf8(t).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0),
+        ValueRef::Blob(_) | ValueRef::Null => 0,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn opens_creates_and_reopens() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("state/cache.sq3");
-        let s = SqliteStore::open(&path).unwrap();
-        assert_eq!(s.count().unwrap(), 0);
-        drop(s);
-        assert!(SqliteStore::open(&path).is_ok());
+    fn prefix_end_bumps_the_last_bumpable_character() {
+        assert_eq!(prefix_end("grey:").as_deref(), Some("grey;"));
+        assert_eq!(prefix_end("a\u{10FFFF}").as_deref(), Some("b"));
+        assert_eq!(prefix_end("a\u{D7FF}").as_deref(), Some("a\u{E000}"));
+        assert_eq!(prefix_end(""), None);
+        assert_eq!(prefix_end("\u{10FFFF}\u{10FFFF}"), None);
     }
 
     #[test]
-    fn garbage_file_is_refused_clearly() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("cache.sq3");
-        std::fs::write(&path, vec![0x42u8; 8192]).unwrap();
-        let e = SqliteStore::open(&path).err().unwrap();
-        assert!(e.contains("not a database"), "{e}");
+    fn prefix_end_bounds_exactly_the_keys_with_the_prefix() {
+        let prefix = "gr\u{10FFFF}";
+        let end = prefix_end(prefix).unwrap_or_default();
+        for inside in ["gr\u{10FFFF}", "gr\u{10FFFF}\u{10FFFF}x", "gr\u{10FFFF}\0"] {
+            assert!(inside >= prefix && inside < end.as_str(), "{inside:?}");
+        }
+        for outside in ["gs", "gr\u{10FFFE}z", "gq"] {
+            assert!(!(outside >= prefix && outside < end.as_str()), "{outside:?}");
+        }
     }
 }

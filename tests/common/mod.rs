@@ -30,6 +30,14 @@ impl TestDaemon {
         let config_path = dir.path().join("smtpf-milter.toml");
         // MX verification needs DNS; tests that do not exercise it switch it off.
         let mx = if extra.contains("mail-require-mx") { "" } else { "mail-require-mx = false\n" };
+        // Greylisting answers DATA; tests about other things switch it off.
+        let mx = if extra.contains("grey-key") || extra.contains("grey-dry-run") {
+            mx.to_string()
+        } else {
+            format!("{mx}grey-key = \"\"\n")
+        };
+        // Duplicate detection would tag the identical test messages; off unless asked for.
+        let mx = if extra.contains("dupmsg-") { mx } else { format!("{mx}dupmsg-ttl = 0\n") };
         let text = format!(
             "milter-socket = \"unix:{}\"\ncache-path = \"{}\"\n{mx}{extra}\n",
             socket.display(),

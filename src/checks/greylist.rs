@@ -1,0 +1,417 @@
+//! Greylisting at DATA, smtpf's way (smtpf-behaviour §1).
+//!
+//! A message from an unknown (client, sender, recipient) tuple is temp-failed at DATA; a proper MTA
+//! retries, and once `grey-temp-fail-period` has passed the tuple passes. After a first pass smtpf
+//! records the *host* part of the key (the client's PTR suffix or IP), so everything else from that
+//! host passes at once for `cache-accept-ttl`, refreshed on every use. One passing recipient lets
+//! the whole message through (the decision is per message, at DATA). Records live in the store
+//! under `grey:` keys; a store error never refuses mail (#542/#544, the check lets the message pass).
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+use crate::checks::access::{Action, Tag};
+use crate::checks::listing::bare_address;
+use crate::checks::spf::SpfResult;
+use crate::checks::uri::registered_domain;
+use crate::flags::{client, mail, message, rcpt};
+use crate::ids::LocalTime;
+use crate::log::catalog;
+use crate::reply::{Reply, Verdict};
+use crate::session::Session;
+use crate::store::Record;
+
+/// The key elements of `grey-key`, in smtpf's fixed order (bit order).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum KeyWord {
+    Ip,
+    Ptr,
+    Ptrn,
+    Helo,
+    Helos,
+    Mail,
+    Rcpt,
+}
+
+impl KeyWord {
+    /// Parses one word of `grey-key`.
+    pub fn parse(word: &str) -> Option<KeyWord> {
+        Some(match word.trim().to_ascii_lowercase().as_str() {
+            "ip" => KeyWord::Ip,
+            "ptr" => KeyWord::Ptr,
+            "ptrn" => KeyWord::Ptrn,
+            "helo" => KeyWord::Helo,
+            "helos" => KeyWord::Helos,
+            "mail" => KeyWord::Mail,
+            "rcpt" => KeyWord::Rcpt,
+            _ => return None,
+        })
+    }
+
+    fn is_host(self) -> bool {
+        matches!(self, KeyWord::Ip | KeyWord::Ptr | KeyWord::Ptrn)
+    }
+}
+
+/// Parses `grey-key` into sorted, de-duplicated words (empty: greylisting off).
+pub fn parse_key(words: &[&str]) -> Result<Vec<KeyWord>, String> {
+    let mut out = Vec::new();
+    for w in words.iter().filter(|w| !w.trim().is_empty()) {
+        let k = KeyWord::parse(w)
+            .ok_or_else(|| format!("unknown grey-key word \"{w}\" (use ip, ptr, ptrn, helo, helos, mail, rcpt)"))?;
+        if !out.contains(&k) {
+            out.push(k);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// `mail.pool1.example.com` → `pool1.example.com`; the whole name when only a public suffix would
+/// be left (`example.com`, `example.co.uk`), nothing for a dotless name.
+pub fn domain_suffix(name: &str) -> Option<String> {
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    let (_, rest) = name.split_once('.')?;
+    if registered_domain(rest).is_none() {
+        return Some(name);
+    }
+    Some(rest.to_string())
+}
+
+/// The PTR name with every run of digits left of the registered domain replaced by `#`:
+/// `host-12-34.dyn.example.com` → `host-#-#.dyn.example.com`.
+pub fn ptr_n(name: &str) -> String {
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    let keep = registered_domain(&name).map(|r| r.len()).unwrap_or(0);
+    let cut = name.len().saturating_sub(keep);
+    let (head, tail) = name.split_at(cut);
+    let mut out = String::with_capacity(name.len());
+    let mut in_digits = false;
+    for c in head.chars() {
+        if c.is_ascii_digit() {
+            if !in_digits {
+                out.push('#');
+            }
+            in_digits = true;
+        } else {
+            out.push(c);
+            in_digits = false;
+        }
+    }
+    out.push_str(tail);
+    out
+}
+
+/// `Local+detail@Domain` → `local@domain`; the null sender is `@`.
+pub fn key_address(addr: &str) -> String {
+    let a = bare_address(addr).to_ascii_lowercase();
+    match a.rsplit_once('@') {
+        Some((local, domain)) => {
+            let local = local.split_once('+').map(|(l, _)| l).unwrap_or(local);
+            format!("{local}@{domain}")
+        }
+        None if a.is_empty() => "@".to_string(),
+        None => a,
+    }
+}
+
+/// The client IP as a key element, aggregated to the configured prefix (`192.0.2.0/24`).
+pub fn ip_element(ip: IpAddr, v4_prefix: u8, v6_prefix: u8) -> String {
+    let (prefix, full) = match ip {
+        IpAddr::V4(_) => (v4_prefix, 32),
+        IpAddr::V6(_) => (v6_prefix, 128),
+    };
+    if prefix >= full {
+        return ip.to_string();
+    }
+    match IpNet::new(ip, prefix) {
+        Ok(net) => net.trunc().to_string(),
+        Err(_) => ip.to_string(),
+    }
+}
+
+/// Outcome of one key.
+enum KeyOutcome {
+    /// Passed; `first` carries (age, created) when it left the temp-fail state just now.
+    Pass { first: Option<(i64, i64)> },
+    /// Still blocked for this many seconds.
+    Wait(i64),
+}
+
+/// What greylisting decided for a message, kept for the report header at end of message.
+#[derive(Clone, Debug)]
+pub struct GreyPass {
+    pub key: String,
+    pub age: i64,
+    pub created: i64,
+}
+
+impl Session {
+    /// DATA stage: greylist the message.
+    pub(crate) async fn greylist_data(&mut self) -> Verdict {
+        let policy = self.policy().clone();
+        let cfg = &policy.config;
+        let Some(store) = self.store().cloned() else { return Verdict::Continue };
+        if cfg.grey_key.is_empty() || cfg.grey_temp_fail_period == 0 {
+            return Verdict::Continue;
+        }
+        let exempt = [client::LOCALHOST, client::RELAY, client::WHITE, client::AUTH, client::SECOND_MX, client::GREY];
+        if exempt.iter().any(|f| self.client_flags.has(*f)) {
+            return Verdict::Continue;
+        }
+        let (Some(client_info), Some(tx)) = (self.client.clone(), self.tx.as_ref()) else { return Verdict::Continue };
+        if tx.mail_flags.has(mail::WHITE) || tx.rcpt_flags.has(rcpt::WHITE) || tx.msg_flags.has(message::DISCARD) {
+            return Verdict::Continue;
+        }
+        let Some(ip) = client_info.ip else { return Verdict::Continue };
+
+        // Effective period: Grey-Connect: replaces, Grey-To: lowers.
+        let mut period = cfg.grey_temp_fail_period as i64;
+        if let Some(map) = &policy.access {
+            if let Some(hit) = map.lookup_client(Tag::GreyConnect, ip, client_info.name.as_deref()) {
+                if let Action::Seconds(n) = hit.action {
+                    period = n as i64;
+                }
+            }
+            for r in &tx.recipients {
+                if let Some(hit) = map.lookup_mail(Tag::GreyTo, bare_address(r)) {
+                    if let Action::Seconds(n) = hit.action {
+                        period = period.min(n as i64);
+                    }
+                }
+            }
+        }
+        if period <= 0 {
+            return Verdict::Continue;
+        }
+
+        // Key elements shared by every recipient.
+        let spf_failed = matches!(self.spf_mail, Some(SpfResult::Fail | SpfResult::SoftFail));
+        let verified_ptr = client_info.name.clone().filter(|_| !self.client_flags.has(client::FORGED) && !spf_failed);
+        let ip_text = ip_element(ip, cfg.grey_ipv4_prefix, cfg.grey_ipv6_prefix);
+        let mut head: Vec<String> = Vec::new();
+        for w in &cfg.grey_key {
+            match w {
+                KeyWord::Ip => head.push(ip_text.clone()),
+                KeyWord::Ptr => match verified_ptr.as_deref().and_then(domain_suffix) {
+                    Some(s) => head.push(s),
+                    None => head.push(ip_text.clone()),
+                },
+                KeyWord::Ptrn => match verified_ptr.as_deref() {
+                    Some(n) => head.push(ptr_n(n)),
+                    None => head.push(ip_text.clone()),
+                },
+                KeyWord::Helo => head.push(self.helo.to_ascii_lowercase()),
+                KeyWord::Helos => head.push(domain_suffix(&self.helo).unwrap_or_else(|| self.helo.to_ascii_lowercase())),
+                KeyWord::Mail => head.push(key_address(&tx.sender)),
+                KeyWord::Rcpt => {}
+            }
+        }
+        let has_host = cfg.grey_key.iter().any(|w| w.is_host());
+        let host_elements = if cfg.grey_key.contains(&KeyWord::Helos) { 2 } else { 1 };
+        let host_key = format!("grey:{}", head.iter().take(host_elements).cloned().collect::<Vec<_>>().join(","));
+        let per_rcpt = cfg.grey_key.contains(&KeyWord::Rcpt);
+        let keys: Vec<String> = if per_rcpt {
+            tx.recipients.iter().map(|r| format!("grey:{},{}", head.join(","), key_address(r)).replace(":,", ":")).collect()
+        } else {
+            vec![format!("grey:{}", head.join(","))]
+        };
+
+        let now = self.now();
+        let mut last_key = String::new();
+        let mut wait = period;
+        for key in keys {
+            last_key = key.clone();
+            match self.grey_key_state(&store, &key, has_host.then_some(host_key.as_str()), period, now).await {
+                KeyOutcome::Pass { first } => {
+                    if let Some((age, created)) = first {
+                        self.grey_pass = Some(GreyPass { key: key.clone(), age, created });
+                    }
+                    return Verdict::Continue;
+                }
+                KeyOutcome::Wait(n) => wait = n,
+            }
+        }
+        let key_text = last_key.strip_prefix("grey:").unwrap_or(&last_key).to_string();
+        self.emit(&catalog::GREY_LISTED, &[&key_text, &wait]);
+        if cfg.grey_dry_run {
+            self.emit(&catalog::GREY_DRY_RUN, &[&key_text]);
+            return Verdict::Continue;
+        }
+        let code = if cfg.grey_drop && has_host { 421 } else { 451 };
+        Verdict::Reply(Reply::new(code, "4.7.0", "try again later", 552))
+    }
+
+    /// One key through smtpf's state machine (§1.5).
+    async fn grey_key_state(
+        &mut self,
+        store: &crate::store::Store,
+        key: &str,
+        host_key: Option<&str>,
+        period: i64,
+        now: i64,
+    ) -> KeyOutcome {
+        let cfg_accept = self.policy().config.cache_accept_ttl as i64;
+        let cfg_tempfail = self.policy().config.grey_temp_fail_ttl as i64;
+        // A host that passed before passes at once, and its record slides forward.
+        if let Some(hk) = host_key {
+            match store.get(hk, now).await {
+                Ok(Some(r)) if r.value.starts_with('0') => {
+                    let fresh = Record { value: "0".into(), created: now, expires: now + cfg_accept };
+                    if let Err(e) = store.put(hk, fresh).await {
+                        self.emit(&catalog::CACHE_PUT_ERROR, &[&hk, &"0", &e]);
+                    }
+                    return KeyOutcome::Pass { first: None };
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    self.emit(&catalog::CACHE_GET_ERROR, &[&hk, &e]);
+                    return KeyOutcome::Pass { first: None };
+                }
+            }
+        }
+        let found = match store.get(key, now).await {
+            Ok(r) => r,
+            Err(e) => {
+                self.emit(&catalog::CACHE_GET_ERROR, &[&key, &e]);
+                return KeyOutcome::Pass { first: None };
+            }
+        };
+        let record = match found {
+            Some(r) => r,
+            None => {
+                let new = Record { value: "4".into(), created: now, expires: now + cfg_tempfail };
+                match store.put_if_absent(key, new, now).await {
+                    // Another session (or MX host) created it a moment ago: use theirs.
+                    Ok(Some(existing)) => existing,
+                    Ok(None) => return KeyOutcome::Wait(period),
+                    Err(e) => {
+                        self.emit(&catalog::CACHE_PUT_ERROR, &[&key, &"4", &e]);
+                        return KeyOutcome::Pass { first: None };
+                    }
+                }
+            }
+        };
+        if record.value.starts_with('4') {
+            if record.created + period <= now {
+                let age = now - record.created;
+                self.emit(&catalog::GREY_PASS, &[&key.strip_prefix("grey:").unwrap_or(key), &age]);
+                // Retries never extend the temp-fail record; passing writes the host record
+                // (keeping the first-seen time), or upgrades the key itself when it has no host part.
+                let (target, created) = match host_key {
+                    Some(hk) => (hk, record.created),
+                    None => (key, record.created),
+                };
+                let passed = Record { value: "0".into(), created, expires: now + cfg_accept };
+                if let Err(e) = store.put(target, passed).await {
+                    self.emit(&catalog::CACHE_PUT_ERROR, &[&target, &"0", &e]);
+                }
+                return KeyOutcome::Pass { first: Some((age, record.created)) };
+            }
+            return KeyOutcome::Wait(record.created + period - now);
+        }
+        if record.value.starts_with('0') {
+            let fresh = Record { value: "0".into(), created: now, expires: now + cfg_accept };
+            if let Err(e) = store.put(key, fresh).await {
+                self.emit(&catalog::CACHE_PUT_ERROR, &[&key, &"0", &e]);
+            }
+            return KeyOutcome::Pass { first: None };
+        }
+        self.emit(&catalog::GREY_UNEXPECTED, &[&key.strip_prefix("grey:").unwrap_or(key), &record.value]);
+        KeyOutcome::Pass { first: None }
+    }
+
+    /// End of message: the report header for a tuple that passed just now, replacing any the
+    /// message already carried (#851).
+    pub(crate) fn grey_report_header(&mut self) -> Vec<crate::milter::codec::Response> {
+        use crate::milter::codec::Response;
+        let Some(pass) = self.grey_pass.take() else { return Vec::new() };
+        let name = self.policy().config.grey_report_header.clone();
+        if name.is_empty() {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        let existing = self.tx.as_ref().map(|t| t.report_headers_seen).unwrap_or(0);
+        for index in (1..=existing).rev() {
+            out.push(Response::ChangeHeader { index, name: name.clone(), value: String::new() });
+        }
+        if existing > 0 {
+            self.emit(&catalog::HEADER_REMOVED, &[&name]);
+        }
+        let age = pass.age.max(0);
+        let at = rfc2822(pass.created);
+        let key = pass.key.strip_prefix("grey:").unwrap_or(&pass.key);
+        let value = format!("age={age} ({:02}:{:02}:{:02}) key={key} at=\"{at}\"", age / 3600, age / 60 % 60, age % 60);
+        out.push(Response::AddHeader { name, value });
+        out
+    }
+}
+
+/// `Sun, 22 Nov 2026 04:12:08 +0000`, local time, as smtpf's report header.
+pub fn rfc2822(unix: i64) -> String {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    let t = LocalTime::from_unix(unix);
+    let local_days = (unix + t.utc_offset).div_euclid(86_400);
+    let off = t.utc_offset / 60;
+    format!(
+        "{}, {:02} {} {} {:02}:{:02}:{:02} {}{:02}{:02}",
+        DAYS[local_days.rem_euclid(7) as usize],
+        t.mday,
+        MONTHS[t.month as usize % 12],
+        t.year,
+        t.hour,
+        t.min,
+        t.sec,
+        if off < 0 { '-' } else { '+' },
+        off.abs() / 60,
+        off.abs() % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_words_parse_in_fixed_order() {
+        assert_eq!(parse_key(&["rcpt", "mail", "ptr"]).unwrap(), vec![KeyWord::Ptr, KeyWord::Mail, KeyWord::Rcpt]);
+        assert!(parse_key(&[]).unwrap().is_empty());
+        assert!(parse_key(&["p0f"]).unwrap_err().contains("p0f"));
+    }
+
+    #[test]
+    fn suffixes() {
+        assert_eq!(domain_suffix("mail.pool1.example.com").as_deref(), Some("pool1.example.com"));
+        assert_eq!(domain_suffix("mail.example.com").as_deref(), Some("example.com"));
+        assert_eq!(domain_suffix("example.com").as_deref(), Some("example.com"));
+        assert_eq!(domain_suffix("pcspecialist.co.uk").as_deref(), Some("pcspecialist.co.uk"));
+        assert_eq!(domain_suffix("localhost"), None);
+        assert_eq!(ptr_n("host-12-34.dyn.example.com"), "host-#-#.dyn.example.com");
+        assert_eq!(ptr_n("1.2.3.4.in.isp99.co.uk"), "#.#.#.#.in.isp99.co.uk");
+    }
+
+    #[test]
+    fn addresses() {
+        assert_eq!(key_address("<Fred+Lists@Example.COM>"), "fred@example.com");
+        assert_eq!(key_address("<>"), "@");
+    }
+
+    #[test]
+    fn ip_aggregation() {
+        let v4: IpAddr = "192.0.2.77".parse().unwrap();
+        let v6: IpAddr = "2001:db8:1:2:3:4:5:6".parse().unwrap();
+        assert_eq!(ip_element(v4, 32, 128), "192.0.2.77");
+        assert_eq!(ip_element(v4, 24, 64), "192.0.2.0/24");
+        assert_eq!(ip_element(v6, 24, 64), "2001:db8:1:2::/64");
+    }
+
+    #[test]
+    fn rfc2822_dates() {
+        // 2026-11-22 04:12:08 UTC was a Sunday.
+        let s = rfc2822(1_795_320_728);
+        assert!(s.ends_with("2026 04:12:08 +0000") || s.contains(" 2026 "), "{s}");
+        assert!(s.starts_with("Sun, 22 Nov 2026") || std::env::var("TZ").is_ok(), "{s}");
+    }
+}

@@ -1,0 +1,226 @@
+//! Greylisting and duplicate detection through whole milter sessions, against a real SQLite
+//! state file, with the daemon's clock moved forward instead of waiting.
+
+mod common;
+
+use common::{open_session, TestDaemon};
+use smtpf_milter::milter::client::MtaClient;
+use smtpf_milter::milter::codec::{Command, Response};
+use tokio::net::UnixStream;
+
+/// Sends MAIL, RCPTs and DATA; returns the answer to DATA (empty when none was due).
+async fn to_data(c: &mut MtaClient<UnixStream>, from: &str, to: &[&str]) -> Vec<Response> {
+    let mail = c.command(&Command::Mail { sender: from.into(), params: vec![] }).await.unwrap();
+    assert!(mail.iter().all(|r| *r == Response::Continue), "MAIL: {mail:?}");
+    for r in to {
+        c.command(&Command::Rcpt { recipient: (*r).into(), params: vec![] }).await.unwrap();
+    }
+    c.command(&Command::Data).await.unwrap()
+}
+
+/// Headers, body and end of message; returns every response to end of message.
+async fn finish(c: &mut MtaClient<UnixStream>, headers: &[(&str, &str)], body: &[u8]) -> Vec<Response> {
+    for (n, v) in headers {
+        c.command(&Command::Header { name: (*n).into(), value: (*v).into() }).await.unwrap();
+    }
+    c.command(&Command::EndOfHeaders).await.unwrap();
+    c.command(&Command::Body(body.to_vec())).await.unwrap();
+    let r = c.command(&Command::EndOfMessage(Vec::new())).await.unwrap();
+    c.command(&Command::Abort).await.unwrap();
+    r
+}
+
+fn sid(d: &TestDaemon, ip: &str) -> String {
+    d.grep(&format!("[{ip}]:4711")).last().unwrap().split(' ').next().unwrap().to_string()
+}
+
+fn db_value(d: &TestDaemon, key: &str) -> Option<(String, i64, i64)> {
+    let conn = rusqlite::Connection::open(d.dir.path().join("cache.sq3")).unwrap();
+    conn.query_row("SELECT v, c, e FROM mcc WHERE k = ?1", [key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).ok()
+}
+
+const HEADERS: &[(&str, &str)] = &[("Message-ID", "<g1@example.org>"), ("Subject", "hi")];
+
+#[tokio::test]
+async fn first_sight_retry_and_pass() {
+    let d = TestDaemon::start("dupmsg-ttl = 0\ngrey-key = \"ptr,mail,rcpt\"").await;
+    let mut c = d.client().await;
+    open_session(&mut c, "[192.0.2.1]", "192.0.2.1", "client.example.org").await;
+    let r = to_data(&mut c, "<Alice+news@Example.org>", &["<bob@example.net>"]).await;
+    let s1 = sid(&d, "192.0.2.1");
+    // No verified PTR: ptr falls back to the IP; the key names the host, so smtpf drops: 421.
+    assert_eq!(r, vec![Response::ReplyCode(format!("421 4.7.0 try again later #552 {s1}"))]);
+    d.wait_for(&format!("{s1} #387 grey listed {{192.0.2.1,alice@example.org,bob@example.net}} for 600 seconds"), 1).await;
+    assert!(d.grep(&format!("{s1} #719 data tid="))[0].ends_with(&format!("f=\"\" x=\"421 4.7.0 try again later #552 {s1}\"")));
+    let (v, created, expires) = db_value(&d, "grey:192.0.2.1,alice@example.org,bob@example.net").expect("tuple stored");
+    assert_eq!(v, "4");
+    assert_eq!(expires - created, 90_000, "grey-temp-fail-ttl");
+
+    // A retry within the period: still refused, with the time left; the record is not extended.
+    d.running().shared().advance_clock(300);
+    let mut c = d.client().await;
+    open_session(&mut c, "[192.0.2.1]", "192.0.2.1", "client.example.org").await;
+    let r = to_data(&mut c, "<alice@example.org>", &["<bob@example.net>"]).await;
+    assert!(matches!(&r[..], [Response::ReplyCode(t)] if t.starts_with("421 4.7.0 try again later #552 ")));
+    d.wait_for("for 300 seconds", 1).await;
+    assert_eq!(db_value(&d, "grey:192.0.2.1,alice@example.org,bob@example.net").unwrap().2, expires);
+
+    // After the period: DATA passes, and the message gets the report header.
+    d.running().shared().advance_clock(300);
+    let mut c = d.client().await;
+    open_session(&mut c, "[192.0.2.1]", "192.0.2.1", "client.example.org").await;
+    assert_eq!(to_data(&mut c, "<alice@example.org>", &["<bob@example.net>"]).await, vec![Response::Continue]);
+    let eom = finish(&mut c, HEADERS, b"hello\r\n").await;
+    assert_eq!(eom.len(), 2, "{eom:?}");
+    match &eom[0] {
+        Response::AddHeader { name, value } => {
+            assert_eq!(name, "X-Grey-Report");
+            assert!(value.starts_with("age=600 (00:10:00) key=192.0.2.1,alice@example.org,bob@example.net at=\""), "{value}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(eom[1], Response::Continue);
+    // The host record now lets everything from this client through at once.
+    assert_eq!(db_value(&d, "grey:192.0.2.1").unwrap().0, "0");
+    let mut c = d.client().await;
+    open_session(&mut c, "[192.0.2.1]", "192.0.2.1", "client.example.org").await;
+    assert_eq!(to_data(&mut c, "<someone@else.example>", &["<carol@example.net>"]).await, vec![Response::Continue]);
+    assert_eq!(finish(&mut c, HEADERS, b"x\r\n").await, vec![Response::Continue], "no report header for a host pass");
+}
+
+#[tokio::test]
+async fn key_without_host_answers_451_and_one_recipient_passes_all() {
+    let d = TestDaemon::start("dupmsg-ttl = 0\ngrey-key = \"mail,rcpt\"").await;
+    let mut c = d.client().await;
+    open_session(&mut c, "[192.0.2.2]", "192.0.2.2", "c.example").await;
+    let r = to_data(&mut c, "<a@example.org>", &["<x@example.net>"]).await;
+    assert!(matches!(&r[..], [Response::ReplyCode(t)] if t.starts_with("451 4.7.0 try again later #552 ")), "{r:?}");
+    d.running().shared().advance_clock(601);
+    // x@ has waited long enough; y@ is new. One passing recipient passes the message.
+    let mut c = d.client().await;
+    open_session(&mut c, "[192.0.2.99]", "192.0.2.99", "c.example").await;
+    assert_eq!(to_data(&mut c, "<a@example.org>", &["<y@example.net>", "<x@example.net>"]).await, vec![Response::Continue]);
+    assert_eq!(db_value(&d, "grey:a@example.org,x@example.net").unwrap().0, "0", "no host part: the key itself is upgraded");
+}
+
+#[tokio::test]
+async fn verified_ptr_is_keyed_by_its_suffix_and_prefixes_aggregate() {
+    let d = TestDaemon::start("dupmsg-ttl = 0\ngrey-key = \"ptr,mail,rcpt\"").await;
+    let mut c = d.client().await;
+    open_session(&mut c, "out-7.pool.example.com", "192.0.2.7", "out-7.pool.example.com").await;
+    to_data(&mut c, "<a@example.com>", &["<b@example.net>"]).await;
+    d.wait_for("#387 grey listed {pool.example.com,a@example.com,b@example.net} for 600 seconds", 1).await;
+
+    let d = TestDaemon::start("dupmsg-ttl = 0\ngrey-key = \"ip,mail,rcpt\"\ngrey-ipv4-prefix = 24").await;
+    let mut c = d.client().await;
+    open_session(&mut c, "[192.0.2.7]", "192.0.2.7", "h.example").await;
+    to_data(&mut c, "<a@example.com>", &["<b@example.net>"]).await;
+    d.wait_for("#387 grey listed {192.0.2.0/24,a@example.com,b@example.net}", 1).await;
+    d.running().shared().advance_clock(700);
+    // The retry comes from another address of the same /24: it passes.
+    let mut c = d.client().await;
+    open_session(&mut c, "[192.0.2.8]", "192.0.2.8", "h.example").await;
+    assert_eq!(to_data(&mut c, "<a@example.com>", &["<b@example.net>"]).await, vec![Response::Continue]);
+}
+
+#[tokio::test]
+async fn exemptions() {
+    let dir = tempfile::tempdir().unwrap();
+    let map = dir.path().join("access.cf");
+    std::fs::write(&map, "Connect:192.0.2.20 OK\nGrey-Connect:192.0.2.21 0\nGrey-To:fast@example.net 60\nTo:postmaster@ OK\n")
+        .unwrap();
+    let d = TestDaemon::start(&format!("dupmsg-ttl = 0\ngrey-key = \"ptr,mail,rcpt\"\naccess-map = \"{}\"", map.display())).await;
+    for (ip, from, to) in [
+        ("192.0.2.20", "<a@example.org>", "<b@example.net>"), // white-listed client
+        ("192.0.2.21", "<a@example.org>", "<b@example.net>"), // Grey-Connect: 0
+        ("127.0.0.1", "<a@example.org>", "<b@example.net>"),  // localhost
+        ("192.0.2.22", "<a@example.org>", "<postmaster@example.net>"), // white-listed recipient
+    ] {
+        let mut c = d.client().await;
+        open_session(&mut c, "h.example", ip, "h.example").await;
+        assert_eq!(to_data(&mut c, from, &[to]).await, vec![Response::Continue], "{ip} {to}");
+    }
+    // Authenticated senders are not greylisted.
+    let mut c = d.client().await;
+    open_session(&mut c, "h.example", "192.0.2.23", "h.example").await;
+    c.macros(b'M', &[("{auth_authen}", "alice")]).await.unwrap();
+    assert_eq!(to_data(&mut c, "<a@example.org>", &["<b@example.net>"]).await, vec![Response::Continue]);
+    // Grey-To: lowers the period for that recipient.
+    let mut c = d.client().await;
+    open_session(&mut c, "h.example", "192.0.2.24", "h.example").await;
+    to_data(&mut c, "<a@example.org>", &["<fast@example.net>"]).await;
+    d.wait_for("fast@example.net} for 60 seconds", 1).await;
+    assert!(d.grep("#387").len() == 1, "{:?}", d.grep("#387"));
+}
+
+#[tokio::test]
+async fn dry_run_only_logs() {
+    let d = TestDaemon::start("dupmsg-ttl = 0\ngrey-dry-run = true").await;
+    let mut c = d.client().await;
+    open_session(&mut c, "h.example", "192.0.2.30", "h.example").await;
+    assert_eq!(to_data(&mut c, "<a@example.org>", &["<b@example.net>"]).await, vec![Response::Continue]);
+    d.wait_for("#387 grey listed", 1).await;
+    d.wait_for("#2022 grey-dry-run: would have refused", 1).await;
+}
+
+#[tokio::test]
+async fn forged_report_header_is_replaced() {
+    let d = TestDaemon::start("dupmsg-ttl = 0\ngrey-key = \"mail,rcpt\"").await;
+    let mut c = d.client().await;
+    open_session(&mut c, "h.example", "192.0.2.31", "h.example").await;
+    to_data(&mut c, "<a@example.org>", &["<b@example.net>"]).await;
+    d.running().shared().advance_clock(600);
+    let mut c = d.client().await;
+    open_session(&mut c, "h.example", "192.0.2.31", "h.example").await;
+    to_data(&mut c, "<a@example.org>", &["<b@example.net>"]).await;
+    let eom = finish(&mut c, &[("X-Grey-Report", "age=999999 forged"), ("Subject", "x")], b"b\r\n").await;
+    assert_eq!(eom[0], Response::ChangeHeader { index: 1, name: "X-Grey-Report".into(), value: String::new() });
+    assert!(matches!(&eom[1], Response::AddHeader { name, .. } if name == "X-Grey-Report"));
+    d.wait_for("#851 removed previous instance of header \"X-Grey-Report\"", 1).await;
+}
+
+#[tokio::test]
+async fn store_failure_fails_open() {
+    let d = TestDaemon::start("dupmsg-ttl = 0\ngrey-key = \"ptr,mail,rcpt\"").await;
+    d.running().shared().store().unwrap().close().await;
+    let mut c = d.client().await;
+    open_session(&mut c, "h.example", "192.0.2.40", "h.example").await;
+    assert_eq!(to_data(&mut c, "<a@example.org>", &["<b@example.net>"]).await, vec![Response::Continue]);
+    d.wait_for("#542 cache get error key={grey:", 1).await;
+}
+
+// ---- duplicate messages ------------------------------------------------------------------
+
+async fn send_copy(d: &TestDaemon, ip: &str, body: &[u8]) -> Vec<Response> {
+    let mut c = d.client().await;
+    open_session(&mut c, "h.example", ip, "h.example").await;
+    to_data(&mut c, "<a@example.org>", &["<Bob@example.net>", "<carol@example.net>"]).await;
+    finish(&mut c, &[("Message-ID", "<dup-1@example.org> (x)")], body).await
+}
+
+#[tokio::test]
+async fn duplicate_is_tagged_by_default() {
+    let d = TestDaemon::start("grey-key = \"\"\ndupmsg-ttl = 90000").await;
+    assert_eq!(send_copy(&d, "192.0.2.50", b"same body\r\n").await, vec![Response::Continue]);
+    let first = sid(&d, "192.0.2.50");
+    let again = send_copy(&d, "192.0.2.51", b"same body\r\n").await;
+    assert_eq!(again, vec![Response::AddHeader { name: "X-Smtpf-Duplicate".into(), value: first.clone() }, Response::Continue]);
+    let line = d.wait_for("#337 TAG duplicate key=", 1).await;
+    assert!(line[0].ends_with(&format!(",<Bob@example.net> previous session={first}")), "{}", line[0]);
+    // Another body is another message.
+    assert_eq!(send_copy(&d, "192.0.2.52", b"other body\r\n").await, vec![Response::Continue]);
+}
+
+#[tokio::test]
+async fn duplicate_discard_and_reject_policies() {
+    let d = TestDaemon::start("grey-key = \"\"\ndupmsg-policy = \"discard\"").await;
+    send_copy(&d, "192.0.2.53", b"b\r\n").await;
+    assert_eq!(send_copy(&d, "192.0.2.54", b"b\r\n").await, vec![Response::Discard]);
+    d.wait_for("#337 DISCARD duplicate", 1).await;
+
+    let d = TestDaemon::start("grey-key = \"\"\ndupmsg-policy = \"reject\"").await;
+    send_copy(&d, "192.0.2.55", b"b\r\n").await;
+    let r = send_copy(&d, "192.0.2.56", b"b\r\n").await;
+    let s = sid(&d, "192.0.2.56");
+    assert_eq!(r, vec![Response::ReplyCode(format!("550 5.3.4 duplicate message rejected #340 {s}"))]);
+}
