@@ -43,7 +43,7 @@ impl Zone {
     pub fn accepts(&self, answer: Ipv4Addr) -> bool {
         is_list_code(answer)
             && u32::from(answer) & self.mask != 0
-            && self.filter.as_ref().map_or(true, |filter| filter.matches(answer))
+            && self.filter.as_ref().is_none_or(|filter| filter.matches(answer))
     }
 }
 

@@ -398,7 +398,7 @@ fn in_v6(ip: Ipv6Addr, network: Ipv6Addr, prefix: u8) -> bool {
 /// space (§4.5). Others, such as `v=spf10` or verification tokens, are not SPF.
 fn is_spf_record(text: &str) -> bool {
     let bytes = text.as_bytes();
-    bytes.len() >= 6 && bytes[..6].eq_ignore_ascii_case(b"v=spf1") && bytes.get(6).map_or(true, u8::is_ascii_whitespace)
+    bytes.len() >= 6 && bytes[..6].eq_ignore_ascii_case(b"v=spf1") && bytes.get(6).is_none_or(u8::is_ascii_whitespace)
 }
 
 /// A parsed SPF record: the directives in order and the redirect target.

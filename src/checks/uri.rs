@@ -368,7 +368,7 @@ fn defuse_nesting(raw: &[u8]) -> Cow<'_, [u8]> {
     while at + 6 <= raw.len() {
         let word = &raw[at..at + 6];
         let before_ok = at == 0 || b"/ \t\"\\)\r\n".contains(&raw[at - 1]);
-        let after_ok = raw.get(at + 6).map_or(true, |b| b" \t\r\n;(\"\\".contains(b));
+        let after_ok = raw.get(at + 6).is_none_or(|b| b" \t\r\n;(\"\\".contains(b));
         if before_ok && after_ok && NESTING_SUBTYPES.iter().any(|s| word.eq_ignore_ascii_case(s)) {
             copy.get_or_insert_with(|| raw.to_vec())[at] = b'x';
             at += 6;
