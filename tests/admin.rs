@@ -1,0 +1,88 @@
+//! The real binary: a greylist record committed before `kill -9` survives the restart, and
+//! `smtpf-milter grey list/allow/delete/stats` read and change the same store while it runs.
+
+mod common;
+
+use std::process::{Child, Command as Proc, Stdio};
+use std::time::Duration;
+
+use common::open_session;
+use smtpf_milter::milter::client::MtaClient;
+use smtpf_milter::milter::codec::{Command, Response};
+
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn bin() -> Proc {
+    Proc::new(env!("CARGO_BIN_EXE_smtpf-milter"))
+}
+
+fn start(cfg: &std::path::Path, sock: &std::path::Path) -> Daemon {
+    let d = Daemon(bin().args(["--config", cfg.to_str().unwrap()]).stderr(Stdio::null()).spawn().unwrap());
+    for _ in 0..500 {
+        if std::os::unix::net::UnixStream::connect(sock).is_ok() {
+            return d;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("daemon did not start");
+}
+
+fn grey(cfg: &std::path::Path, args: &[&str]) -> String {
+    let out = bin().args(["--config", cfg.to_str().unwrap(), "grey"]).args(args).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+async fn data_answer(sock: &std::path::Path) -> Vec<Response> {
+    let mut c = MtaClient::connect_unix(sock).await.unwrap();
+    open_session(&mut c, "[192.0.2.77]", "192.0.2.77", "h.example").await;
+    c.command(&Command::Mail { sender: "<a@example.org>".into(), params: vec![] }).await.unwrap();
+    c.command(&Command::Rcpt { recipient: "<b@example.net>".into(), params: vec![] }).await.unwrap();
+    c.command(&Command::Data).await.unwrap()
+}
+
+#[test]
+fn records_survive_kill_9_and_the_grey_tool_manages_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("m.sock");
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "milter-socket = \"unix:{}\"\ncache-path = \"{}\"\nmail-require-mx = false\ndupmsg-ttl = 0\n",
+            sock.display(),
+            dir.path().join("c.sq3").display()
+        ),
+    )
+    .unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+
+    let mut first = start(&cfg, &sock);
+    let r = rt.block_on(data_answer(&sock));
+    assert!(matches!(&r[..], [Response::ReplyCode(t)] if t.starts_with("421 4.7.0 try again later #552")), "{r:?}");
+    // The answer was given after the record was committed: SIGKILL now loses nothing.
+    first.0.kill().unwrap();
+    first.0.wait().unwrap();
+
+    let listing = grey(&cfg, &["list", "--pending"]);
+    assert!(listing.contains("pending") && listing.contains("192.0.2.77,a@example.org,b@example.net"), "{listing}");
+    let json = grey(&cfg, &["list", "--json", "192.0.2.77"]);
+    assert!(json.starts_with("{\"key\":\"192.0.2.77,a@example.org,b@example.net\",\"state\":\"pending\""), "{json}");
+    assert!(grey(&cfg, &["stats"]).contains("grey pending 1\n"));
+
+    // The restarted daemon (stale socket removed) still knows the tuple; an admin releases it.
+    let _second = start(&cfg, &sock);
+    assert!(matches!(&rt.block_on(data_answer(&sock))[..], [Response::ReplyCode(t)] if t.starts_with("421 ")));
+    assert!(grey(&cfg, &["allow", "192.0.2.77,a@example.org,b@example.net"]).contains("passed"));
+    assert_eq!(rt.block_on(data_answer(&sock)), vec![Response::Continue], "released while the daemon runs");
+    assert!(grey(&cfg, &["list", "--passed"]).contains("192.0.2.77,a@example.org,b@example.net"));
+    assert!(grey(&cfg, &["delete", "192.0.2.77,a@example.org,b@example.net"]).contains("deleted"));
+    assert!(grey(&cfg, &["delete", "nothing-here"]).contains("not found"));
+}
