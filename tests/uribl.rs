@@ -47,6 +47,9 @@ async fn send(c: &mut MtaClient<UnixStream>, from: &str, headers: &[(&str, &str)
     r
 }
 
+/// Header lines of a test message.
+type Headers<'a> = Vec<(&'a str, &'a str)>;
+
 const PLAIN: &[(&str, &str)] = &[("Subject", "x"), ("Content-Type", "text/plain")];
 
 fn sid(d: &TestDaemon) -> String {
@@ -58,21 +61,21 @@ async fn listed_uri_in_each_kind_of_part_is_rejected() {
     let dns = uri_dns().await;
     let d = daemon(&dns, "").await;
     let multipart = [("Subject", "x"), ("MIME-Version", "1.0"), ("Content-Type", "multipart/alternative; boundary=\"BB\"")];
-    let bodies: Vec<(&[(&str, &str)], String, &str)> = vec![
-        (PLAIN, "Visit http://www.evil.com/offer now.\r\n".into(), "evil.com"),
-        (PLAIN, "Cheap at shop.spam.co.uk today\r\n".into(), "spam.co.uk"),
+    let bodies: Vec<(Headers, String, &str)> = vec![
+        (PLAIN.to_vec(), "Visit http://www.evil.com/offer now.\r\n".into(), "evil.com"),
+        (PLAIN.to_vec(), "Cheap at shop.spam.co.uk today\r\n".into(), "spam.co.uk"),
         (
-            &multipart,
+            multipart.to_vec(),
             "--BB\r\nContent-Type: text/plain; charset=us-ascii\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\nSee http://ev=\r\nil.com/a=3Db\r\n--BB--\r\n".into(),
             "evil.com",
         ),
         (
-            &multipart,
+            multipart.to_vec(),
             "--BB\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: base64\r\n\r\nR28gdG8gaHR0cHM6Ly9ldmlsLmNvbS9wYXRoIG5vdwo=\r\n--BB--\r\n".into(),
             "evil.com",
         ),
         (
-            &multipart,
+            multipart.to_vec(),
             "--BB\r\nContent-Type: text/html\r\n\r\n<p><a href=\"http://www&#46;evil&#46;com/\">click</a></p>\r\n--BB--\r\n".into(),
             "evil.com",
         ),
@@ -100,7 +103,7 @@ async fn unlisted_error_codes_attachments_and_white_senders_pass() {
     let map = dir.path().join("access.cf");
     std::fs::write(&map, "From:friend@example.org OK\n").unwrap();
     let d = daemon(&dns, &format!("access-map = \"{}\"", map.display())).await;
-    let cases: Vec<(&str, Vec<(&str, &str)>, &str)> = vec![
+    let cases: Vec<(&str, Headers, &str)> = vec![
         ("<a@example.org>", PLAIN.to_vec(), "Fine: https://www.example.com/ and http://good.org/\r\n"),
         ("<a@example.org>", PLAIN.to_vec(), "Error code only: http://shady.net/\r\n"),
         (
