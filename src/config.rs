@@ -138,6 +138,8 @@ pub struct Config {
     /// Answer 421 (the MTA closes the session, smtpf's DROP) when the key names the host.
     pub grey_drop: bool,
     pub grey_dry_run: bool,
+    /// Content greylisting: decide at end of message on a hash of the decoded body.
+    pub grey_content: bool,
     pub cache_gc_interval: Duration,
     /// How long a message is remembered for duplicate detection; 0: off.
     pub dupmsg_ttl: u64,
@@ -195,6 +197,7 @@ impl Default for Config {
             grey_ipv6_prefix: 128,
             grey_drop: true,
             grey_dry_run: false,
+            grey_content: false,
             cache_gc_interval: Duration::from_secs(300),
             dupmsg_ttl: 90_000,
             dupmsg_policy: DupPolicy::Tag,
@@ -242,6 +245,7 @@ pub const KEYS: &[KeyDoc] = &[
     KeyDoc { name: "grey-ipv4-prefix", default: "32", meaning: "Aggregate the ip key element to this IPv4 prefix (postgrey users: 24)." },
     KeyDoc { name: "grey-ipv6-prefix", default: "128", meaning: "Aggregate the ip key element to this IPv6 prefix (postgrey users: 64)." },
     KeyDoc { name: "grey-drop", default: "true", meaning: "When the key names the host (ip, ptr, ptrn): answer 421 so the MTA closes the session, as smtpf drops the connection; false: 451." },
+    KeyDoc { name: "grey-content", default: "false", meaning: "Content greylisting: a new tuple's first message is let through DATA, hashed (decoded MIME text, whitespace and MIME structure ignored) and temp-failed at end of message; a retry passes only if its content matches (else 450 4.4.5 #553)." },
     KeyDoc { name: "grey-dry-run", default: "false", meaning: "Only log what greylisting would do (#387, #2022) and let every message through." },
     KeyDoc { name: "dupmsg-ttl", default: "90000", meaning: "How long a message (body + Message-ID + first recipient) is remembered to recognise a copy sent again; 0: off." },
     KeyDoc { name: "dupmsg-policy", default: "\"tag\"", meaning: "What a duplicate gets: \"tag\" (header X-Smtpf-Duplicate: <first session id>), \"discard\" (accept and throw away), \"reject\" (550 5.3.4 #340). tag is the default because a milter cannot know whether the MTA finally queued the first copy." },
@@ -527,6 +531,7 @@ impl Config {
                 }
                 "grey-drop" => c.grey_drop = p.boolean(key, v)?,
                 "grey-dry-run" => c.grey_dry_run = p.boolean(key, v)?,
+                "grey-content" => c.grey_content = p.boolean(key, v)?,
                 "cache-gc-interval" => c.cache_gc_interval = p.positive_duration(key, v)?,
                 "dupmsg-ttl" => c.dupmsg_ttl = p.duration(key, v)?.as_secs(),
                 "dupmsg-policy" => {

@@ -153,6 +153,8 @@ pub struct Session {
     pub spf_helo: Option<crate::checks::spf::SpfResult>,
     /// Set when greylisting let this message pass for the first time (report header at EOM).
     pub grey_pass: Option<crate::checks::greylist::GreyPass>,
+    /// grey-content: the key whose decision waits for the end of the message.
+    pub grey_deferred: Option<crate::checks::greylist::Deferred>,
     msg_counter: u16,
     mails: u32,
     passed: u32,
@@ -200,6 +202,7 @@ impl Session {
             spf_mail: None,
             spf_helo: None,
             grey_pass: None,
+            grey_deferred: None,
             mails: 0,
             passed: 0,
             rejects: 0,
@@ -490,9 +493,22 @@ impl Session {
             }
             mods.extend(tag);
         }
+        // The content hash is taken before the URI check consumes the kept content.
+        let grey_hash = match (&self.grey_deferred, self.tx.as_ref().and_then(|t| t.content.clone())) {
+            (Some(_), Some(content)) => Some(
+                tokio::task::spawn_blocking(move || crate::checks::greycontent::content_hash(&content)).await.unwrap_or_default(),
+            ),
+            _ => None,
+        };
         let verdict = self.uribl_eom().await;
         if verdict != Verdict::Continue {
             return (verdict, Vec::new());
+        }
+        if let Some(hash) = grey_hash {
+            let verdict = self.grey_content_eom(&hash).await;
+            if verdict != Verdict::Continue {
+                return (verdict, Vec::new());
+            }
         }
         mods.extend(self.grey_report_header());
         if let Some(key) = &dup_key {
@@ -584,7 +600,7 @@ impl Session {
             }
         }
         tx.sender = bounded(sender, 512);
-        if self.policy.scans_uris() {
+        if self.policy.scans_uris() || self.policy.config.grey_content {
             tx.content = Some(Vec::new());
         }
         if self.policy.config.dupmsg_ttl > 0 {
@@ -593,6 +609,7 @@ impl Session {
         self.spf_mail = None;
         self.spf_helo = None;
         self.grey_pass = None;
+        self.grey_deferred = None;
         self.tx = Some(tx);
         self.note_queue_id();
         let mut verdict = self.listing_mail();

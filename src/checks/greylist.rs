@@ -137,6 +137,16 @@ enum KeyOutcome {
     Pass { first: Option<(i64, i64)> },
     /// Still blocked for this many seconds.
     Wait(i64),
+    /// Content greylisting: let DATA through and decide at end of message.
+    Defer,
+}
+
+/// A key whose decision waits for the message content (grey-content).
+#[derive(Clone, Debug)]
+pub struct Deferred {
+    pub key: String,
+    pub host_key: Option<String>,
+    pub period: i64,
 }
 
 /// What greylisting decided for a message, kept for the report header at end of message.
@@ -218,16 +228,25 @@ impl Session {
             vec![format!("grey:{}", head.join(","))]
         };
 
+        if keys.is_empty() {
+            // No recipient accepted by us: the MTA will not send the message anyway.
+            return Verdict::Continue;
+        }
         let now = self.now();
         let mut last_key = String::new();
         let mut wait = period;
+        let content = cfg.grey_content;
         for key in keys {
             last_key = key.clone();
-            match self.grey_key_state(&store, &key, has_host.then_some(host_key.as_str()), period, now).await {
+            match self.grey_key_state(&store, &key, has_host.then_some(host_key.as_str()), period, now, content).await {
                 KeyOutcome::Pass { first } => {
                     if let Some((age, created)) = first {
                         self.grey_pass = Some(GreyPass { key: key.clone(), age, created });
                     }
+                    return Verdict::Continue;
+                }
+                KeyOutcome::Defer => {
+                    self.grey_deferred = Some(Deferred { key, host_key: has_host.then(|| host_key.clone()), period });
                     return Verdict::Continue;
                 }
                 KeyOutcome::Wait(n) => wait = n,
@@ -251,6 +270,7 @@ impl Session {
         host_key: Option<&str>,
         period: i64,
         now: i64,
+        content: bool,
     ) -> KeyOutcome {
         let cfg_accept = self.policy().config.cache_accept_ttl as i64;
         let cfg_tempfail = self.policy().config.grey_temp_fail_ttl as i64;
@@ -285,6 +305,8 @@ impl Session {
                 match store.put_if_absent(key, new, now).await {
                     // Another session (or MX host) created it a moment ago: use theirs.
                     Ok(Some(existing)) => existing,
+                    // grey-content: DATA is let through so that the body can be hashed.
+                    Ok(None) if content => return KeyOutcome::Defer,
                     Ok(None) => return KeyOutcome::Wait(period),
                     Err(e) => {
                         self.emit(&catalog::CACHE_PUT_ERROR, &[&key, &"4", &e]);
@@ -294,6 +316,10 @@ impl Session {
             }
         };
         if record.value.starts_with('4') {
+            if content && record.created + period <= now {
+                // Past the period: the content decides, at end of message.
+                return KeyOutcome::Defer;
+            }
             if record.created + period <= now {
                 let age = now - record.created;
                 self.emit(&catalog::GREY_PASS, &[&key.strip_prefix("grey:").unwrap_or(key), &age]);
@@ -320,6 +346,115 @@ impl Session {
         }
         self.emit(&catalog::GREY_UNEXPECTED, &[&key.strip_prefix("grey:").unwrap_or(key), &record.value]);
         KeyOutcome::Pass { first: None }
+    }
+
+    /// End of message with grey-content: compare the message's content hash with the ones seen
+    /// for the tuple (smtpf-behaviour §1.8).
+    pub(crate) async fn grey_content_eom(&mut self, hash: &str) -> Verdict {
+        let Some(def) = self.grey_deferred.take() else { return Verdict::Continue };
+        let Some(store) = self.store().cloned() else { return Verdict::Continue };
+        let cfg = self.policy().config.clone();
+        let now = self.now();
+        let key = def.key.as_str();
+        let shown = key.strip_prefix("grey:").unwrap_or(key).to_string();
+        let tempfail_ttl = cfg.grey_temp_fail_ttl as i64;
+        let message_id = self
+            .tx
+            .as_ref()
+            .and_then(|t| t.message_id.clone())
+            .map(|m| crate::checks::dupmsg::message_id_token(&m))
+            .unwrap_or_default();
+        let record = match store.get(key, now).await {
+            Ok(r) => r,
+            Err(e) => {
+                self.emit(&catalog::CACHE_GET_ERROR, &[&key, &e]);
+                return Verdict::Continue;
+            }
+        };
+        let refuse_in_period = |s: &mut Session, wait: i64| {
+            if let Some(tx) = s.tx.as_mut() {
+                tx.msg_flags.set(message::GREY_CONTENT);
+            }
+            s.emit(&catalog::GREY_CONTENT_LISTED, &[&shown, &wait]);
+            if cfg.grey_dry_run {
+                s.emit(&catalog::GREY_DRY_RUN, &[&shown]);
+                return Verdict::Continue;
+            }
+            let code = if cfg.grey_drop && def.host_key.is_some() { 421 } else { 451 };
+            Verdict::Reply(Reply::new(code, "4.7.0", "try again later", 552))
+        };
+        let fields: Vec<String> =
+            record.as_ref().map(|r| r.value.split_whitespace().map(str::to_string).collect()).unwrap_or_default();
+        let record = match (record, fields.len()) {
+            // After the Message-ID workaround the record holds one hash: the retry passes.
+            (Some(r), 2) => return self.grey_content_pass(&store, &def, now, Some(r.created)).await,
+            (Some(r), n) if n >= 3 => r,
+            // First complete message (or a record without a hash): remember the hash; the
+            // period starts now, at the end of the message.
+            _ => {
+                let value = format!("4 {hash} {hash}");
+                if let Err(e) = store.put(key, Record::new(value.clone(), now, now + tempfail_ttl)).await {
+                    self.emit(&catalog::CACHE_PUT_ERROR, &[&key, &value, &e]);
+                    return Verdict::Continue;
+                }
+                if !message_id.is_empty() {
+                    let mid_key = format!("grey-msgid:{message_id}");
+                    let _ = store.put(&mid_key, Record::new("4", now, now + 7200)).await;
+                }
+                return refuse_in_period(self, def.period);
+            }
+        };
+        if record.created + def.period > now {
+            return refuse_in_period(self, record.created + def.period - now);
+        }
+        let (h1, h2) = (fields[1].as_str(), fields[2].as_str());
+        if hash == h1 || hash == h2 {
+            return self.grey_content_pass(&store, &def, now, Some(record.created)).await;
+        }
+        // The retry is not the message first seen: spamware rotating content, or an MTA that
+        // rebuilt the MIME structure. smtpf answers 450 (Exchange gives up on old queued mail
+        // after repeated 451s) and remembers the newest hash.
+        if let Some(tx) = self.tx.as_mut() {
+            tx.msg_flags.set(message::GREY_HASH_MISMATCH);
+        }
+        self.emit(&catalog::GREY_CONTENT_MISMATCH, &[]);
+        let mid_key = format!("grey-msgid:{message_id}");
+        let workaround = !message_id.is_empty() && matches!(store.get(&mid_key, now).await, Ok(Some(_)));
+        let value = if workaround {
+            let _ = store.delete(&mid_key).await;
+            self.emit(&catalog::GREY_CONTENT_REPLACED, &[&message_id, &shown, &hash]);
+            format!("4 {hash}")
+        } else {
+            format!("4 {h1} {hash}")
+        };
+        if let Err(e) = store.put(key, Record::new(value.clone(), record.created, record.expires)).await {
+            self.emit(&catalog::CACHE_PUT_ERROR, &[&key, &value, &e]);
+        }
+        if cfg.grey_dry_run {
+            self.emit(&catalog::GREY_DRY_RUN, &[&shown]);
+            return Verdict::Continue;
+        }
+        Verdict::Reply(Reply::new(450, "4.4.5", "try again later", 553))
+    }
+
+    async fn grey_content_pass(
+        &mut self,
+        store: &crate::store::Store,
+        def: &Deferred,
+        now: i64,
+        created: Option<i64>,
+    ) -> Verdict {
+        let accept = self.policy().config.cache_accept_ttl as i64;
+        let created = created.unwrap_or(now);
+        let age = now - created;
+        let key = def.key.as_str();
+        self.emit(&catalog::GREY_PASS, &[&key.strip_prefix("grey:").unwrap_or(key), &age]);
+        let target = def.host_key.as_deref().unwrap_or(key);
+        if let Err(e) = store.put(target, Record::new("0", created, now + accept)).await {
+            self.emit(&catalog::CACHE_PUT_ERROR, &[&target, &"0", &e]);
+        }
+        self.grey_pass = Some(GreyPass { key: def.key.clone(), age, created });
+        Verdict::Continue
     }
 
     /// End of message: the report header for a tuple that passed just now, replacing any the

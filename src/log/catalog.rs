@@ -112,6 +112,10 @@ catalog! {
         "A greylisted tuple passed: it was first seen age seconds ago, longer than the period (verbose word grey).";
     GREY_LISTED = 387 Info IfInfo, true, "grey listed {%s} for %ld seconds",
         "The message was greylisted at DATA: the key tried last and the seconds left before a retry can pass. The client got 451 4.7.0 try again later #552 (421 when the key has ip/ptr/ptrn and grey-drop is on, so the MTA closes the session).";
+    GREY_CONTENT_MISMATCH = 393 Info IfInfo, true, "grey-content message mismatch",
+        "grey-content: the retried message is not the one first seen (different decoded body). The client gets 450 4.4.5 try again later #553 and the newest content is remembered.";
+    GREY_CONTENT_LISTED = 394 Info IfInfo, true, "grey-content listed {%s} for %ld seconds",
+        "grey-content: the message's content was recorded at end of message and the tuple is temp-failed (451/421 4.7.0 #552) for this many seconds.";
     MX_ERROR = 435 Err Always, true, "MX %s error %s",
         "The MX lookup of the sender's domain failed (domain, DNS result: NXDOMAIN, SERVFAIL, timeout, ...). With mail-require-mx, NXDOMAIN is refused with 553 #434 and other failures get 451 #436 so the sender retries.";
     CLIENT_IS_MX = 437 Info IfInfo, true, "%s is MX for %s",
@@ -184,6 +188,8 @@ catalog! {
         "Helo: entry with OK: the client is white listed by its HELO name.";
     GREY_UNEXPECTED = 937 Warn Always, true, "WARNING grey list {%s} rc=%s unexpected, check cache",
         "A greylist record holds a value other than 4 (temp-fail) or 0 (passed), e.g. after a hand edit; the message is let through.";
+    GREY_CONTENT_REPLACED = 964 Info IfInfo, true, "grey content hash replaced msg-id=%s key={%s} hash=%s",
+        "grey-content: a mismatching retry kept its Message-ID (typical of Exchange rebuilding MIME on retry); its hash replaces the first one and the next retry passes.";
     ACCESS_CONNECT_DISCARD = 974 Info IfInfo, true, "host %s %s",
         "Connect: entry with DISCARD: every message of this session is accepted and thrown away.";
     ACCESS_MESSAGE_DISCARD = 975 Info IfInfo, true, "message %s",
