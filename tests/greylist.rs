@@ -309,3 +309,18 @@ async fn content_mismatch_with_the_same_message_id_is_let_through_next_time() {
     let (_, eom) = content_try(&d, &refs(&h2), &b2).await;
     assert_eq!(eom.last(), Some(&Response::Continue), "{eom:?}");
 }
+
+#[tokio::test]
+async fn every_key_word_builds_its_element() {
+    let d = TestDaemon::start("dupmsg-ttl = 0\ngrey-key = \"rcpt,helos,helo,ptrn,ptr,ip,mail\"\ngrey-drop = false").await;
+    let mut c = d.client().await;
+    open_session(&mut c, "dyn-12-34.pool.example.com", "192.0.2.12", "Mail7.Client.Example.ORG").await;
+    let r = to_data(&mut c, "<Fred+x@Example.com>", &["<Bob@Example.NET>"]).await;
+    assert!(matches!(&r[..], [Response::ReplyCode(t)] if t.starts_with("451 ")), "grey-drop off: {r:?}");
+    // smtpf's fixed order: ip, ptr, ptrn, helo, helos, mail, rcpt; lower case.
+    d.wait_for(
+        "#387 grey listed {192.0.2.12,pool.example.com,dyn-#-#.pool.example.com,mail7.client.example.org,client.example.org,fred@example.com,bob@example.net} for 600 seconds",
+        1,
+    )
+    .await;
+}
