@@ -3,28 +3,19 @@
 
 mod common;
 
-use std::process::{Child, Command as Proc, Stdio};
+use std::process::{Command as Proc, Stdio};
 use std::time::Duration;
 
-use common::open_session;
+use common::{open_session, KillOnDrop};
 use smtpf_milter::milter::client::MtaClient;
 use smtpf_milter::milter::codec::{Command, Response};
-
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn bin() -> Proc {
     Proc::new(env!("CARGO_BIN_EXE_smtpf-milter"))
 }
 
-fn start(cfg: &std::path::Path, sock: &std::path::Path) -> Daemon {
-    let d = Daemon(bin().args(["--config", cfg.to_str().unwrap()]).stderr(Stdio::null()).spawn().unwrap());
+fn start(cfg: &std::path::Path, sock: &std::path::Path) -> KillOnDrop {
+    let d = KillOnDrop(Some(bin().args(["--config", cfg.to_str().unwrap()]).stderr(Stdio::null()).spawn().unwrap()));
     for _ in 0..500 {
         if std::os::unix::net::UnixStream::connect(sock).is_ok() {
             return d;
@@ -68,8 +59,9 @@ fn records_survive_kill_9_and_the_grey_tool_manages_them() {
     let r = rt.block_on(data_answer(&sock));
     assert!(matches!(&r[..], [Response::ReplyCode(t)] if t.starts_with("421 4.7.0 try again later #552")), "{r:?}");
     // The answer was given after the record was committed: SIGKILL now loses nothing.
-    first.0.kill().unwrap();
-    first.0.wait().unwrap();
+    let mut child = first.0.take().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
 
     let listing = grey(&cfg, &["list", "--pending"]);
     assert!(listing.contains("pending") && listing.contains("192.0.2.77,a@example.org,b@example.net"), "{listing}");

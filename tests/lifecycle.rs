@@ -5,7 +5,7 @@ mod common;
 use std::process::Command as Proc;
 use std::time::Duration;
 
-use common::{open_session, send_message, Message, TestDaemon};
+use common::{open_session, send_message, KillOnDrop, Message, TestDaemon};
 use smtpf_milter::milter::codec::{Command, Response};
 
 #[tokio::test]
@@ -113,23 +113,6 @@ async fn unwritable_state_file_stops_start_up() {
     assert!(smtpf_milter::daemon::start(config, log).await.is_err());
     assert!(lines.lock().unwrap().iter().any(|l| l.starts_with("#172 cache-path=") && l.contains("not a database")));
     assert!(!dir.path().join("m.sock").exists(), "socket cleaned up after a failed start");
-}
-
-struct KillOnDrop(Option<std::process::Child>);
-
-impl KillOnDrop {
-    fn id(&self) -> u32 {
-        self.0.as_ref().map(|c| c.id()).unwrap_or(0)
-    }
-}
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.0.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
 }
 
 fn bin() -> Proc {

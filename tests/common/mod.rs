@@ -151,3 +151,23 @@ pub async fn send_message(c: &mut MtaClient<UnixStream>, m: &Message<'_>) -> Vec
 }
 
 pub mod dns;
+
+/// A child process (the real daemon binary) killed when the test ends, pass or fail, so that a
+/// failing test never leaves a daemon holding the test runner's pipes.
+pub struct KillOnDrop(pub Option<std::process::Child>);
+
+impl KillOnDrop {
+    /// The child's pid (0 once taken).
+    pub fn id(&self) -> u32 {
+        self.0.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
