@@ -345,7 +345,12 @@ impl Session {
                         content.extend_from_slice(b"\r\n");
                     }
                 }
-                Verdict::Continue
+                // MTAs speaking protocol 2 or 3 send no DATA event: greylist at end of headers.
+                if neg.version < 4 {
+                    self.greylist_data().await
+                } else {
+                    Verdict::Continue
+                }
             }
             Command::Body(chunk) => {
                 self.need_tx("BODY")?;

@@ -324,3 +324,24 @@ async fn every_key_word_builds_its_element() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn protocol_2_mtas_are_greylisted_at_end_of_headers() {
+    let d = TestDaemon::start("dupmsg-ttl = 0\ngrey-key = \"mail,rcpt\"").await;
+    let mut c = d.client().await;
+    c.negotiate(2, 0x3f, 0x7f).await.unwrap();
+    c.command(&Command::Connect {
+        hostname: "h.example".into(),
+        family: smtpf_milter::milter::codec::Family::Inet,
+        port: 25,
+        address: "192.0.2.95".into(),
+    })
+    .await
+    .unwrap();
+    c.command(&Command::Mail { sender: "<a@example.org>".into(), params: vec![] }).await.unwrap();
+    c.command(&Command::Rcpt { recipient: "<b@example.net>".into(), params: vec![] }).await.unwrap();
+    c.command(&Command::Header { name: "Subject".into(), value: "x".into() }).await.unwrap();
+    let r = c.command(&Command::EndOfHeaders).await.unwrap();
+    assert!(matches!(&r[..], [Response::ReplyCode(t)] if t.starts_with("451 4.7.0 try again later #552 ")), "{r:?}");
+    d.wait_for("#387 grey listed {a@example.org,b@example.net}", 1).await;
+}
