@@ -71,6 +71,11 @@ impl Session {
     pub(crate) async fn mx_mail(&mut self) -> Verdict {
         let policy = self.policy().clone();
         let cfg = &policy.config;
+        // Switched off: no lookups at all (the `mx` flag has no other use here), so MAIL costs
+        // nothing.
+        if !cfg.mail_require_mx {
+            return Verdict::Continue;
+        }
         let trusted = [client::LOCALHOST, client::RELAY, client::AUTH, client::WHITE, client::GREY];
         if trusted.iter().any(|f| self.client_flags.has(*f)) {
             return Verdict::Continue;
@@ -97,7 +102,7 @@ impl Session {
             return Verdict::Continue;
         }
         // Rejections need a real sender; for <> the check only notes the `mx` flag.
-        let enforce = cfg.mail_require_mx && !null_sender;
+        let enforce = !null_sender;
         let dns = &policy.dns;
         let hosts: Vec<String> = match dns.mx(&domain).await {
             Lookup::Found(list) if is_null_mx(&list) => {
