@@ -26,8 +26,8 @@
 //! - A domain-spec whose expansion grows beyond [`MAX_EXPANSION`] octets is a PermError, so a
 //!   hostile record cannot make one term allocate without bound.
 //!
-//! Every evaluation is bounded: each lookup by the resolver's timeout, the whole check by twice
-//! that ([`time_limit`]), after which the result is TempError. Recursion through `include` and
+//! Every evaluation is bounded: each lookup by the resolver's timeout, the whole check by one
+//! timeout ([`time_limit`]), after which the result is TempError. Recursion through `include` and
 //! `redirect` is bounded by the 10-term limit, so include loops and long redirect chains end in
 //! PermError. Nothing here panics on hostile input.
 
@@ -102,10 +102,11 @@ pub const MAX_MX_HOSTS: usize = 10;
 /// stops hostile records from repeating large macros.
 pub const MAX_EXPANSION: usize = 8192;
 
-/// The longest a whole evaluation may take before it is TempError: twice the per-lookup DNS
-/// timeout, so a slow or hostile chain of records cannot hold a session indefinitely.
+/// The longest a whole evaluation may take before it is TempError: one DNS timeout. SPF only
+/// informs (#717, the greylisting key), runs beside the MX check, and must never push the MAIL
+/// answer towards the MTA's command timeout; a normal evaluation is a few cached lookups.
 pub fn time_limit(dns: &Dns) -> Duration {
-    dns.timeout().saturating_mul(2)
+    dns.timeout()
 }
 
 /// SPF for the MAIL FROM identity. `sender` is the bare reverse-path address (angle brackets
