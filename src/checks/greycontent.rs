@@ -15,7 +15,6 @@
 //! attached messages are capped, and malformed MIME still yields a hash, the
 //! same one every time, never a panic.
 
-use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::panic::{self, AssertUnwindSafe};
 
@@ -31,11 +30,6 @@ const MAX_MESSAGE_BYTES: usize = 4 << 20;
 /// encoding, so a large message hashes the same whichever encoding carried it.
 const MAX_HASHED_BYTES: usize = 1 << 20;
 
-/// MIME subtypes after which the MIME parser opens a nested message on its own,
-/// with no depth limit (dropping a deeply nested result overflows the stack):
-/// `message/rfc822`, `message/global` and the children of `multipart/digest`.
-const NESTING_SUBTYPES: [&[u8]; 3] = [b"rfc822", b"global", b"digest"];
-
 /// Returns the content-greylisting hash of a message, as lower-case hex, so
 /// that a retry can be matched against the first attempt.
 ///
@@ -50,7 +44,8 @@ const NESTING_SUBTYPES: [&[u8]; 3] = [b"rfc822", b"global", b"digest"];
 pub fn content_hash(message: &[u8]) -> String {
     let examined = &message[..message.len().min(MAX_MESSAGE_BYTES)];
     let mut feed = Feed::new();
-    let defused = defuse_nesting(examined);
+    // Nested messages are hashed as raw parts, never opened (no unbounded recursion).
+    let defused = crate::checks::uri::defuse_nesting(examined);
     let parser = MessageParser::new().with_mime_headers();
     // The MIME parser is the widest attack surface: should it fail, the raw
     // body is hashed instead, which is still the same for the same bytes.
@@ -176,27 +171,6 @@ fn raw_body(message: &[u8]) -> &[u8] {
         (Some(at), None) | (None, Some(at)) => &message[at..],
         (None, None) => &[],
     }
-}
-
-/// Disarms the subtypes after which the MIME parser would open nested messages
-/// by itself: the first letter of each whole such token is replaced by `x`, so
-/// attached messages stay parts whose raw bytes are hashed. The input is
-/// copied only when something is replaced.
-fn defuse_nesting(raw: &[u8]) -> Cow<'_, [u8]> {
-    let mut copy: Option<Vec<u8>> = None;
-    let mut at = 0;
-    while at + 6 <= raw.len() {
-        let word = &raw[at..at + 6];
-        let before_ok = at == 0 || b"/ \t\"\\)\r\n".contains(&raw[at - 1]);
-        let after_ok = raw.get(at + 6).is_none_or(|b| b" \t\r\n;(\"\\".contains(b));
-        if before_ok && after_ok && NESTING_SUBTYPES.iter().any(|s| word.eq_ignore_ascii_case(s)) {
-            copy.get_or_insert_with(|| raw.to_vec())[at] = b'x';
-            at += 6;
-        } else {
-            at += 1;
-        }
-    }
-    copy.map_or(Cow::Borrowed(raw), Cow::Owned)
 }
 
 #[cfg(test)]

@@ -362,7 +362,7 @@ fn binary_text<'a>(part: &MessagePart<'_>, bytes: &'a [u8]) -> Cow<'a, str> {
 /// Only whole tokens that the parser would read as the subtype are touched; the
 /// next character never belongs to a host name, so links keep their hosts.
 /// The input is copied only when something is replaced.
-fn defuse_nesting(raw: &[u8]) -> Cow<'_, [u8]> {
+pub(crate) fn defuse_nesting(raw: &[u8]) -> Cow<'_, [u8]> {
     let mut copy: Option<Vec<u8>> = None;
     let mut at = 0;
     while at + 6 <= raw.len() {
