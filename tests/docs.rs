@@ -32,3 +32,20 @@ fn readme_shows_the_two_commands() {
     assert!(readme.contains("cargo run --release -- --config contrib/smtpf-milter.toml"));
     assert!(readme.contains("cargo test"));
 }
+
+#[test]
+fn every_commented_example_in_the_shipped_config_is_valid() {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/contrib/smtpf-milter.toml")).unwrap();
+    // Uncomment `#key = value` lines (not prose), so each documented example is checked.
+    let uncommented: String = text
+        .lines()
+        .map(|l| match l.strip_prefix('#') {
+            Some(rest) if rest.chars().next().is_some_and(|c| c.is_ascii_lowercase()) && rest.contains(" = ") => rest,
+            _ => l,
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let c = smtpf_milter::config::Config::from_toml(&uncommented, None).unwrap_or_else(|e| panic!("{e}\n{uncommented}"));
+    assert_eq!(c.grey_temp_fail_period, 600);
+    assert!(!c.dns_bl.is_empty() && !c.dns_wl.is_empty());
+}
