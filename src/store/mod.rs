@@ -24,14 +24,9 @@ pub mod sqlite;
 
 pub use sqlite::{sqlite_version, SqliteOptions, SqliteStore};
 
-/// The system clock in unix seconds, for callers that need "now" and for the background
-/// collector's default clock. A clock before 1970 reads as 0 rather than failing.
-pub fn unix_now() -> i64 {
-    match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
-        Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-        Err(_) => 0,
-    }
-}
+/// The system clock in unix seconds (one definition for the whole daemon), for callers that
+/// need "now" and for the background collector's default clock.
+pub use crate::ids::unix_now;
 
 /// One stored record: what a check remembers about a key, and for how long.
 #[derive(Debug, Clone, PartialEq, Eq)]
