@@ -345,3 +345,28 @@ async fn protocol_2_mtas_are_greylisted_at_end_of_headers() {
     assert!(matches!(&r[..], [Response::ReplyCode(t)] if t.starts_with("451 4.7.0 try again later #552 ")), "{r:?}");
     d.wait_for("#387 grey listed {a@example.org,b@example.net}", 1).await;
 }
+
+#[tokio::test]
+async fn passed_host_record_slides_forward_at_most_hourly() {
+    let d = TestDaemon::start("dupmsg-ttl = 0\ngrey-key = \"ip,mail,rcpt\"").await;
+    let pass = |ip: &'static str| {
+        let d = &d;
+        async move {
+            let mut c = d.client().await;
+            open_session(&mut c, "h.example", ip, "h.example").await;
+            to_data(&mut c, "<a@example.org>", &["<b@example.net>"]).await
+        }
+    };
+    pass("192.0.2.110").await;
+    d.running().shared().advance_clock(601);
+    assert_eq!(pass("192.0.2.110").await, vec![Response::Continue]);
+    let (_, _, first_expiry) = db_value(&d, "grey:192.0.2.110").unwrap();
+    // A use soon after does not rewrite the record...
+    d.running().shared().advance_clock(60);
+    assert_eq!(pass("192.0.2.110").await, vec![Response::Continue]);
+    assert_eq!(db_value(&d, "grey:192.0.2.110").unwrap().2, first_expiry);
+    // ...a use more than an hour later slides it forward.
+    d.running().shared().advance_clock(3600);
+    assert_eq!(pass("192.0.2.110").await, vec![Response::Continue]);
+    assert!(db_value(&d, "grey:192.0.2.110").unwrap().2 >= first_expiry + 3600);
+}

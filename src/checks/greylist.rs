@@ -149,6 +149,9 @@ pub struct Deferred {
     pub period: i64,
 }
 
+/// How stale a passed record may get before a use refreshes it (seconds).
+pub const REFRESH_EVERY: i64 = 3600;
+
 /// What greylisting decided for a message, kept for the report header at end of message.
 #[derive(Clone, Debug)]
 pub struct GreyPass {
@@ -278,10 +281,7 @@ impl Session {
         if let Some(hk) = host_key {
             match store.get(hk, now).await {
                 Ok(Some(r)) if r.value.starts_with('0') => {
-                    let fresh = Record { value: "0".into(), created: now, expires: now + cfg_accept };
-                    if let Err(e) = store.put(hk, fresh).await {
-                        self.emit(&catalog::CACHE_PUT_ERROR, &[&hk, &"0", &e]);
-                    }
+                    self.grey_refresh(store, hk, &r, now, cfg_accept).await;
                     return KeyOutcome::Pass { first: None };
                 }
                 Ok(_) => {}
@@ -338,14 +338,24 @@ impl Session {
             return KeyOutcome::Wait(record.created + period - now);
         }
         if record.value.starts_with('0') {
-            let fresh = Record { value: "0".into(), created: now, expires: now + cfg_accept };
-            if let Err(e) = store.put(key, fresh).await {
-                self.emit(&catalog::CACHE_PUT_ERROR, &[&key, &"0", &e]);
-            }
+            self.grey_refresh(store, key, &record, now, cfg_accept).await;
             return KeyOutcome::Pass { first: None };
         }
         self.emit(&catalog::GREY_UNEXPECTED, &[&key.strip_prefix("grey:").unwrap_or(key), &record.value]);
         KeyOutcome::Pass { first: None }
+    }
+
+    /// Slides a passed record forward, as smtpf does on every use — but at most once per
+    /// [`REFRESH_EVERY`] seconds, so a busy sender's every message does not cost a store write
+    /// (the record still never expires while the host keeps sending).
+    async fn grey_refresh(&mut self, store: &crate::store::Store, key: &str, record: &Record, now: i64, accept_ttl: i64) {
+        if record.expires - now > accept_ttl - REFRESH_EVERY {
+            return;
+        }
+        let fresh = Record { value: "0".into(), created: now, expires: now + accept_ttl };
+        if let Err(e) = store.put(key, fresh).await {
+            self.emit(&catalog::CACHE_PUT_ERROR, &[&key, &"0", &e]);
+        }
     }
 
     /// End of message with grey-content: compare the message's content hash with the ones seen
