@@ -240,7 +240,7 @@ pub const KEYS: &[KeyDoc] = &[
     KeyDoc { name: "grey-key", default: "\"ptr,mail,rcpt\"", meaning: "Greylisting key elements: ip, ptr (PTR name minus its first label; the IP when the PTR is not verified or SPF failed), ptrn (PTR with digit runs as #), helo, helos, mail, rcpt. Empty: greylisting off." },
     KeyDoc { name: "grey-temp-fail-period", default: "600", meaning: "How long a new tuple is temp-failed before a retry passes; 0: greylisting off. Grey-Connect:/Grey-To: access-map entries override it." },
     KeyDoc { name: "grey-temp-fail-ttl", default: "90000", meaning: "How long a tuple that never retried is remembered (25 h)." },
-    KeyDoc { name: "cache-accept-ttl", default: "604800", meaning: "How long a passed host/tuple passes at once (7 days), refreshed on every use." },
+    KeyDoc { name: "cache-accept-ttl", default: "604800", meaning: "How long a passed host/tuple passes at once (7 days); use slides it forward (at most once an hour)." },
     KeyDoc { name: "grey-report-header", default: "\"X-Grey-Report\"", meaning: "Header added to a message whose tuple passes for the first time (age, key, first-seen time); empty: none." },
     KeyDoc { name: "grey-ipv4-prefix", default: "32", meaning: "Aggregate the ip key element to this IPv4 prefix (postgrey users: 24)." },
     KeyDoc { name: "grey-ipv6-prefix", default: "128", meaning: "Aggregate the ip key element to this IPv6 prefix (postgrey users: 64)." },
