@@ -249,7 +249,7 @@ pub const KEYS: &[KeyDoc] = &[
     KeyDoc { name: "grey-dry-run", default: "false", meaning: "Only log what greylisting would do (#387, #2022) and let every message through." },
     KeyDoc { name: "dupmsg-ttl", default: "90000", meaning: "How long a message (body + Message-ID + first recipient) is remembered to recognise a copy sent again; 0: off." },
     KeyDoc { name: "dupmsg-policy", default: "\"tag\"", meaning: "What a duplicate gets: \"tag\" (header X-Smtpf-Duplicate: <first session id>), \"discard\" (accept and throw away), \"reject\" (550 5.3.4 #340). tag is the default because a milter cannot know whether the MTA finally queued the first copy." },
-    KeyDoc { name: "cache-gc-interval", default: "300", meaning: "How often expired greylist and duplicate records are deleted from the state file." },
+    KeyDoc { name: "cache-gc-interval", default: "300", meaning: "How often expired greylist and duplicate records are deleted from the state file. Restart to change." },
 ];
 
 /// A configuration error: names the file, line and key where known.
@@ -620,6 +620,9 @@ impl Config {
         if self.cache_path != other.cache_path {
             v.push("cache-path");
         }
+        if self.cache_gc_interval != other.cache_gc_interval {
+            v.push("cache-gc-interval");
+        }
         v
     }
 }
@@ -738,5 +741,7 @@ mod tests {
         b.milter_socket = SocketSpec::Unix("/x".into());
         b.dns_timeout = Duration::from_secs(9);
         assert_eq!(a.restart_only_changes(&b), vec!["milter-socket"]);
+        b.cache_gc_interval = Duration::from_secs(60);
+        assert_eq!(a.restart_only_changes(&b), vec!["milter-socket", "cache-gc-interval"]);
     }
 }

@@ -172,6 +172,7 @@ impl Running {
                 "milter-socket-mode" => format!("{:04o}", current.milter_socket_mode),
                 "run-user" => current.run_user.clone().unwrap_or_default(),
                 "run-group" => current.run_group.clone().unwrap_or_default(),
+                "cache-gc-interval" => format!("{}s", current.cache_gc_interval.as_secs()),
                 _ => current.effective_cache_path().display().to_string(),
             };
             self.shared.log.emit(&catalog::RELOAD_NEEDS_RESTART, None, &[&key, &old]);
@@ -181,6 +182,7 @@ impl Running {
         new.run_user = current.run_user.clone();
         new.run_group = current.run_group.clone();
         new.cache_path = current.cache_path.clone();
+        new.cache_gc_interval = current.cache_gc_interval;
         let shown = new.path.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "(embedded defaults)".into());
         let target_changed = new.log_target != current.log_target;
         let built = match Policy::build(new) {

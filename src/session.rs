@@ -79,12 +79,20 @@ pub struct Macros {
     by_stage: Vec<(u8, Vec<(String, String)>)>,
 }
 
+/// Command letters a `D` command may name (CONNECT, HELO, MAIL, RCPT, DATA, header, EOH, body,
+/// end of message, unknown command).
+const KNOWN_STAGES: &[u8] = b"CHMRTLNBEU";
+
 /// Stages whose macros belong to a transaction and are dropped at ABORT / new MAIL.
 const TRANSACTION_STAGES: &[u8] = b"MRTLNBE";
 
 impl Macros {
-    /// Stores the macros of one `D` command.
+    /// Stores the macros of one `D` command. Only stages named by a command letter are kept, so
+    /// a peer cannot pile up 256 stages of 64 KiB each.
     pub fn set(&mut self, stage: u8, pairs: Vec<(String, String)>) {
+        if !KNOWN_STAGES.contains(&stage) {
+            return;
+        }
         let pairs = pairs.into_iter().map(|(n, v)| (n.trim_start_matches('{').trim_end_matches('}').to_string(), v)).collect();
         match self.by_stage.iter_mut().find(|(s, _)| *s == stage) {
             Some(slot) => slot.1 = pairs,
@@ -827,6 +835,12 @@ mod tests {
         m.reset_transaction();
         assert_eq!(m.get("i"), None);
         assert_eq!(m.get("j"), Some("mx"));
+        m.set(b'Z', vec![("z".into(), "kept?".into())]);
+        assert_eq!(m.get("z"), None, "unknown stages are not stored");
+        for stage in 0..=255u8 {
+            m.set(stage, vec![("x".into(), "y".repeat(100))]);
+        }
+        assert!(m.by_stage.len() <= KNOWN_STAGES.len());
     }
 
     #[test]
