@@ -4,9 +4,8 @@
 mod common;
 
 use std::process::{Command as Proc, Stdio};
-use std::time::Duration;
 
-use common::{open_session, KillOnDrop};
+use common::{open_session, spawn_daemon, KillOnDrop};
 use smtpf_milter::milter::client::MtaClient;
 use smtpf_milter::milter::codec::{Command, Response};
 
@@ -15,14 +14,7 @@ fn bin() -> Proc {
 }
 
 fn start(cfg: &std::path::Path, sock: &std::path::Path) -> KillOnDrop {
-    let d = KillOnDrop(Some(bin().args(["--config", cfg.to_str().unwrap()]).stderr(Stdio::null()).spawn().unwrap()));
-    for _ in 0..500 {
-        if std::os::unix::net::UnixStream::connect(sock).is_ok() {
-            return d;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    panic!("daemon did not start");
+    spawn_daemon(cfg, sock, Stdio::null())
 }
 
 fn grey(cfg: &std::path::Path, args: &[&str]) -> String {

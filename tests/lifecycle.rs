@@ -5,7 +5,7 @@ mod common;
 use std::process::Command as Proc;
 use std::time::Duration;
 
-use common::{open_session, send_message, KillOnDrop, Message, TestDaemon};
+use common::{open_session, send_message, spawn_daemon, Message, TestDaemon};
 use smtpf_milter::milter::codec::{Command, Response};
 
 #[tokio::test]
@@ -174,15 +174,8 @@ fn binary_runs_serves_and_stops_on_sigterm() {
         ),
     )
     .unwrap();
-    let child = bin().args(["--config", cfg.to_str().unwrap()]).stderr(std::process::Stdio::piped()).spawn().unwrap();
     // Whatever happens in this test, the daemon does not outlive it.
-    let mut child = KillOnDrop(Some(child));
-    for _ in 0..500 {
-        if sock.exists() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let mut child = spawn_daemon(&cfg, &sock, std::process::Stdio::piped());
     assert!(sock.exists(), "daemon listening");
     // One session through the real binary.
     let rt = tokio::runtime::Runtime::new().unwrap();

@@ -171,3 +171,21 @@ impl Drop for KillOnDrop {
         }
     }
 }
+
+/// Starts the real `smtpf-milter` binary on `config` and waits until `socket` accepts
+/// connections; the daemon is killed when the returned guard drops.
+pub fn spawn_daemon(config: &std::path::Path, socket: &std::path::Path, stderr: std::process::Stdio) -> KillOnDrop {
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_smtpf-milter"))
+        .args(["--config", config.to_str().unwrap()])
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    let guard = KillOnDrop(Some(child));
+    for _ in 0..500 {
+        if std::os::unix::net::UnixStream::connect(socket).is_ok() {
+            return guard;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("daemon did not start listening on {}", socket.display());
+}
