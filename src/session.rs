@@ -441,6 +441,12 @@ impl Session {
 
     /// Turns a verdict into responses, counting refusals.
     fn answer(&mut self, verdict: Verdict, silent: bool) -> Step {
+        if silent {
+            if verdict != Verdict::Continue {
+                self.emit(&catalog::INTERNAL_ERROR, &[&"a check answered at a step negotiated as no-reply; answer dropped"]);
+            }
+            return Step::Silent;
+        }
         let resp = match &verdict {
             Verdict::Continue => Response::Continue,
             Verdict::Discard => Response::Discard,
@@ -450,20 +456,9 @@ impl Session {
                 r.response(&self.sid)
             }
         };
-        if silent {
-            if verdict != Verdict::Continue {
-                self.shared.log.emit(
-                    &catalog::INTERNAL_ERROR,
-                    Some(&self.sid),
-                    &[&"a check answered at a step negotiated as no-reply; answer dropped"],
-                );
-            }
-            return Step::Silent;
-        }
         Step::Respond(vec![resp])
     }
 
-    /// End of message: discards asked for by the access-map, then content checks.
     /// The SPF evaluations for this MAIL, as a future that does not borrow the session (so it
     /// can run beside the MX check). None for clients SPF says nothing about (local, unknown IP).
     fn spf_lookups(

@@ -11,7 +11,7 @@
 
 pub mod catalog;
 
-use std::fmt::{self, Display, Write as _};
+use std::fmt::{Display, Write as _};
 use std::io::Write as _;
 use std::os::unix::net::UnixDatagram;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -343,15 +343,6 @@ fn write_one(output: &Output, framing: Framing, pid: u32, item: &[u8], buf: &mut
         Output::Syslog(sock) => {
             let _ = sock.send(buf);
         }
-    }
-}
-
-/// A `Display` adapter for optional text: empty when absent.
-pub struct Opt<'a>(pub Option<&'a str>);
-
-impl Display for Opt<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.0.unwrap_or(""))
     }
 }
 
