@@ -301,7 +301,8 @@ async fn reads_proceed_while_writes_wait() {
         assert_eq!(got, Some(rec(&format!("0 {i}"), NOW, NOW + 60)));
     }
     assert_eq!(store.scan("grey:", NOW, 1000).await.expect("scan").len(), 100);
-    assert_eq!(store.get("new:0", NOW).await, Ok(None), "nothing committed yet");
+    assert_eq!(live_count(&store, "new:").await, 0, "nothing committed yet");
+    assert_eq!(store.get("new:0", NOW).await, Ok(Some(rec("4", NOW, NOW + 60))), "queued writes read back at once");
     assert!(writes.iter().all(|w| !w.is_finished()), "no write acknowledged before its commit");
     release(lock);
     for w in writes {
@@ -546,4 +547,70 @@ fn errors_read_as_short_reasons() {
     // Sessions on any worker share one handle.
     fn shareable<T: Send + Sync + Clone + 'static>() {}
     shareable::<Store>();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn detached_writes_read_back_at_once_and_reach_the_file() {
+    let (_dir, path) = temp();
+    let store = open(&path);
+    for i in 0..200 {
+        store.put_detached(&format!("dupmsg:{i}"), rec("1 sid", NOW, NOW + 60)).expect("queued");
+    }
+    // This process sees them before any commit...
+    assert_eq!(store.get("dupmsg:199", NOW).await, Ok(Some(rec("1 sid", NOW, NOW + 60))));
+    // ...and the file gets them soon, without anyone waiting on them.
+    let start = Instant::now();
+    while live_count(&store, "dupmsg:").await < 200 {
+        assert!(start.elapsed() < PATIENCE, "detached writes never committed");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // A few groups, not one commit per write.
+    assert!(store.counters().commits < 50, "{:?}", store.counters());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_applies_detached_writes() {
+    let (_dir, path) = temp();
+    let store = open(&path);
+    for i in 0..50 {
+        store.put_detached(&format!("dupmsg:{i}"), rec("1 sid", NOW, NOW + 60)).expect("queued");
+    }
+    store.close().await;
+    assert_eq!(store.put_detached("late", rec("0", NOW, NOW + 60)), Err(StoreError::Closed));
+    let reopened = open(&path);
+    assert_eq!(live_count(&reopened, "dupmsg:").await, 50);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_by_another_process_are_seen_despite_the_memory_cache() {
+    let (_dir, path) = temp();
+    let store = open(&path);
+    store.put("grey:192.0.2.1,a@example.org,b@example.net", rec("4", NOW, NOW + 3600)).await.expect("put");
+    store.put("grey:gone", rec("0", NOW, NOW + 3600)).await.expect("put");
+    // Remembered in memory now.
+    assert_eq!(
+        store.get("grey:192.0.2.1,a@example.org,b@example.net", NOW).await.expect("get").map(|r| r.value),
+        Some("4".into())
+    );
+    assert!(store.get("grey:absent", NOW).await.expect("get").is_none());
+    // An operator's tool (`grey allow`, sqlite3) changes the file.
+    let other = Connection::open(&path).expect("second connection");
+    other
+        .execute_batch(
+            "UPDATE mcc SET v = '0' WHERE k = 'grey:192.0.2.1,a@example.org,b@example.net';
+             DELETE FROM mcc WHERE k = 'grey:gone';
+             INSERT INTO mcc (k, v, e, c) VALUES ('grey:absent', '0', 1700003600, 1700000000);",
+        )
+        .expect("outside change");
+    let start = Instant::now();
+    loop {
+        let allowed = store.get("grey:192.0.2.1,a@example.org,b@example.net", NOW).await.expect("get");
+        let gone = store.get("grey:gone", NOW).await.expect("get");
+        let added = store.get("grey:absent", NOW).await.expect("get");
+        if allowed.map(|r| r.value).as_deref() == Some("0") && gone.is_none() && added.is_some() {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(5), "the outside change was not noticed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

@@ -127,14 +127,15 @@ impl Session {
         }
     }
 
-    /// Remembers a message we let through, so that a copy sent again is recognised.
+    /// Remembers a message we let through, so that a copy sent again is recognised. Detached:
+    /// the MTA's answer does not wait for the write.
     pub(crate) async fn dupmsg_record(&mut self, key: &str) {
         let Some(store) = self.store().cloned() else { return };
         let now = self.now();
         let cfg = &self.policy().config;
         let value = format!("{} {}", cfg.dupmsg_policy.code(), self.sid);
         let record = Record::new(value.clone(), now, now + cfg.dupmsg_ttl as i64);
-        if let Err(e) = store.put(key, record).await {
+        if let Err(e) = store.put_detached(key, record) {
             self.emit(&catalog::CACHE_PUT_ERROR, &[&key, &value, &e]);
         }
     }

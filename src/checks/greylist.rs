@@ -353,7 +353,8 @@ impl Session {
             return;
         }
         let fresh = Record { value: "0".into(), created: now, expires: now + accept_ttl };
-        if let Err(e) = store.put(key, fresh).await {
+        // Detached: nothing in this message depends on the refresh being stored.
+        if let Err(e) = store.put_detached(key, fresh) {
             self.emit(&catalog::CACHE_PUT_ERROR, &[&key, &"0", &e]);
         }
     }

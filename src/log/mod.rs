@@ -135,7 +135,7 @@ pub enum Target {
 
 enum Sink {
     /// Lines are queued to the writer thread.
-    Thread(SyncSender<Vec<u8>>),
+    Thread(SyncSender<(u8, String)>),
     Memory(Arc<Mutex<Vec<String>>>),
 }
 
@@ -247,17 +247,12 @@ impl Logger {
         let sink = self.inner.sink.read().unwrap_or_else(|e| e.into_inner());
         match &*sink {
             Sink::Memory(lines) => lines.lock().unwrap_or_else(|e| e.into_inner()).push(line),
-            Sink::Thread(tx) => {
-                let mut bytes = Vec::with_capacity(line.len() + 8);
-                bytes.push(level.syslog_severity());
-                bytes.extend_from_slice(line.as_bytes());
-                match tx.try_send(bytes) {
-                    Ok(()) => {}
-                    Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                        self.inner.dropped.fetch_add(1, Ordering::Relaxed);
-                    }
+            Sink::Thread(tx) => match tx.try_send((level.syslog_severity(), line)) {
+                Ok(()) => {}
+                Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                    self.inner.dropped.fetch_add(1, Ordering::Relaxed);
                 }
-            }
+            },
         }
     }
 }
@@ -280,24 +275,48 @@ enum Output {
 /// Queue depth before lines are dropped instead of delaying sessions.
 const QUEUE_LINES: usize = 65_536;
 
-fn spawn_writer(output: Output, framing: Framing, dropped: Arc<AtomicU64>) -> SyncSender<Vec<u8>> {
-    let (tx, rx) = sync_channel::<Vec<u8>>(QUEUE_LINES);
+/// How long the writer waits after a write before taking more lines, so a busy server's lines
+/// are written in batches; a line is never held longer than this.
+const LINGER: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// Most bytes gathered into one write to stderr; bounds the writer's buffer.
+const BATCH_BYTES: usize = 64 * 1024;
+
+fn spawn_writer(output: Output, framing: Framing, dropped: Arc<AtomicU64>) -> SyncSender<(u8, String)> {
+    let (tx, rx) = sync_channel::<(u8, String)>(QUEUE_LINES);
     let pid = std::process::id();
     let counter = dropped.clone();
     let spawned = std::thread::Builder::new().name("log-writer".into()).spawn(move || {
         let mut reported = 0u64;
-        let mut buf = Vec::with_capacity(512);
+        let mut out = LineWriter::new(output, framing, pid);
+        // Block for the first line, then take whatever else is already queued and write it in
+        // one go. After a write, linger a moment before looking again: lines queued meanwhile
+        // need no wake-up (nobody waits on the queue), so under load one write(2) carries
+        // dozens of lines and sessions almost never have to wake this thread. A quiet server
+        // blocks again and writes a lone line at once.
         while let Ok(item) = rx.recv() {
             let lost = dropped.load(Ordering::Relaxed);
             if lost > reported {
                 let line = format_line(&catalog::LOG_OVERFLOW, None, &[&(lost - reported)]);
-                let mut note = vec![Level::Err.syslog_severity()];
-                note.extend_from_slice(line.as_bytes());
-                write_one(&output, framing, pid, &note, &mut buf);
+                out.push(Level::Err.syslog_severity(), &line);
                 reported = lost;
             }
-            write_one(&output, framing, pid, &item, &mut buf);
+            out.push(item.0, &item.1);
+            loop {
+                while out.pending() < BATCH_BYTES {
+                    match rx.try_recv() {
+                        Ok(item) => out.push(item.0, &item.1),
+                        Err(_) => break,
+                    }
+                }
+                if out.pending() == 0 {
+                    break;
+                }
+                out.flush();
+                std::thread::sleep(LINGER);
+            }
         }
+        out.flush();
     });
     if spawned.is_err() {
         // Without a writer thread lines are dropped and counted; the process still runs.
@@ -306,43 +325,79 @@ fn spawn_writer(output: Output, framing: Framing, dropped: Arc<AtomicU64>) -> Sy
     tx
 }
 
-fn write_one(output: &Output, framing: Framing, pid: u32, item: &[u8], buf: &mut Vec<u8>) {
-    let (severity, line) = match item.split_first() {
-        Some((s, l)) => (*s, l),
-        None => return,
-    };
-    buf.clear();
-    match framing {
-        Framing::Journal => {
-            let _ = write!(buf, "<{severity}>");
+/// Frames queued lines for their destination and writes them: stderr lines are gathered into
+/// one buffer per batch, syslog lines go out as one datagram each (the protocol's unit).
+struct LineWriter {
+    output: Output,
+    framing: Framing,
+    pid: u32,
+    buf: Vec<u8>,
+    /// The `YYYY-MM-DD HH:MM:SS smtpf-milter[pid]: ` prefix and the second it was made for,
+    /// so the local time is converted once a second rather than once a line.
+    stamp: (i64, String),
+}
+
+impl LineWriter {
+    fn new(output: Output, framing: Framing, pid: u32) -> LineWriter {
+        LineWriter { output, framing, pid, buf: Vec::with_capacity(BATCH_BYTES), stamp: (i64::MIN, String::new()) }
+    }
+
+    fn pending(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Adds one line with its syslog severity.
+    fn push(&mut self, severity: u8, line: &str) {
+        match self.framing {
+            Framing::Journal => {
+                let _ = write!(self.buf, "<{severity}>");
+            }
+            Framing::Plain => {
+                let now = crate::ids::unix_now();
+                if self.stamp.0 != now {
+                    let t = crate::ids::LocalTime::from_unix(now);
+                    self.stamp = (
+                        now,
+                        format!(
+                            "{:04}-{:02}-{:02} {:02}:{:02}:{:02} smtpf-milter[{}]: ",
+                            t.year,
+                            t.month + 1,
+                            t.mday,
+                            t.hour,
+                            t.min,
+                            t.sec,
+                            self.pid
+                        ),
+                    );
+                }
+                self.buf.extend_from_slice(self.stamp.1.as_bytes());
+            }
+            Framing::Syslog => {
+                // Facility mail (2); rsyslog and journald add the timestamp and host themselves.
+                let _ = write!(self.buf, "<{}>smtpf-milter[{}]: ", 2 * 8 + severity as u32, self.pid);
+            }
         }
-        Framing::Plain => {
-            let t = crate::ids::LocalTime::now();
-            let _ = write!(
-                buf,
-                "{:04}-{:02}-{:02} {:02}:{:02}:{:02} smtpf-milter[{pid}]: ",
-                t.year,
-                t.month + 1,
-                t.mday,
-                t.hour,
-                t.min,
-                t.sec
-            );
-        }
-        Framing::Syslog => {
-            // Facility mail (2); rsyslog and journald add the timestamp and host themselves.
-            let _ = write!(buf, "<{}>smtpf-milter[{pid}]: ", 2 * 8 + severity as u32);
+        self.buf.extend_from_slice(line.as_bytes());
+        match &self.output {
+            Output::Stderr => self.buf.push(b'\n'),
+            Output::Syslog(_) => self.flush(),
         }
     }
-    buf.extend_from_slice(line);
-    match output {
-        Output::Stderr => {
-            buf.push(b'\n');
-            let _ = std::io::stderr().lock().write_all(buf);
+
+    /// Writes what is gathered; a failed write loses those lines, never the process.
+    fn flush(&mut self) {
+        if self.buf.is_empty() {
+            return;
         }
-        Output::Syslog(sock) => {
-            let _ = sock.send(buf);
+        match &self.output {
+            Output::Stderr => {
+                let _ = std::io::stderr().lock().write_all(&self.buf);
+            }
+            Output::Syslog(sock) => {
+                let _ = sock.send(&self.buf);
+            }
         }
+        self.buf.clear();
     }
 }
 

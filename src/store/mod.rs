@@ -169,6 +169,16 @@ impl Store {
         }
     }
 
+    /// Queues `record` for `key` without waiting for it to be stored, for writes nobody acts on
+    /// at once (duplicate-message records, greylist refreshes): the session answers the MTA
+    /// without a round trip to the backend. Later reads in this process see the record at once;
+    /// a failure after queueing is counted in the store's counters, not reported here.
+    pub fn put_detached(&self, key: &str, record: Record) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(s) => s.put_detached(key, record),
+        }
+    }
+
     /// Stores `record` only when no live record exists under `key` at `now`, atomically; returns
     /// the live record that won instead, if any. Greylisting's "first sight" uses it so two
     /// sessions racing on one tuple agree on its creation time.

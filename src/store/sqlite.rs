@@ -9,6 +9,13 @@
 //! Both queues are bounded and refuse at once when full ([`StoreError::Busy`]), which checks treat
 //! like any other store error: log it and let the mail through.
 //!
+//! In front of the readers sits a hot cache (module `cache`): records this process wrote or read
+//! recently are answered from memory, which is what a busy MX asks for most (the same hosts and
+//! tuples again and again); another process's changes to the file are noticed within 100 ms.
+//! Writes nobody acts on at once (duplicate-message records, greylist refreshes) are queued
+//! "detached": they are visible to this process at once and reach the file within milliseconds,
+//! gathered into a group without waking the writer for each one.
+//!
 //! Readers are dedicated threads rather than `spawn_blocking` tasks because the blocking pool's
 //! queue is unbounded and its threads would each need a connection; fixed threads give a fixed
 //! number of connections with cached statements and a queue whose length we control.
@@ -36,9 +43,11 @@ use tokio::sync::oneshot;
 
 use super::{unix_now, PrefixStats, Record, StoreCounters, StoreError};
 
+mod cache;
 mod writer;
 
-use writer::{Write, WriterMsg};
+use cache::{HotCache, Lookup};
+use writer::{Detached, Write, WriterMsg};
 
 /// The schema: smtpf's `mcc` table (k key, v value, e expiry, c creation; unix seconds) and the
 /// index garbage collection walks.
@@ -82,6 +91,12 @@ pub struct SqliteOptions {
     /// The clock the background collector uses (unix seconds); callers pass their own time to
     /// every other call. Replaceable so tests can pin it.
     pub clock: fn() -> i64,
+    /// Records kept in memory so repeated lookups skip the reader threads (0: none). About
+    /// 200 bytes each; see the `cache` module for why it never contradicts the file.
+    pub hot_cache: usize,
+    /// How often an idle writer checks whether another process changed the file, so the hot
+    /// cache forgets what that change may contradict.
+    pub outside_change_poll: Duration,
 }
 
 impl Default for SqliteOptions {
@@ -95,6 +110,8 @@ impl Default for SqliteOptions {
             gc_batch: 1000,
             busy_timeout: Duration::from_secs(5),
             clock: unix_now,
+            hot_cache: 65_536,
+            outside_change_poll: Duration::from_millis(100),
         }
     }
 }
@@ -109,6 +126,7 @@ impl SqliteOptions {
         self.read_queue = self.read_queue.max(1);
         self.batch_max = self.batch_max.max(1);
         self.gc_batch = self.gc_batch.max(1);
+        self.outside_change_poll = self.outside_change_poll.max(Duration::from_millis(1));
         self
     }
 }
@@ -177,6 +195,10 @@ struct Inner {
     readers: usize,
     threads: Mutex<Vec<JoinHandle<()>>>,
     counters: Arc<Counters>,
+    cache: Arc<HotCache>,
+    detached: Arc<Detached>,
+    /// Set by `close`: the hot cache must not answer for a closed store.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 /// Locks a mutex even if a thread panicked while holding it; the data here stays consistent.
@@ -256,10 +278,13 @@ impl SqliteStore {
         }
 
         let counters = Arc::new(Counters::default());
+        let cache = Arc::new(HotCache::new(options.hot_cache));
+        let detached = Arc::new(Detached::new(options.write_queue));
         let (write_tx, write_rx) = mpsc::sync_channel(options.write_queue);
         let (read_tx, read_rx) = mpsc::sync_channel(options.read_queue);
         let mut threads = Vec::with_capacity(options.readers + 1);
-        let w = writer::Writer::new(conn, write_rx, counters.clone(), &options);
+        let w = writer::Writer::new(conn, write_rx, counters.clone(), cache.clone(), detached.clone(), &options)
+            .map_err(open_error)?;
         threads.push(spawn("store-writer", move || w.run())?);
         let read_rx = Arc::new(Mutex::new(read_rx));
         for (i, r) in reader_conns.into_iter().enumerate() {
@@ -274,6 +299,9 @@ impl SqliteStore {
                 readers: options.readers,
                 threads: Mutex::new(threads),
                 counters,
+                cache,
+                detached,
+                closed: std::sync::atomic::AtomicBool::new(false),
             }),
         })
     }
@@ -283,11 +311,20 @@ impl SqliteStore {
         &self.inner.path
     }
 
-    /// See [`super::Store::get`].
+    /// See [`super::Store::get`]. Answered from the hot cache when it knows the key.
     pub async fn get(&self, key: &str, now: i64) -> Result<Option<Record>, StoreError> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(StoreError::Closed);
+        }
+        let generation = match self.inner.cache.lookup(key, now) {
+            Lookup::Known(found) => return Ok(found),
+            Lookup::Unknown(generation) => generation,
+        };
         let (reply, rx) = oneshot::channel();
         self.read(ReaderMsg::Get { key: key.to_owned(), now, reply })?;
-        rx.await.unwrap_or(Err(StoreError::Closed))
+        let found = rx.await.unwrap_or(Err(StoreError::Closed))?;
+        self.inner.cache.fill(key, found.clone(), generation);
+        Ok(found)
     }
 
     /// See [`super::Store::scan`].
@@ -310,21 +347,49 @@ impl SqliteStore {
     /// See [`super::Store::put`].
     pub async fn put(&self, key: &str, record: Record) -> Result<(), StoreError> {
         let (reply, rx) = oneshot::channel();
-        self.write(WriterMsg::Write(Write::Put { key: key.to_owned(), record, reply }))?;
+        self.queue_put(key, record, Some(reply))?;
         rx.await.unwrap_or(Err(StoreError::Closed))
+    }
+
+    /// See [`super::Store::put_detached`].
+    pub fn put_detached(&self, key: &str, record: Record) -> Result<(), StoreError> {
+        self.queue_put(key, record, None)
+    }
+
+    fn queue_put(&self, key: &str, record: Record, reply: Option<Reply<()>>) -> Result<(), StoreError> {
+        let cached = record.clone();
+        self.inner.cache.write(key, Some(cached), |seq| {
+            if reply.is_some() {
+                return self.write(WriterMsg::Write(Write::Put { key: key.to_owned(), record, seq, reply }));
+            }
+            let queued = self.inner.detached.push(Write::Put { key: key.to_owned(), record, seq, reply }, &self.inner.writes);
+            match &queued {
+                Ok(()) => Counters::add(&self.inner.counters.submitted, 1),
+                Err(StoreError::Busy) => Counters::add(&self.inner.counters.refused_busy, 1),
+                Err(_) => {}
+            }
+            queued
+        })
     }
 
     /// See [`super::Store::put_if_absent`].
     pub async fn put_if_absent(&self, key: &str, record: Record, now: i64) -> Result<Option<Record>, StoreError> {
         let (reply, rx) = oneshot::channel();
-        self.write(WriterMsg::Write(Write::PutIfAbsent { key: key.to_owned(), record, now, found: None, reply }))?;
-        rx.await.unwrap_or(Err(StoreError::Closed))
+        let mine = record.clone();
+        let ticket = self.inner.cache.reserve(|seq| {
+            self.write(WriterMsg::Write(Write::PutIfAbsent { key: key.to_owned(), record, now, seq, found: None, reply }))
+        })?;
+        let found = rx.await.unwrap_or(Err(StoreError::Closed))?;
+        self.inner.cache.settle(key, Some(found.clone().unwrap_or(mine)), ticket);
+        Ok(found)
     }
 
     /// See [`super::Store::delete`].
     pub async fn delete(&self, key: &str) -> Result<bool, StoreError> {
         let (reply, rx) = oneshot::channel();
-        self.write(WriterMsg::Write(Write::Delete { key: key.to_owned(), removed: false, reply }))?;
+        self.inner.cache.write(key, None, |seq| {
+            self.write(WriterMsg::Write(Write::Delete { key: key.to_owned(), seq, removed: false, reply }))
+        })?;
         rx.await.unwrap_or(Err(StoreError::Closed))
     }
 
@@ -388,6 +453,7 @@ impl Inner {
     /// Asks every thread to stop after the work queued before the request, and waits for them.
     /// The lock is held throughout so a second caller returns only once everything has stopped.
     fn shutdown(&self) {
+        self.closed.store(true, Ordering::Release);
         let mut threads = lock(&self.threads);
         if threads.is_empty() {
             return;

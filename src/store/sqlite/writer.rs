@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
+use super::cache::HotCache;
 use super::{record_at, Counters, Reply, SqliteOptions, GET_LIVE};
 use crate::store::{Record, StoreError};
 
@@ -31,6 +32,49 @@ const DELETE: &str = "DELETE FROM mcc WHERE k = ?1";
 /// One garbage-collection step: at most `?2` rows expired at `?1`, found through `mcc_expire`.
 const GC_STEP: &str = "DELETE FROM mcc WHERE rowid IN (SELECT rowid FROM mcc WHERE e <= ?1 LIMIT ?2)";
 
+/// How long detached writes gather before they are committed, unless a waited-for write
+/// comes first and takes them along.
+const DETACHED_LINGER: Duration = Duration::from_millis(2);
+
+/// Writes nobody waits for (see [`super::SqliteStore::put_detached`]). They skip the channel so
+/// queueing one never wakes the writer; only the first one after a drain sends a
+/// [`WriterMsg::Wake`]. The writer takes them all whenever it commits, ordered with the
+/// channel's writes by sequence number.
+pub(super) struct Detached {
+    queue: std::sync::Mutex<Vec<Write>>,
+    limit: usize,
+}
+
+impl Detached {
+    pub(super) fn new(limit: usize) -> Detached {
+        Detached { queue: std::sync::Mutex::new(Vec::new()), limit }
+    }
+
+    /// Queues `w`; Busy when the side queue is full, Closed when the writer is gone.
+    pub(super) fn push(&self, w: Write, writes: &std::sync::mpsc::SyncSender<WriterMsg>) -> Result<(), StoreError> {
+        let was_empty = {
+            let mut q = super::lock(&self.queue);
+            if q.len() >= self.limit {
+                return Err(StoreError::Busy);
+            }
+            q.push(w);
+            q.len() == 1
+        };
+        if was_empty {
+            // A full channel means the writer is busy and will take the side queue with its
+            // next group; only a vanished writer is an error.
+            if let Err(std::sync::mpsc::TrySendError::Disconnected(_)) = writes.try_send(WriterMsg::Wake) {
+                return Err(StoreError::Closed);
+            }
+        }
+        Ok(())
+    }
+
+    fn take_into(&self, batch: &mut Vec<Write>) {
+        batch.append(&mut super::lock(&self.queue));
+    }
+}
+
 /// Requested collections that may wait behind the running one before more are refused.
 const MAX_GC_JOBS: usize = 16;
 
@@ -38,6 +82,8 @@ const MAX_GC_JOBS: usize = 16;
 pub(super) enum WriterMsg {
     /// A change to apply in the next group.
     Write(Write),
+    /// Detached writes are waiting in the side queue (sent once when it stops being empty).
+    Wake,
     /// Delete everything expired at `now` and report how many rows went.
     Expire { now: i64, reply: Reply<u64> },
     /// Finish the queued work and stop.
@@ -45,10 +91,29 @@ pub(super) enum WriterMsg {
 }
 
 /// One change, carrying its reply channel and the result it will send once committed.
+/// `seq` is the hot cache's sequence number for the write (see the `cache` module).
 pub(super) enum Write {
-    Put { key: String, record: Record, reply: Reply<()> },
-    PutIfAbsent { key: String, record: Record, now: i64, found: Option<Record>, reply: Reply<Option<Record>> },
-    Delete { key: String, removed: bool, reply: Reply<bool> },
+    /// `reply` is None for a detached put nobody waits for.
+    Put {
+        key: String,
+        record: Record,
+        seq: u64,
+        reply: Option<Reply<()>>,
+    },
+    PutIfAbsent {
+        key: String,
+        record: Record,
+        now: i64,
+        seq: u64,
+        found: Option<Record>,
+        reply: Reply<Option<Record>>,
+    },
+    Delete {
+        key: String,
+        seq: u64,
+        removed: bool,
+        reply: Reply<bool>,
+    },
 }
 
 impl Write {
@@ -70,12 +135,20 @@ impl Write {
         }
     }
 
+    fn seq(&self) -> u64 {
+        match self {
+            Write::Put { seq, .. } | Write::PutIfAbsent { seq, .. } | Write::Delete { seq, .. } => *seq,
+        }
+    }
+
     /// Tells the caller how it ended (after commit or failure). A caller that gave up waiting is
     /// simply not told.
     fn answer(self, outcome: Result<(), StoreError>) {
         match self {
             Write::Put { reply, .. } => {
-                let _ = reply.send(outcome);
+                if let Some(reply) = reply {
+                    let _ = reply.send(outcome);
+                }
             }
             Write::PutIfAbsent { found, reply, .. } => {
                 let _ = reply.send(outcome.map(|()| found));
@@ -85,6 +158,11 @@ impl Write {
             }
         }
     }
+}
+
+/// SQLite's count of commits by other connections to this file (`PRAGMA data_version`).
+fn data_version(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row("PRAGMA data_version", [], |r| r.get(0))
 }
 
 fn insert(conn: &Connection, key: &str, record: &Record) -> rusqlite::Result<()> {
@@ -130,6 +208,13 @@ pub(super) struct Writer {
     /// Messages still taken after a close request, so a caller that keeps writing cannot hold
     /// the shutdown open forever.
     closing_budget: usize,
+    cache: Arc<HotCache>,
+    detached: Arc<Detached>,
+    /// When the detached writes gathering now are due (None: none announced).
+    detached_due: Option<Instant>,
+    /// SQLite's `data_version` as last seen: it changes when another connection commits.
+    data_version: i64,
+    outside_change_poll: Duration,
 }
 
 /// `from + after`, or a day later if that overflows; never panics.
@@ -138,8 +223,16 @@ fn later(from: Instant, after: Duration) -> Instant {
 }
 
 impl Writer {
-    pub(super) fn new(conn: Connection, rx: Receiver<WriterMsg>, counters: Arc<Counters>, o: &SqliteOptions) -> Writer {
-        Writer {
+    pub(super) fn new(
+        conn: Connection,
+        rx: Receiver<WriterMsg>,
+        counters: Arc<Counters>,
+        cache: Arc<HotCache>,
+        detached: Arc<Detached>,
+        o: &SqliteOptions,
+    ) -> rusqlite::Result<Writer> {
+        let data_version = data_version(&conn)?;
+        Ok(Writer {
             conn,
             rx,
             counters,
@@ -150,6 +243,25 @@ impl Writer {
             clock: o.clock,
             jobs: VecDeque::new(),
             closing_budget: o.write_queue,
+            cache,
+            detached,
+            detached_due: None,
+            data_version,
+            outside_change_poll: o.outside_change_poll,
+        })
+    }
+
+    /// Clears the hot cache's committed slots when another process has committed since the
+    /// last look (an operator's `grey allow`, `sqlite3`), so what it changed is read afresh.
+    fn notice_outside_change(&mut self) {
+        match data_version(&self.conn) {
+            Ok(v) if v == self.data_version => {}
+            Ok(v) => {
+                self.data_version = v;
+                self.cache.clear(false);
+            }
+            // Cannot tell: assume the worst.
+            Err(_) => self.cache.clear(false),
         }
     }
 
@@ -161,7 +273,12 @@ impl Writer {
         loop {
             // Sleep only when there is nothing to do; wake for the collection timer.
             if !closing && self.jobs.is_empty() {
-                match self.rx.recv_timeout(next_gc.saturating_duration_since(Instant::now())) {
+                let now = Instant::now();
+                let mut wake = next_gc.saturating_duration_since(now).min(self.outside_change_poll);
+                if let Some(due) = self.detached_due {
+                    wake = wake.min(due.saturating_duration_since(now));
+                }
+                match self.rx.recv_timeout(wake) {
                     Ok(msg) => closing |= self.take(msg),
                     Err(RecvTimeoutError::Timeout) => {}
                     Err(RecvTimeoutError::Disconnected) => closing = true,
@@ -189,9 +306,17 @@ impl Writer {
                     }
                 }
             }
+            // Detached writes go with any group, or on their own once they have gathered.
+            if !self.batch.is_empty() || closing || self.detached_due.is_some_and(|d| Instant::now() >= d) {
+                self.detached_due = None;
+                self.detached.take_into(&mut self.batch);
+                // Both queues are in sequence order; merged, the group must be too.
+                self.batch.sort_by_key(Write::seq);
+            }
             if !self.batch.is_empty() {
                 self.commit_batch();
             }
+            self.notice_outside_change();
             if closing {
                 // Nobody waits for a background pass; requested ones still finish.
                 self.jobs.retain(|j| j.reply.is_some());
@@ -212,6 +337,9 @@ impl Writer {
     fn take(&mut self, msg: WriterMsg) -> bool {
         match msg {
             WriterMsg::Write(w) => self.batch.push(w),
+            WriterMsg::Wake => {
+                self.detached_due.get_or_insert_with(|| later(Instant::now(), DETACHED_LINGER));
+            }
             WriterMsg::Expire { now, reply } => {
                 if self.jobs.len() >= MAX_GC_JOBS {
                     Counters::add(&self.counters.refused_busy, 1);
@@ -229,6 +357,9 @@ impl Writer {
     fn commit_batch(&mut self) {
         let mut batch = std::mem::take(&mut self.batch);
         let n = batch.len() as u64;
+        let last_seq = batch.iter().map(Write::seq).max().unwrap_or(0);
+        // Any failure below leaves the file without writes the hot cache already shows.
+        let mut failed = false;
         match run_group(&mut self.conn, &mut batch) {
             Ok(()) => {
                 Counters::add(&self.counters.commits, 1);
@@ -244,6 +375,7 @@ impl Writer {
                             w.answer(Ok(()));
                         }
                         Err(f) => {
+                            failed = true;
                             Counters::add(&self.counters.write_errors, 1);
                             w.answer(Err(StoreError::Backend(f.error.to_string())));
                         }
@@ -251,10 +383,15 @@ impl Writer {
                 }
             }
             Err(f) => {
+                failed = true;
                 Counters::add(&self.counters.write_errors, n);
                 let e = StoreError::Backend(f.error.to_string());
                 batch.drain(..).for_each(|w| w.answer(Err(e.clone())));
             }
+        }
+        self.cache.committed_up_to(last_seq);
+        if failed {
+            self.cache.clear(true);
         }
         // Keep the allocation for the next group.
         self.batch = batch;
