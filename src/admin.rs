@@ -2,8 +2,9 @@
 //!
 //! Admins need to answer "why is this sender delayed" and to let a stuck one through (a common
 //! request to every greylister; rspamd's hashed keys make it impossible there). These commands
-//! read and write the same store the daemon uses; SQLite's WAL mode makes that safe while the
-//! daemon runs, and Redis will serve the same calls.
+//! read and write the same store the daemon uses: SQLite's WAL mode makes that safe while the
+//! daemon runs, and with Redis they list keys with `SCAN` (never `KEYS`), so a busy server is
+//! not stalled.
 
 use crate::store::{Record, Store, StoreError};
 

@@ -99,8 +99,16 @@ pub struct Config {
     pub run_group: Option<String>,
     pub log_target: Target,
     pub verbose: Verbose,
+    /// Which store holds greylist and duplicate records.
+    pub cache_type: CacheType,
     /// None: the default, resolved at start-up by [`Config::effective_cache_path`].
     pub cache_path: Option<PathBuf>,
+    /// The Redis server (`cache-type = "redis"`); validated, credentials included.
+    pub cache_redis_url: String,
+    /// Prepended to every Redis key, so deployments can share a server.
+    pub cache_key_prefix: String,
+    /// Bound on each Redis call.
+    pub cache_timeout: Duration,
     pub dns_servers: Vec<SocketAddr>,
     pub dns_timeout: Duration,
     pub milter_timeout: Duration,
@@ -146,6 +154,32 @@ pub struct Config {
     pub dupmsg_policy: DupPolicy,
 }
 
+/// Where greylist and duplicate records live (`cache-type`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CacheType {
+    /// The SQLite file at `cache-path`: one host.
+    Sqlite,
+    /// The Redis server at `cache-redis-url`: several MX hosts share one memory.
+    Redis,
+}
+
+impl CacheType {
+    /// The word used in the file.
+    pub fn word(self) -> &'static str {
+        match self {
+            CacheType::Sqlite => "sqlite",
+            CacheType::Redis => "redis",
+        }
+    }
+}
+
+/// The Redis server `cache-type = "redis"` uses unless `cache-redis-url` says otherwise.
+pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379/0";
+
+/// Longest `cache-timeout` accepted: a store call must end long before the MTA's milter timeouts
+/// (Postfix waits 30 s for a milter command).
+pub const MAX_CACHE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// What a URI list hit does to the message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum UriPolicy {
@@ -171,7 +205,11 @@ impl Default for Config {
             run_group: None,
             log_target: Target::Stderr,
             verbose: Verbose::default(),
+            cache_type: CacheType::Sqlite,
             cache_path: None,
+            cache_redis_url: DEFAULT_REDIS_URL.into(),
+            cache_key_prefix: "smtpf-milter:".into(),
+            cache_timeout: Duration::from_secs(1),
             dns_servers: Vec::new(),
             dns_timeout: Duration::from_secs(5),
             milter_timeout: Duration::from_secs(7210),
@@ -220,7 +258,11 @@ pub const KEYS: &[KeyDoc] = &[
     KeyDoc { name: "run-group", default: "\"\"", meaning: "When started as root: the group to switch to (default: run-user's primary group). The unix socket is given to this group. Restart to change." },
     KeyDoc { name: "log-target", default: "\"stderr\"", meaning: "\"stderr\" (the journal under systemd) or \"syslog\" (facility mail, ident smtpf-milter, next to the MTA's lines)." },
     KeyDoc { name: "verbose", default: "\"info\"", meaning: "smtpf verbose words, comma separated or a list: info (default), debug, all, or module words milter, access, dns, rbl, uri, mx, spf, grey, dupmsg, cache; -word turns one off." },
+    KeyDoc { name: "cache-type", default: "\"sqlite\"", meaning: "Where greylist and duplicate records live: \"sqlite\" (the cache-path file, one host) or \"redis\" (cache-redis-url, shared by several MX hosts; docs/several-mx.md). Restart to change." },
     KeyDoc { name: "cache-path", default: "(see text)", meaning: "SQLite state file. Default: $STATE_DIRECTORY/cache.sq3 under systemd, /var/lib/smtpf-milter/cache.sq3 as root, ./smtpf-milter-cache.sq3 otherwise. Restart to change." },
+    KeyDoc { name: "cache-redis-url", default: "\"redis://127.0.0.1:6379/0\"", meaning: "With cache-type = \"redis\": the server, as redis://[USER:PASSWORD@]HOST[:PORT][/DB], rediss://... for TLS, or redis+unix:///PATH?db=N. An unreachable server does not stop the daemon: checks fail open until it answers. Restart to change." },
+    KeyDoc { name: "cache-key-prefix", default: "\"smtpf-milter:\"", meaning: "With cache-type = \"redis\": prepended to every key, so several deployments can share one Redis (hosts sharing records must use the same prefix). Restart to change." },
+    KeyDoc { name: "cache-timeout", default: "1", meaning: "With cache-type = \"redis\": how long one Redis call may take (seconds, or e.g. \"250ms\"; at most 10 s) before the check gives up and lets the message through. Restart to change." },
     KeyDoc { name: "dns-servers", default: "[]", meaning: "Name servers as \"IP\" or \"IP:PORT\"; empty: the system resolver (/etc/resolv.conf)." },
     KeyDoc { name: "dns-timeout", default: "5", meaning: "Seconds (or \"5s\") one DNS lookup may take; a list lookup that times out counts as not listed." },
     KeyDoc { name: "milter-timeout", default: "7210", meaning: "Seconds the MTA may stay silent on a milter connection before it is closed (libmilter's default)." },
@@ -249,7 +291,7 @@ pub const KEYS: &[KeyDoc] = &[
     KeyDoc { name: "grey-dry-run", default: "false", meaning: "Only log what greylisting would do (#387, #2022) and let every message through." },
     KeyDoc { name: "dupmsg-ttl", default: "90000", meaning: "How long a message (body + Message-ID + first recipient) is remembered to recognise a copy sent again; 0: off." },
     KeyDoc { name: "dupmsg-policy", default: "\"tag\"", meaning: "What a duplicate gets: \"tag\" (header X-Smtpf-Duplicate: <first session id>), \"discard\" (accept and throw away), \"reject\" (550 5.3.4 #340). tag is the default because a milter cannot know whether the MTA finally queued the first copy." },
-    KeyDoc { name: "cache-gc-interval", default: "300", meaning: "How often expired greylist and duplicate records are deleted from the state file. Restart to change." },
+    KeyDoc { name: "cache-gc-interval", default: "300", meaning: "How often expired greylist and duplicate records are deleted from the SQLite state file (Redis expires its keys itself). Restart to change." },
 ];
 
 /// A configuration error: names the file, line and key where known.
@@ -449,6 +491,41 @@ impl Config {
                     }
                 }
                 "verbose" => c.verbose = Verbose::parse(p.words(key, v)?).map_err(|m| p.err(Some(key), m))?,
+                "cache-type" => {
+                    c.cache_type = match p.string(key, v)?.trim().to_ascii_lowercase().as_str() {
+                        "sqlite" => CacheType::Sqlite,
+                        "redis" => CacheType::Redis,
+                        other => return Err(p.err(Some(key), format!("\"{other}\": use \"sqlite\" or \"redis\""))),
+                    }
+                }
+                "cache-redis-url" => {
+                    let url = p.string(key, v)?.trim();
+                    crate::store::redis::check_url(url).map_err(|m| p.err(Some(key), m))?;
+                    c.cache_redis_url = url.to_string();
+                }
+                "cache-key-prefix" => {
+                    let prefix = p.string(key, v)?;
+                    if prefix.chars().any(|ch| ch.is_control() || ch.is_whitespace()) {
+                        return Err(p.err(Some(key), "must not contain spaces or control characters"));
+                    }
+                    c.cache_key_prefix = prefix.to_string();
+                }
+                "cache-timeout" => {
+                    let d = match v {
+                        toml::Value::String(s) if s.trim().ends_with("ms") => s
+                            .trim()
+                            .trim_end_matches("ms")
+                            .trim()
+                            .parse::<u64>()
+                            .map(Duration::from_millis)
+                            .map_err(|_| p.err(Some(key), format!("\"{s}\" is not a duration")))?,
+                        _ => p.duration(key, v)?,
+                    };
+                    if d.is_zero() || d > MAX_CACHE_TIMEOUT {
+                        return Err(p.err(Some(key), "must be from 1ms to 10s"));
+                    }
+                    c.cache_timeout = d;
+                }
                 "cache-path" => {
                     let s = p.string(key, v)?.trim();
                     if s.is_empty() {
@@ -623,6 +700,18 @@ impl Config {
         if self.cache_gc_interval != other.cache_gc_interval {
             v.push("cache-gc-interval");
         }
+        if self.cache_type != other.cache_type {
+            v.push("cache-type");
+        }
+        if self.cache_redis_url != other.cache_redis_url {
+            v.push("cache-redis-url");
+        }
+        if self.cache_key_prefix != other.cache_key_prefix {
+            v.push("cache-key-prefix");
+        }
+        if self.cache_timeout != other.cache_timeout {
+            v.push("cache-timeout");
+        }
         v
     }
 }
@@ -720,6 +809,13 @@ mod tests {
             ("dns-timeout = -3", "dns-timeout"),
             ("milter-timeout = \"soon\"", "milter-timeout"),
             ("cache-path = \"\"", "cache-path"),
+            ("cache-type = \"memcached\"", "cache-type"),
+            ("cache-redis-url = \"http://127.0.0.1/\"", "cache-redis-url"),
+            ("cache-redis-url = \"redis://127.0.0.1:70000/\"", "cache-redis-url"),
+            ("cache-key-prefix = \"a b\"", "cache-key-prefix"),
+            ("cache-timeout = 0", "cache-timeout"),
+            ("cache-timeout = 11", "cache-timeout"),
+            ("cache-timeout = \"fastms\"", "cache-timeout"),
         ] {
             let e = Config::from_toml(&format!("\n{text}\n"), None).unwrap_err();
             assert_eq!(e.key.as_deref(), Some(key), "{text}: {e}");
@@ -743,5 +839,31 @@ mod tests {
         assert_eq!(a.restart_only_changes(&b), vec!["milter-socket"]);
         b.cache_gc_interval = Duration::from_secs(60);
         assert_eq!(a.restart_only_changes(&b), vec!["milter-socket", "cache-gc-interval"]);
+        let mut c = a.clone();
+        c.cache_type = CacheType::Redis;
+        c.cache_redis_url = "redis://10.0.0.5/0".into();
+        c.cache_key_prefix = "other:".into();
+        c.cache_timeout = Duration::from_millis(250);
+        assert_eq!(a.restart_only_changes(&c), vec!["cache-type", "cache-redis-url", "cache-key-prefix", "cache-timeout"]);
+    }
+
+    #[test]
+    fn redis_keys_parse() {
+        let c = Config::from_toml(
+            "cache-type = \"Redis\"\ncache-redis-url = \"rediss://smtpf:pw@10.0.0.5:6380/2\"\n\
+             cache-key-prefix = \"mx-eu:\"\ncache-timeout = \"250ms\"\n",
+            None,
+        )
+        .unwrap();
+        assert_eq!(c.cache_type, CacheType::Redis);
+        assert_eq!(c.cache_redis_url, "rediss://smtpf:pw@10.0.0.5:6380/2");
+        assert_eq!(c.cache_key_prefix, "mx-eu:");
+        assert_eq!(c.cache_timeout, Duration::from_millis(250));
+        assert_eq!(Config::from_toml("cache-timeout = \"2s\"", None).unwrap().cache_timeout, Duration::from_secs(2));
+        assert_eq!(Config::default().cache_timeout, Duration::from_secs(1));
+        // A malformed URL is refused with the key and line, without echoing the password.
+        let e = Config::from_toml("\ncache-redis-url = \"redis://u:secret@host:port/\"\n", None).unwrap_err();
+        assert_eq!((e.key.as_deref(), e.line), (Some("cache-redis-url"), Some(2)), "{e}");
+        assert!(!e.to_string().contains("secret"), "{e}");
     }
 }

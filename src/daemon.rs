@@ -12,12 +12,13 @@ use std::time::Duration;
 
 use tokio::sync::{watch, Notify};
 
-use crate::config::Config;
+use crate::config::{CacheType, Config};
 use crate::log::{catalog, Logger};
 use crate::milter::listen::{Listener, Prepared};
 use crate::policy::{Policy, PolicyError};
 use crate::server::{accept_loop, Kill};
 use crate::shared::Shared;
+use crate::store::redis::redact;
 use crate::store::{sqlite_version, Store};
 use crate::systemd;
 
@@ -85,30 +86,36 @@ pub async fn start(config: Config, log: Logger) -> Result<Running, String> {
         }
     }
 
+    // Where records live: the SQLite file refuses to start when unusable (#172); an unreachable
+    // Redis does not (the store logs #2024, reconnects, and checks fail open meanwhile).
     let cache_path: PathBuf = config.effective_cache_path();
-    log.emit(&catalog::CACHE_PATH, None, &[&cache_path.display()]);
-    let store = match tokio::task::spawn_blocking({
-        let p = cache_path.clone();
-        let gc = config.cache_gc_interval;
-        move || Store::open_sqlite(&p, gc)
-    })
-    .await
-    {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            log.emit(&catalog::CACHE_OPEN_ERROR, None, &[&cache_path.display(), &e]);
-            let _ = listener.cleanup();
-            return Err(format!("cache-path={} open error: {e}", cache_path.display()));
+    let (shown, shown_error) = match config.cache_type {
+        CacheType::Sqlite => {
+            log.emit(&catalog::CACHE_PATH, None, &[&cache_path.display()]);
+            (cache_path.display().to_string(), format!("cache-path={}", cache_path.display()))
         }
-        Err(e) => {
-            let e = e.to_string();
-            log.emit(&catalog::CACHE_OPEN_ERROR, None, &[&cache_path.display(), &e]);
-            let _ = listener.cleanup();
-            return Err(e);
+        CacheType::Redis => {
+            let url = redact(&config.cache_redis_url);
+            log.emit(&catalog::CACHE_REDIS, None, &[&url, &config.cache_key_prefix]);
+            (url.clone(), format!("cache-redis-url={url}"))
         }
     };
+    let store = match Store::open(&config, Some(&log)).await {
+        Ok(s) => s,
+        Err(e) => {
+            match config.cache_type {
+                CacheType::Sqlite => log.emit(&catalog::CACHE_OPEN_ERROR, None, &[&shown, &e]),
+                CacheType::Redis => log.emit(&catalog::INIT_ERROR, None, &[&shown_error, &e]),
+            }
+            let _ = listener.cleanup();
+            return Err(format!("{shown_error} open error: {e}"));
+        }
+    };
+    let sqlite = matches!(store, Store::Sqlite(_));
     shared.set_store(store);
-    log.emit(&catalog::SQLITE_VERSION, None, &[&sqlite_version()]);
+    if sqlite {
+        log.emit(&catalog::SQLITE_VERSION, None, &[&sqlite_version()]);
+    }
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let (kill_tx, kill) = Kill::new();
@@ -173,6 +180,10 @@ impl Running {
                 "run-user" => current.run_user.clone().unwrap_or_default(),
                 "run-group" => current.run_group.clone().unwrap_or_default(),
                 "cache-gc-interval" => format!("{}s", current.cache_gc_interval.as_secs()),
+                "cache-type" => current.cache_type.word().to_string(),
+                "cache-redis-url" => redact(&current.cache_redis_url),
+                "cache-key-prefix" => format!("\"{}\"", current.cache_key_prefix),
+                "cache-timeout" => format!("{}ms", current.cache_timeout.as_millis()),
                 _ => current.effective_cache_path().display().to_string(),
             };
             self.shared.log.emit(&catalog::RELOAD_NEEDS_RESTART, None, &[&key, &old]);
@@ -183,6 +194,10 @@ impl Running {
         new.run_group = current.run_group.clone();
         new.cache_path = current.cache_path.clone();
         new.cache_gc_interval = current.cache_gc_interval;
+        new.cache_type = current.cache_type;
+        new.cache_redis_url = current.cache_redis_url.clone();
+        new.cache_key_prefix = current.cache_key_prefix.clone();
+        new.cache_timeout = current.cache_timeout;
         let shown = new.path.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "(embedded defaults)".into());
         let target_changed = new.log_target != current.log_target;
         let built = match Policy::build(new) {

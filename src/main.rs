@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use smtpf_milter::config::{Config, DEFAULT_CONFIG_FILE, KEYS};
+use smtpf_milter::config::{CacheType, Config, DEFAULT_CONFIG_FILE, KEYS};
 use smtpf_milter::log::{catalog, Logger};
 
 #[derive(Parser)]
@@ -33,7 +33,8 @@ enum Cmd {
         #[arg(long)]
         markdown: bool,
     },
-    /// Inspect and release greylist records in the state store (safe while the daemon runs).
+    /// Inspect and release greylist records in the state store, SQLite or Redis (safe while the
+    /// daemon runs).
     Grey {
         #[command(subcommand)]
         action: GreyCmd,
@@ -159,11 +160,17 @@ fn grey(config: Option<&Path>, action: GreyCmd) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let path = config.effective_cache_path();
-    if !path.exists() {
-        eprintln!("smtpf-milter: no state file at {} (cache-path)", path.display());
-        return ExitCode::FAILURE;
-    }
+    let shown = match config.cache_type {
+        CacheType::Sqlite => {
+            let path = config.effective_cache_path();
+            if !path.exists() {
+                eprintln!("smtpf-milter: no state file at {} (cache-path)", path.display());
+                return ExitCode::FAILURE;
+            }
+            path.display().to_string()
+        }
+        CacheType::Redis => smtpf_milter::store::redis::redact(&config.cache_redis_url),
+    };
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -172,7 +179,7 @@ fn grey(config: Option<&Path>, action: GreyCmd) -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        let store = smtpf_milter::store::Store::open_sqlite(&path, config.cache_gc_interval)?;
+        let store = smtpf_milter::store::Store::open(&config, None).await?;
         let now = smtpf_milter::ids::unix_now();
         let out = match action {
             GreyCmd::List { pending, passed, json, limit, filter } => {
@@ -198,7 +205,7 @@ fn grey(config: Option<&Path>, action: GreyCmd) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("smtpf-milter: {}: {e}", path.display());
+            eprintln!("smtpf-milter: {shown}: {e}");
             ExitCode::FAILURE
         }
     }

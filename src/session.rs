@@ -266,6 +266,18 @@ impl Session {
         self.shared.log.emit(msg, Some(&self.sid), args);
     }
 
+    /// Logs a failed store call (#542/#544/#546) with the error as its last field, unless it
+    /// repeats an outage already logged: a shared store that is down costs one line per outage,
+    /// not one per message.
+    pub fn store_error(&self, msg: &Msg, args: &[&dyn std::fmt::Display], e: &crate::store::StoreError) {
+        if e.already_logged() {
+            return;
+        }
+        let mut all = args.to_vec();
+        all.push(e);
+        self.emit(msg, &all);
+    }
+
     /// Refuses now, or holds the refusal until RCPT when `smtp-delay-checks` is on and smtpf
     /// allows it for this kind of verdict (only the first held refusal is kept, as in smtpf).
     pub fn refuse(&mut self, reply: Reply, delay: Delay) -> Verdict {

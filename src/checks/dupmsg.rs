@@ -101,7 +101,7 @@ impl Session {
         let found = match store.get(key, now).await {
             Ok(f) => f,
             Err(e) => {
-                self.emit(&catalog::CACHE_GET_ERROR, &[&key, &e]);
+                self.store_error(&catalog::CACHE_GET_ERROR, &[&key], &e);
                 return (Verdict::Continue, Vec::new());
             }
         };
@@ -136,7 +136,7 @@ impl Session {
         let value = format!("{} {}", cfg.dupmsg_policy.code(), self.sid);
         let record = Record::new(value.clone(), now, now + cfg.dupmsg_ttl as i64);
         if let Err(e) = store.put_detached(key, record) {
-            self.emit(&catalog::CACHE_PUT_ERROR, &[&key, &value, &e]);
+            self.store_error(&catalog::CACHE_PUT_ERROR, &[&key, &value], &e);
         }
     }
 }

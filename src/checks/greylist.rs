@@ -286,7 +286,7 @@ impl Session {
                 }
                 Ok(_) => {}
                 Err(e) => {
-                    self.emit(&catalog::CACHE_GET_ERROR, &[&hk, &e]);
+                    self.store_error(&catalog::CACHE_GET_ERROR, &[&hk], &e);
                     return KeyOutcome::Pass { first: None };
                 }
             }
@@ -294,7 +294,7 @@ impl Session {
         let found = match store.get(key, now).await {
             Ok(r) => r,
             Err(e) => {
-                self.emit(&catalog::CACHE_GET_ERROR, &[&key, &e]);
+                self.store_error(&catalog::CACHE_GET_ERROR, &[&key], &e);
                 return KeyOutcome::Pass { first: None };
             }
         };
@@ -309,7 +309,7 @@ impl Session {
                     Ok(None) if content => return KeyOutcome::Defer,
                     Ok(None) => return KeyOutcome::Wait(period),
                     Err(e) => {
-                        self.emit(&catalog::CACHE_PUT_ERROR, &[&key, &"4", &e]);
+                        self.store_error(&catalog::CACHE_PUT_ERROR, &[&key, &"4"], &e);
                         return KeyOutcome::Pass { first: None };
                     }
                 }
@@ -331,7 +331,7 @@ impl Session {
                 };
                 let passed = Record { value: "0".into(), created, expires: now + cfg_accept };
                 if let Err(e) = store.put(target, passed).await {
-                    self.emit(&catalog::CACHE_PUT_ERROR, &[&target, &"0", &e]);
+                    self.store_error(&catalog::CACHE_PUT_ERROR, &[&target, &"0"], &e);
                 }
                 return KeyOutcome::Pass { first: Some((age, record.created)) };
             }
@@ -355,7 +355,7 @@ impl Session {
         let fresh = Record { value: "0".into(), created: now, expires: now + accept_ttl };
         // Detached: nothing in this message depends on the refresh being stored.
         if let Err(e) = store.put_detached(key, fresh) {
-            self.emit(&catalog::CACHE_PUT_ERROR, &[&key, &"0", &e]);
+            self.store_error(&catalog::CACHE_PUT_ERROR, &[&key, &"0"], &e);
         }
     }
 
@@ -378,7 +378,7 @@ impl Session {
         let record = match store.get(key, now).await {
             Ok(r) => r,
             Err(e) => {
-                self.emit(&catalog::CACHE_GET_ERROR, &[&key, &e]);
+                self.store_error(&catalog::CACHE_GET_ERROR, &[&key], &e);
                 return Verdict::Continue;
             }
         };
@@ -405,7 +405,7 @@ impl Session {
             _ => {
                 let value = format!("4 {hash} {hash}");
                 if let Err(e) = store.put(key, Record::new(value.clone(), now, now + tempfail_ttl)).await {
-                    self.emit(&catalog::CACHE_PUT_ERROR, &[&key, &value, &e]);
+                    self.store_error(&catalog::CACHE_PUT_ERROR, &[&key, &value], &e);
                     return Verdict::Continue;
                 }
                 if !message_id.is_empty() {
@@ -439,7 +439,7 @@ impl Session {
             format!("4 {h1} {hash}")
         };
         if let Err(e) = store.put(key, Record::new(value.clone(), record.created, record.expires)).await {
-            self.emit(&catalog::CACHE_PUT_ERROR, &[&key, &value, &e]);
+            self.store_error(&catalog::CACHE_PUT_ERROR, &[&key, &value], &e);
         }
         if cfg.grey_dry_run {
             self.emit(&catalog::GREY_DRY_RUN, &[&shown]);
@@ -462,7 +462,7 @@ impl Session {
         self.emit(&catalog::GREY_PASS, &[&key.strip_prefix("grey:").unwrap_or(key), &age]);
         let target = def.host_key.as_deref().unwrap_or(key);
         if let Err(e) = store.put(target, Record::new("0", created, now + accept)).await {
-            self.emit(&catalog::CACHE_PUT_ERROR, &[&target, &"0", &e]);
+            self.store_error(&catalog::CACHE_PUT_ERROR, &[&target, &"0"], &e);
         }
         self.grey_pass = Some(GreyPass { key: def.key.clone(), age, created });
         Verdict::Continue

@@ -240,6 +240,12 @@ catalog! {
         "access-map: something odd but harmless (a duplicate key: the first entry is used; a tag this milter does not implement: skipped). File and line are named; the rest of the map is in force.";
     GREY_DRY_RUN = 2022 Info Always, true, "grey-dry-run: would have refused {%s}; continuing",
         "grey-dry-run is on: greylisting only logs what it would have done (#387) and lets the message through.";
+    CACHE_REDIS = 2023 Info IfInfo, false, "cache-type=redis cache-redis-url=%s cache-key-prefix=%s",
+        "Greylist and duplicate records are kept in this Redis server (password hidden), under keys starting with the prefix; several MX hosts may share it (docs/several-mx.md).";
+    CACHE_UNAVAILABLE = 2024 Err Always, false, "cache %s unavailable: %s; failing open, further store errors are counted until it answers",
+        "The shared store (Redis) cannot be reached, refuses or answers later than cache-timeout, at start-up or while running. Greylisting and duplicate detection let mail through meanwhile; the first failed call is also logged by its check (#542/#544/#546), later ones only counted. The milter reconnects on its own, with backoff.";
+    CACHE_RECOVERED = 2025 Info Always, false, "cache %s available again after %lu seconds; %lu store calls failed open meanwhile",
+        "The shared store answers again after #2024 (no call has failed for a quiet period of twice cache-timeout, at least 1 s, and a PING succeeded): how long it was unavailable and how many store calls let mail through unchecked meanwhile.";
 }
 
 /// Looks up a message by number.

@@ -6,23 +6,30 @@
 //! gone as far as readers can tell, whether or not garbage collection has removed it yet.
 //!
 //! [`Store`] is what checks hold. It is an enum rather than a trait object so its async methods
-//! need no boxing and a second backend (Redis, for several MX hosts sharing state) slots in as a
-//! new variant without touching any check. Every method takes the current time from the caller,
+//! need no boxing; the backends are an embedded SQLite file (one host) and Redis (several MX
+//! hosts sharing state), picked by `cache-type` in [`Store::open`]. Every method takes the current time from the caller,
 //! so tests control the clock and all hosts sharing a backend agree on what "now" means for a
 //! given request.
 //!
 //! A store error never rejects mail: checks log it (#542 read, #544 write, #546 delete) and carry
 //! on as if the record were absent (fail open). Every error therefore comes back quickly as a
-//! [`StoreError`]; nothing here blocks an async worker or panics on bad data or I/O failures.
+//! [`StoreError`]; nothing here blocks an async worker or panics on bad data or I/O failures. A
+//! shared backend that is down fails every call until it returns; those repeats come back as
+//! [`StoreError::Outage`] so the log gets one line per outage rather than one per message.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 use std::time::Duration;
 
+pub mod redis;
 pub mod sqlite;
 
+pub use redis::{RedisOptions, RedisStore};
 pub use sqlite::{sqlite_version, SqliteOptions, SqliteStore};
+
+use crate::config::{CacheType, Config};
+use crate::log::Logger;
 
 /// The system clock in unix seconds (one definition for the whole daemon), for callers that
 /// need "now" and for the background collector's default clock.
@@ -67,8 +74,19 @@ pub enum StoreError {
     Busy,
     /// The store has been closed (shutting down) or its worker has stopped.
     Closed,
-    /// The backend reported an error (I/O, disk full, read-only file, corrupt page, ...).
+    /// The backend reported an error (I/O, disk full, read-only file, corrupt page, Redis
+    /// unreachable, ...).
     Backend(String),
+    /// The backend failed again during an outage whose first error was already logged; checks
+    /// fail open without logging it, and the recovery line (#2025) gives the count.
+    Outage(String),
+}
+
+impl StoreError {
+    /// Whether this error repeats an outage already logged, so the caller should not log it.
+    pub fn already_logged(&self) -> bool {
+        matches!(self, StoreError::Outage(_))
+    }
 }
 
 impl fmt::Display for StoreError {
@@ -77,7 +95,7 @@ impl fmt::Display for StoreError {
             StoreError::Open(reason) => f.write_str(reason),
             StoreError::Busy => f.write_str("store busy: request queue full"),
             StoreError::Closed => f.write_str("store closed"),
-            StoreError::Backend(reason) => f.write_str(reason),
+            StoreError::Backend(reason) | StoreError::Outage(reason) => f.write_str(reason),
         }
     }
 }
@@ -123,17 +141,45 @@ pub struct StoreCounters {
 pub enum Store {
     /// One SQLite file on the local host (the default).
     Sqlite(SqliteStore),
+    /// A Redis server shared by several MX hosts.
+    Redis(RedisStore),
 }
 
 impl fmt::Debug for Store {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Store::Sqlite(s) => f.debug_tuple("Sqlite").field(&s.path()).finish(),
+            Store::Redis(s) => f.debug_tuple("Redis").field(&s.url_shown()).finish(),
         }
     }
 }
 
 impl Store {
+    /// Opens the backend `config` names: the `cache-path` file (`cache-type = "sqlite"`) or the
+    /// `cache-redis-url` server (`"redis"`). The one constructor the daemon and the `grey` command
+    /// use. SQLite problems are errors (the daemon refuses to start, #172); an unreachable Redis
+    /// is not (logged with #2024 to `log`, the store reconnects and checks fail open meanwhile).
+    /// Needs a Tokio runtime.
+    pub async fn open(config: &Config, log: Option<&Logger>) -> Result<Store, StoreError> {
+        match config.cache_type {
+            CacheType::Sqlite => {
+                let path = config.effective_cache_path();
+                let gc = config.cache_gc_interval;
+                tokio::task::spawn_blocking(move || Store::open_sqlite(&path, gc))
+                    .await
+                    .unwrap_or_else(|e| Err(StoreError::Open(e.to_string())))
+            }
+            CacheType::Redis => {
+                let options = RedisOptions {
+                    url: config.cache_redis_url.clone(),
+                    key_prefix: config.cache_key_prefix.clone(),
+                    timeout: config.cache_timeout,
+                };
+                RedisStore::open(options, log.cloned()).await.map(Store::Redis)
+            }
+        }
+    }
+
     /// Opens (creating if needed) the SQLite file at `path` with default tuning, collecting
     /// expired rows every `gc_interval`. Blocking: call it from `spawn_blocking` or before the
     /// runtime serves mail, since it checks the whole file.
@@ -151,6 +197,7 @@ impl Store {
     pub fn describe(&self) -> String {
         match self {
             Store::Sqlite(s) => format!("sqlite {}", s.path().display()),
+            Store::Redis(s) => s.describe(),
         }
     }
 
@@ -158,6 +205,7 @@ impl Store {
     pub async fn get(&self, key: &str, now: i64) -> Result<Option<Record>, StoreError> {
         match self {
             Store::Sqlite(s) => s.get(key, now).await,
+            Store::Redis(s) => s.get(key, now).await,
         }
     }
 
@@ -166,6 +214,7 @@ impl Store {
     pub async fn put(&self, key: &str, record: Record) -> Result<(), StoreError> {
         match self {
             Store::Sqlite(s) => s.put(key, record).await,
+            Store::Redis(s) => s.put(key, record).await,
         }
     }
 
@@ -176,6 +225,15 @@ impl Store {
     pub fn put_detached(&self, key: &str, record: Record) -> Result<(), StoreError> {
         match self {
             Store::Sqlite(s) => s.put_detached(key, record),
+            // The multiplexed connection pipelines it; a failure counts towards the outage the
+            // store itself logs (#2024).
+            Store::Redis(s) => {
+                let (s, key) = (s.clone(), key.to_owned());
+                tokio::spawn(async move {
+                    let _ = s.put(&key, record).await;
+                });
+                Ok(())
+            }
         }
     }
 
@@ -185,6 +243,7 @@ impl Store {
     pub async fn put_if_absent(&self, key: &str, record: Record, now: i64) -> Result<Option<Record>, StoreError> {
         match self {
             Store::Sqlite(s) => s.put_if_absent(key, record, now).await,
+            Store::Redis(s) => s.put_if_absent(key, record, now).await,
         }
     }
 
@@ -192,6 +251,7 @@ impl Store {
     pub async fn delete(&self, key: &str) -> Result<bool, StoreError> {
         match self {
             Store::Sqlite(s) => s.delete(key).await,
+            Store::Redis(s) => s.delete(key).await,
         }
     }
 
@@ -200,6 +260,7 @@ impl Store {
     pub async fn scan(&self, prefix: &str, now: i64, limit: usize) -> Result<Vec<(String, Record)>, StoreError> {
         match self {
             Store::Sqlite(s) => s.scan(prefix, now, limit).await,
+            Store::Redis(s) => s.scan(prefix, now, limit).await,
         }
     }
 
@@ -207,6 +268,7 @@ impl Store {
     pub async fn stats(&self, prefix: &str, now: i64) -> Result<PrefixStats, StoreError> {
         match self {
             Store::Sqlite(s) => s.stats(prefix, now).await,
+            Store::Redis(s) => s.stats(prefix, now).await,
         }
     }
 
@@ -215,6 +277,7 @@ impl Store {
     pub async fn expire(&self, now: i64) -> Result<u64, StoreError> {
         match self {
             Store::Sqlite(s) => s.expire(now).await,
+            Store::Redis(s) => s.expire(now).await,
         }
     }
 
@@ -222,6 +285,7 @@ impl Store {
     pub fn counters(&self) -> StoreCounters {
         match self {
             Store::Sqlite(s) => s.counters(),
+            Store::Redis(s) => s.counters(),
         }
     }
 
@@ -231,6 +295,7 @@ impl Store {
     pub async fn close(&self) {
         match self {
             Store::Sqlite(s) => s.close().await,
+            Store::Redis(s) => s.close().await,
         }
     }
 }
