@@ -366,6 +366,11 @@ pub(crate) fn defuse_nesting(raw: &[u8]) -> Cow<'_, [u8]> {
     let mut copy: Option<Vec<u8>> = None;
     let mut at = 0;
     while at + 6 <= raw.len() {
+        // Every subtype starts with r, g or d: most bytes are passed over by this one test.
+        if !matches!(raw[at] | 0x20, b'r' | b'g' | b'd') {
+            at += 1;
+            continue;
+        }
         let word = &raw[at..at + 6];
         let before_ok = at == 0 || b"/ \t\"\\)\r\n".contains(&raw[at - 1]);
         let after_ok = raw.get(at + 6).is_none_or(|b| b" \t\r\n;(\"\\".contains(b));
@@ -403,7 +408,8 @@ fn is_invisible(c: char) -> bool {
 }
 
 fn fold_obfuscation(text: &str) -> Cow<'_, str> {
-    if !text.chars().any(|c| is_dot_like(c) || is_invisible(c)) {
+    // Both kinds of character are outside ASCII; the ASCII test is vectorised.
+    if text.is_ascii() || !text.chars().any(|c| is_dot_like(c) || is_invisible(c)) {
         return Cow::Borrowed(text);
     }
     Cow::Owned(text.chars().filter(|&c| !is_invisible(c)).map(|c| if is_dot_like(c) { '.' } else { c }).collect())

@@ -16,7 +16,8 @@
 //! "detached": they are visible to this process at once and reach the file within milliseconds,
 //! gathered into a group without waking the writer for each one.
 //!
-//! Readers are dedicated threads rather than `spawn_blocking` tasks because the blocking pool's
+//! The readers share one multi-consumer queue (crossbeam's), so a request wakes exactly one idle
+//! reader. Readers are dedicated threads rather than `spawn_blocking` tasks because the blocking pool's
 //! queue is unbounded and its threads would each need a connection; fixed threads give a fixed
 //! number of connections with cached statements and a queue whose length we control.
 //!
@@ -32,7 +33,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{self, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -191,7 +192,7 @@ pub struct SqliteStore {
 struct Inner {
     path: PathBuf,
     writes: SyncSender<WriterMsg>,
-    reads: SyncSender<ReaderMsg>,
+    reads: crossbeam_channel::Sender<ReaderMsg>,
     readers: usize,
     threads: Mutex<Vec<JoinHandle<()>>>,
     counters: Arc<Counters>,
@@ -281,12 +282,11 @@ impl SqliteStore {
         let cache = Arc::new(HotCache::new(options.hot_cache));
         let detached = Arc::new(Detached::new(options.write_queue));
         let (write_tx, write_rx) = mpsc::sync_channel(options.write_queue);
-        let (read_tx, read_rx) = mpsc::sync_channel(options.read_queue);
+        let (read_tx, read_rx) = crossbeam_channel::bounded(options.read_queue);
         let mut threads = Vec::with_capacity(options.readers + 1);
         let w = writer::Writer::new(conn, write_rx, counters.clone(), cache.clone(), detached.clone(), &options)
             .map_err(open_error)?;
         threads.push(spawn("store-writer", move || w.run())?);
-        let read_rx = Arc::new(Mutex::new(read_rx));
         for (i, r) in reader_conns.into_iter().enumerate() {
             let rx = read_rx.clone();
             threads.push(spawn(&format!("store-reader-{i}"), move || reader_loop(r, rx))?);
@@ -440,11 +440,11 @@ impl SqliteStore {
     fn read(&self, msg: ReaderMsg) -> Result<(), StoreError> {
         match self.inner.reads.try_send(msg) {
             Ok(()) => Ok(()),
-            Err(TrySendError::Full(_)) => {
+            Err(crossbeam_channel::TrySendError::Full(_)) => {
                 Counters::add(&self.inner.counters.refused_busy, 1);
                 Err(StoreError::Busy)
             }
-            Err(TrySendError::Disconnected(_)) => Err(StoreError::Closed),
+            Err(crossbeam_channel::TrySendError::Disconnected(_)) => Err(StoreError::Closed),
         }
     }
 }
@@ -478,9 +478,9 @@ fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>
 }
 
 /// One reader thread: takes the next request from the shared queue and answers it.
-fn reader_loop(conn: Connection, rx: Arc<Mutex<Receiver<ReaderMsg>>>) {
+fn reader_loop(conn: Connection, rx: crossbeam_channel::Receiver<ReaderMsg>) {
     loop {
-        let msg = lock(&rx).recv();
+        let msg = rx.recv();
         match msg {
             Ok(ReaderMsg::Get { key, now, reply }) => {
                 let _ = reply.send(read_get(&conn, &key, now).map_err(backend));
