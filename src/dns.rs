@@ -5,12 +5,13 @@
 //! on: found, exists-but-empty (NODATA), does-not-exist (NXDOMAIN), or failed (SERVFAIL, REFUSED,
 //! timeout, network trouble). Nothing here panics on bad names or bad networks.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::Poll;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ProtocolConfig, ResolveHosts, ResolverConfig, ResolverOpts};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
@@ -101,6 +102,59 @@ pub struct Dns {
 struct Inner {
     resolver: TokioResolver,
     timeout: Duration,
+    memo: Memo,
+}
+
+/// Answers remembered for their TTL, in front of the resolver's own cache. The resolver's cache
+/// is correct but general (name parsing, a concurrent LRU, a lookup object per question); a busy
+/// MX asks the same few questions per message (the sender's MX and SPF record, the lists for
+/// the client), and a hash lookup answers those for a fraction of the cost. Only definite
+/// answers are kept: records until their TTL runs out, NXDOMAIN/NODATA for the SOA's negative
+/// TTL when the server gave one; failures are never remembered.
+struct Memo {
+    answers: Mutex<HashMap<(RecordType, Box<str>), Remembered>>,
+}
+
+struct Remembered {
+    answer: Answer,
+    until: Instant,
+}
+
+enum Answer {
+    Records(Arc<[RData]>),
+    NoRecords,
+    NxDomain,
+}
+
+/// Most answers remembered; when full, the memo starts afresh (the resolver's cache still has them).
+const MEMO_ANSWERS: usize = 20_000;
+/// Longest time an answer is remembered, whatever its TTL says.
+const MEMO_MAX_TTL: Duration = Duration::from_secs(3600);
+
+impl Memo {
+    fn get(&self, key: &(RecordType, Box<str>), now: Instant) -> Option<(Answer, Instant)> {
+        let answers = self.answers.lock().unwrap_or_else(|e| e.into_inner());
+        let r = answers.get(key).filter(|r| r.until > now)?;
+        let answer = match &r.answer {
+            Answer::Records(records) => Answer::Records(records.clone()),
+            Answer::NoRecords => Answer::NoRecords,
+            Answer::NxDomain => Answer::NxDomain,
+        };
+        Some((answer, r.until))
+    }
+
+    fn put(&self, key: (RecordType, Box<str>), answer: Answer, until: Instant) {
+        let until = until.min(Instant::now() + MEMO_MAX_TTL);
+        let mut answers = self.answers.lock().unwrap_or_else(|e| e.into_inner());
+        if answers.len() >= MEMO_ANSWERS {
+            let now = Instant::now();
+            answers.retain(|_, r| r.until > now);
+            if answers.len() >= MEMO_ANSWERS {
+                answers.clear();
+            }
+        }
+        answers.insert(key, Remembered { answer, until });
+    }
 }
 
 impl std::fmt::Debug for Dns {
@@ -141,7 +195,7 @@ impl Dns {
         options.use_hosts_file = ResolveHosts::Never;
         options.preserve_intermediates = true;
         let resolver = builder.build().map_err(|e| format!("cannot build the DNS resolver: {e}"))?;
-        Ok(Dns { inner: Arc::new(Inner { resolver, timeout }) })
+        Ok(Dns { inner: Arc::new(Inner { resolver, timeout, memo: Memo { answers: Mutex::new(HashMap::new()) } }) })
     }
 
     /// The per-lookup bound, so callers can describe or budget their own waits.
@@ -220,20 +274,45 @@ impl Dns {
 
     /// One bounded lookup of `rtype`, keeping the answer records `pick` accepts.
     async fn query<T>(&self, name: &str, rtype: RecordType, pick: impl Fn(&RData) -> Option<T>) -> Lookup<Vec<T>> {
-        let Some(name) = fqdn(name) else {
+        let key = (rtype, name.trim().trim_end_matches('.').to_ascii_lowercase().into_boxed_str());
+        if let Some((answer, _)) = self.inner.memo.get(&key, Instant::now()) {
+            return answer_lookup(&answer, &pick);
+        }
+        let Some(fqdn) = fqdn(name) else {
             return Lookup::NxDomain;
         };
-        let lookup = self.inner.resolver.lookup(name, rtype);
-        match tokio::time::timeout(self.inner.timeout, lookup).await {
-            Err(_) => Lookup::Failed("timeout".to_string()),
-            Ok(Err(error)) => classify(&error),
+        let lookup = self.inner.resolver.lookup(fqdn, rtype);
+        let answer = match tokio::time::timeout(self.inner.timeout, lookup).await {
+            Err(_) => return Lookup::Failed("timeout".to_string()),
+            Ok(Err(NetError::Dns(DnsError::NoRecordsFound(NoRecords { response_code, negative_ttl: Some(ttl), .. }))))
+                if matches!(response_code, ResponseCode::NXDomain | ResponseCode::NoError) =>
+            {
+                let answer = if response_code == ResponseCode::NXDomain { Answer::NxDomain } else { Answer::NoRecords };
+                (answer, Instant::now() + Duration::from_secs(u64::from(ttl)))
+            }
+            Ok(Err(error)) => return classify(&error),
             Ok(Ok(answer)) => {
-                let values: Vec<T> = answer.answers().iter().filter_map(|record| pick(&record.data)).collect();
-                if values.is_empty() {
-                    Lookup::NoRecords
-                } else {
-                    Lookup::Found(values)
-                }
+                let records: Arc<[RData]> = answer.answers().iter().map(|record| record.data.clone()).collect();
+                (Answer::Records(records), answer.valid_until())
+            }
+        };
+        let lookup = answer_lookup(&answer.0, &pick);
+        self.inner.memo.put(key, answer.0, answer.1);
+        lookup
+    }
+}
+
+/// What a remembered (or fresh) answer means for one question's record type.
+fn answer_lookup<T>(answer: &Answer, pick: &impl Fn(&RData) -> Option<T>) -> Lookup<Vec<T>> {
+    match answer {
+        Answer::NxDomain => Lookup::NxDomain,
+        Answer::NoRecords => Lookup::NoRecords,
+        Answer::Records(records) => {
+            let values: Vec<T> = records.iter().filter_map(pick).collect();
+            if values.is_empty() {
+                Lookup::NoRecords
+            } else {
+                Lookup::Found(values)
             }
         }
     }

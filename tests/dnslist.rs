@@ -431,3 +431,23 @@ async fn an_empty_list_asks_nothing() {
     assert_eq!(result, ListResult::default());
     assert_eq!(server.queries(), 0);
 }
+
+#[tokio::test]
+async fn answers_are_remembered_for_their_ttl_failures_are_not() {
+    let server = TestDns::builder().a("mx.example.test", "192.0.2.25").servfail("broken.test").start().await;
+    let dns = dns(&server, SHORT);
+    assert_eq!(dns.a("mx.example.test").await, Lookup::Found(vec![Ipv4Addr::new(192, 0, 2, 25)]));
+    let asked = server.queries();
+    // The same question, however it is spelled, is answered from memory.
+    assert_eq!(dns.a("MX.Example.Test.").await, Lookup::Found(vec![Ipv4Addr::new(192, 0, 2, 25)]));
+    assert_eq!(dns.a("mx.example.test").await, Lookup::Found(vec![Ipv4Addr::new(192, 0, 2, 25)]));
+    assert_eq!(server.queries(), asked);
+    // Another type is another question.
+    assert_eq!(dns.aaaa("mx.example.test").await, Lookup::NoRecords);
+    assert!(server.queries() > asked);
+    // A failure is asked again next time.
+    assert_eq!(dns.a("x.broken.test").await, Lookup::Failed("SERVFAIL".into()));
+    let asked = server.queries();
+    assert_eq!(dns.a("x.broken.test").await, Lookup::Failed("SERVFAIL".into()));
+    assert!(server.queries() > asked, "SERVFAIL was remembered");
+}
