@@ -366,15 +366,12 @@ pub(crate) fn defuse_nesting(raw: &[u8]) -> Cow<'_, [u8]> {
     let mut copy: Option<Vec<u8>> = None;
     let mut at = 0;
     while at + 6 <= raw.len() {
-        // Every subtype starts with r, g or d: most bytes are passed over by this one test.
-        if !matches!(raw[at] | 0x20, b'r' | b'g' | b'd') {
-            at += 1;
-            continue;
-        }
-        let word = &raw[at..at + 6];
-        let before_ok = at == 0 || b"/ \t\"\\)\r\n".contains(&raw[at - 1]);
-        let after_ok = raw.get(at + 6).is_none_or(|b| b" \t\r\n;(\"\\".contains(b));
-        if before_ok && after_ok && NESTING_SUBTYPES.iter().any(|s| word.eq_ignore_ascii_case(s)) {
+        // Cheapest tests first: most bytes do not start with r, g or d after a delimiter.
+        let candidate = matches!(raw[at] | 0x20, b'r' | b'g' | b'd') && (at == 0 || BEFORE_SUBTYPE[raw[at - 1] as usize]);
+        if candidate
+            && raw.get(at + 6).is_none_or(|&b| AFTER_SUBTYPE[b as usize])
+            && NESTING_SUBTYPES.iter().any(|s| raw[at..at + 6].eq_ignore_ascii_case(s))
+        {
             copy.get_or_insert_with(|| raw.to_vec())[at] = b'x';
             at += 6;
         } else {
@@ -382,6 +379,21 @@ pub(crate) fn defuse_nesting(raw: &[u8]) -> Cow<'_, [u8]> {
         }
     }
     copy.map_or(Cow::Borrowed(raw), Cow::Owned)
+}
+
+/// Bytes that may precede a MIME subtype token (`message/rfc822`, `"rfc822"`, `(x)rfc822`).
+const BEFORE_SUBTYPE: [bool; 256] = byte_set(b"/ \t\"\\)\r\n");
+/// Bytes that may follow one (or the end of the text).
+const AFTER_SUBTYPE: [bool; 256] = byte_set(b" \t\r\n;(\"\\");
+
+const fn byte_set(bytes: &[u8]) -> [bool; 256] {
+    let mut set = [false; 256];
+    let mut i = 0;
+    while i < bytes.len() {
+        set[bytes[i] as usize] = true;
+        i += 1;
+    }
+    set
 }
 
 /// Resolves HTML entities (numeric and named, in every text part as smtpf
