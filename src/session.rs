@@ -159,6 +159,9 @@ pub struct Session {
     /// SPF results for the MAIL FROM and HELO identities of the current transaction.
     pub spf_mail: Option<crate::checks::spf::SpfResult>,
     pub spf_helo: Option<crate::checks::spf::SpfResult>,
+    /// The HELO name's SPF result, kept for the connection: the client and its HELO name do not
+    /// change between its messages, so the evaluation is not repeated at every MAIL.
+    helo_spf: Option<(String, crate::checks::spf::SpfResult)>,
     /// Set when greylisting let this message pass for the first time (report header at EOM).
     pub grey_pass: Option<crate::checks::greylist::GreyPass>,
     /// grey-content: the key whose decision waits for the end of the message.
@@ -209,6 +212,7 @@ impl Session {
             delayed: None,
             spf_mail: None,
             spf_helo: None,
+            helo_spf: None,
             grey_pass: None,
             grey_deferred: None,
             mails: 0,
@@ -481,9 +485,13 @@ impl Session {
         let dns = self.policy.dns.clone();
         let helo = self.helo.clone();
         let sender = self.tx.as_ref().map(|t| crate::checks::listing::bare_address(&t.sender).to_string()).unwrap_or_default();
+        let known_helo = self.helo_spf.as_ref().filter(|(name, _)| *name == helo).map(|(_, result)| *result);
         async move {
             let ip = ip?;
-            Some(tokio::join!(check_mail(&dns, ip, &helo, &sender), check_helo(&dns, ip, &helo)))
+            match known_helo {
+                Some(helo_result) => Some((check_mail(&dns, ip, &helo, &sender).await, helo_result)),
+                None => Some(tokio::join!(check_mail(&dns, ip, &helo, &sender), check_helo(&dns, ip, &helo))),
+            }
         }
     }
 
@@ -640,6 +648,7 @@ impl Session {
             if let Some((mail, helo)) = results {
                 self.spf_mail = Some(mail);
                 self.spf_helo = Some(helo);
+                self.helo_spf = Some((self.helo.clone(), helo));
             }
             verdict = mx;
         }

@@ -141,3 +141,35 @@ async fn exemptions_and_switch() {
         "switched off: no check answers MAIL, so none is promised"
     );
 }
+
+#[tokio::test]
+async fn every_message_of_a_connection_reports_both_spf_results() {
+    let dns = TestDns::builder()
+        .zone("test")
+        .mx("good.test", 10, "mx1.good.test")
+        .a("mx1.good.test", "64.0.2.25")
+        .txt("good.test", "v=spf1 ip4:64.0.2.0/24 -all")
+        .txt("helo.good.test", "v=spf1 ip4:64.0.2.80 -all")
+        .start()
+        .await;
+    let d = daemon(&dns, "").await;
+    let mut c = d.client().await;
+    open_session(&mut c, "client.example", "64.0.2.80", "helo.good.test").await;
+    for n in 0..3 {
+        let r = c.command(&Command::Mail { sender: format!("<u{n}@good.test>"), params: vec![] }).await.unwrap();
+        assert_eq!(r, vec![Response::Continue]);
+        c.command(&Command::Abort).await.unwrap();
+    }
+    // A second HELO name is evaluated afresh: this one has no SPF record.
+    c.command(&Command::Helo { name: "other.test".into() }).await.unwrap();
+    c.command(&Command::Mail { sender: "<u3@good.test>".into(), params: vec![] }).await.unwrap();
+    c.command(&Command::Quit).await.unwrap();
+    let lines = d.wait_for("#717 sender", 4).await;
+    for n in 0..3 {
+        assert!(
+            lines.iter().any(|l| l.contains(&format!("<u{n}@good.test>")) && l.contains("spf-mail=Pass spf-helo=Pass")),
+            "{lines:?}"
+        );
+    }
+    assert!(lines.iter().any(|l| l.contains("<u3@good.test>") && l.contains("spf-mail=Pass spf-helo=None")), "{lines:?}");
+}
