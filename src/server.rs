@@ -9,11 +9,11 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufRead, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::{watch, Notify};
 
 use crate::log::catalog;
-use crate::milter::codec::{decode_command, encode_response, read_frame, FrameError, MAX_PAYLOAD};
+use crate::milter::codec::{decode_command, encode_response, read_frame, take_buffered_frame, FrameError, MAX_PAYLOAD};
 use crate::milter::listen::Listener;
 use crate::session::{Session, Step};
 use crate::shared::Shared;
@@ -99,9 +99,20 @@ pub async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(stream: S, shar
         if *kill.0.borrow() {
             break;
         }
-        let frame = tokio::select! {
-            _ = kill.0.changed() => break,
-            f = tokio::time::timeout(read_timeout, read_frame(&mut r, MAX_PAYLOAD, &mut buf)) => f,
+        // A frame already received needs no wait, hence no timeout or kill watch.
+        let buffered = match take_buffered_frame(r.buffer(), MAX_PAYLOAD, &mut buf) {
+            Some((code, used)) => {
+                std::pin::Pin::new(&mut r).consume(used);
+                Some(code)
+            }
+            None => None,
+        };
+        let frame = match buffered {
+            Some(code) => Ok(Ok(Some(code))),
+            None => tokio::select! {
+                _ = kill.0.changed() => break,
+                f = tokio::time::timeout(read_timeout, read_frame(&mut r, MAX_PAYLOAD, &mut buf)) => f,
+            },
         };
         let code = match frame {
             Err(_) => {
