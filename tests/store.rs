@@ -614,3 +614,46 @@ async fn changes_by_another_process_are_seen_despite_the_memory_cache() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn keys_written_while_the_key_filter_is_built_are_never_reported_absent() {
+    let (_dir, path) = temp();
+    let store = open(&path);
+    for i in 0..20_000 {
+        // A full queue refuses at once; wait for room as a patient caller would.
+        while store.put_detached(&format!("grey:old{i}"), rec("0", NOW, NOW + 600)) == Err(StoreError::Busy) {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    store.close().await;
+    // Without the memory cache every answer comes from the key filter or the file.
+    let store = Store::open_sqlite_with(&path, SqliteOptions { hot_cache: 0, ..SqliteOptions::default() }).expect("reopen");
+    let mut tasks = Vec::new();
+    for t in 0..8 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..250 {
+                let key = format!("dupmsg:new{t}-{i}");
+                if i % 2 == 0 {
+                    store.put(&key, rec("1 sid", NOW, NOW + 600)).await.expect("put");
+                } else {
+                    store.put_detached(&key, rec("1 sid", NOW, NOW + 600)).expect("put");
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("task");
+    }
+    // Let any rebuild finish, then every key must be found and unknown ones not.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for i in (0..20_000).step_by(7) {
+        assert!(store.get(&format!("grey:old{i}"), NOW).await.expect("get").is_some(), "grey:old{i}");
+    }
+    for t in 0..8 {
+        for i in 0..250 {
+            assert!(store.get(&format!("dupmsg:new{t}-{i}"), NOW).await.expect("get").is_some(), "dupmsg:new{t}-{i}");
+        }
+    }
+    assert_eq!(store.get("grey:never", NOW).await, Ok(None));
+}

@@ -45,9 +45,11 @@ use tokio::sync::oneshot;
 use super::{unix_now, PrefixStats, Record, StoreCounters, StoreError};
 
 mod cache;
+mod filter;
 mod writer;
 
 use cache::{HotCache, Lookup};
+use filter::KeyFilter;
 use writer::{Detached, Write, WriterMsg};
 
 /// The schema: smtpf's `mcc` table (k key, v value, e expiry, c creation; unix seconds) and the
@@ -98,6 +100,9 @@ pub struct SqliteOptions {
     /// How often an idle writer checks whether another process changed the file, so the hot
     /// cache forgets what that change may contradict.
     pub outside_change_poll: Duration,
+    /// Keep a Bloom filter of the file's keys so lookups of keys never stored skip the readers
+    /// (about 2.5 bytes per stored key; see the `filter` module).
+    pub key_filter: bool,
 }
 
 impl Default for SqliteOptions {
@@ -113,6 +118,7 @@ impl Default for SqliteOptions {
             clock: unix_now,
             hot_cache: 65_536,
             outside_change_poll: Duration::from_millis(100),
+            key_filter: true,
         }
     }
 }
@@ -197,6 +203,7 @@ struct Inner {
     threads: Mutex<Vec<JoinHandle<()>>>,
     counters: Arc<Counters>,
     cache: Arc<HotCache>,
+    filter: Arc<KeyFilter>,
     detached: Arc<Detached>,
     /// Set by `close`: the hot cache must not answer for a closed store.
     closed: std::sync::atomic::AtomicBool,
@@ -280,17 +287,19 @@ impl SqliteStore {
 
         let counters = Arc::new(Counters::default());
         let cache = Arc::new(HotCache::new(options.hot_cache));
+        let filter = Arc::new(KeyFilter::new(path.to_path_buf(), options.busy_timeout, cache.clone(), options.key_filter));
         let detached = Arc::new(Detached::new(options.write_queue));
         let (write_tx, write_rx) = mpsc::sync_channel(options.write_queue);
         let (read_tx, read_rx) = crossbeam_channel::bounded(options.read_queue);
         let mut threads = Vec::with_capacity(options.readers + 1);
-        let w = writer::Writer::new(conn, write_rx, counters.clone(), cache.clone(), detached.clone(), &options)
+        let w = writer::Writer::new(conn, write_rx, counters.clone(), cache.clone(), filter.clone(), detached.clone(), &options)
             .map_err(open_error)?;
         threads.push(spawn("store-writer", move || w.run())?);
         for (i, r) in reader_conns.into_iter().enumerate() {
             let rx = read_rx.clone();
             threads.push(spawn(&format!("store-reader-{i}"), move || reader_loop(r, rx))?);
         }
+        filter.rebuild();
         Ok(SqliteStore {
             inner: Arc::new(Inner {
                 path: path.to_path_buf(),
@@ -300,6 +309,7 @@ impl SqliteStore {
                 threads: Mutex::new(threads),
                 counters,
                 cache,
+                filter: filter.clone(),
                 detached,
                 closed: std::sync::atomic::AtomicBool::new(false),
             }),
@@ -320,6 +330,9 @@ impl SqliteStore {
             Lookup::Known(found) => return Ok(found),
             Lookup::Unknown(generation) => generation,
         };
+        if !self.inner.filter.may_contain(key) {
+            return Ok(None);
+        }
         let (reply, rx) = oneshot::channel();
         self.read(ReaderMsg::Get { key: key.to_owned(), now, reply })?;
         let found = rx.await.unwrap_or(Err(StoreError::Closed))?;
@@ -359,6 +372,7 @@ impl SqliteStore {
     fn queue_put(&self, key: &str, record: Record, reply: Option<Reply<()>>) -> Result<(), StoreError> {
         let cached = record.clone();
         self.inner.cache.write(key, Some(cached), |seq| {
+            self.inner.filter.insert(key);
             if reply.is_some() {
                 return self.write(WriterMsg::Write(Write::Put { key: key.to_owned(), record, seq, reply }));
             }
@@ -377,6 +391,7 @@ impl SqliteStore {
         let (reply, rx) = oneshot::channel();
         let mine = record.clone();
         let ticket = self.inner.cache.reserve(|seq| {
+            self.inner.filter.insert(key);
             self.write(WriterMsg::Write(Write::PutIfAbsent { key: key.to_owned(), record, now, seq, found: None, reply }))
         })?;
         let found = rx.await.unwrap_or(Err(StoreError::Closed))?;

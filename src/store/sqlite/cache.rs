@@ -142,6 +142,18 @@ impl HotCache {
         slots.insert(key.to_owned(), Slot { record, seq: 0 });
     }
 
+    /// The last sequence number handed out, read under the lock so every write that took its
+    /// number earlier also finished whatever it did inside the lock (the key filter insert).
+    pub(super) fn queued_seq(&self) -> u64 {
+        let _slots = lock(&self.slots);
+        self.next_seq.load(Ordering::Acquire)
+    }
+
+    /// The highest sequence number committed so far.
+    pub(super) fn committed_seq(&self) -> u64 {
+        self.committed.load(Ordering::Acquire)
+    }
+
     /// The writer committed every write up to `seq`.
     pub(super) fn committed_up_to(&self, seq: u64) {
         self.committed.fetch_max(seq, Ordering::AcqRel);

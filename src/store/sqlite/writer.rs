@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use super::cache::HotCache;
+use super::filter::KeyFilter;
 use super::{record_at, Counters, Reply, SqliteOptions, GET_LIVE};
 use crate::store::{Record, StoreError};
 
@@ -209,6 +210,7 @@ pub(super) struct Writer {
     /// the shutdown open forever.
     closing_budget: usize,
     cache: Arc<HotCache>,
+    filter: Arc<KeyFilter>,
     detached: Arc<Detached>,
     /// When the detached writes gathering now are due (None: none announced).
     detached_due: Option<Instant>,
@@ -228,6 +230,7 @@ impl Writer {
         rx: Receiver<WriterMsg>,
         counters: Arc<Counters>,
         cache: Arc<HotCache>,
+        filter: Arc<KeyFilter>,
         detached: Arc<Detached>,
         o: &SqliteOptions,
     ) -> rusqlite::Result<Writer> {
@@ -244,6 +247,7 @@ impl Writer {
             jobs: VecDeque::new(),
             closing_budget: o.write_queue,
             cache,
+            filter,
             detached,
             detached_due: None,
             data_version,
@@ -259,9 +263,13 @@ impl Writer {
             Ok(v) => {
                 self.data_version = v;
                 self.cache.clear(false);
+                self.filter.outside_change();
             }
             // Cannot tell: assume the worst.
-            Err(_) => self.cache.clear(false),
+            Err(_) => {
+                self.cache.clear(false);
+                self.filter.outside_change();
+            }
         }
     }
 
