@@ -1,61 +1,113 @@
 //! `milter-bench`: a load generator that plays Postfix against any milter socket and reports
-//! throughput and latency.
+//! throughput, latency and the milter's memory.
 //!
-//! Each of `--connections` workers opens a connection, negotiates like Postfix 3.x, sends the
-//! connect macros, CONNECT and HELO, then runs a few transactions (MAIL, 1–3 RCPT, DATA, ten
-//! headers with a unique Message-ID, EOH, a 4 KiB body, EOM, ABORT) before QUIT and a reconnect.
-//! A `--new-tuples` share of the messages uses a sender never seen before, so greylisting has to
-//! write a new record; the rest reuse a small pool. A reject or temp-fail from the milter (a
-//! greylisting 4xx at DATA is normal) is counted as "refused"; a protocol or I/O error counts as an
-//! error and the process exits 1 when there was any. `--raw-ceiling` benches an in-process
-//! responder that answers "continue" to everything, which shows what the socket and the protocol
-//! alone cost on this machine.
+//! Each of `--connections` workers claims messages one at a time and runs each as a full
+//! transaction (MAIL, 1–3 RCPT, DATA, ten headers with a unique Message-ID, EOH, a 4 KiB body,
+//! EOM, ABORT). Two kinds of message:
+//!
+//! - **known tuples** come from a pool of 200 client hosts (10 PTR domains) and 4 senders, on
+//!   connections the worker reuses for `--per-connection` transactions before QUIT and reconnect;
+//! - **new tuples** (a `--new-tuples` share, spread evenly) come from a client host never seen
+//!   before (own PTR domain, own address in 198.18.0.0/15), each on its own connection: negotiate,
+//!   CONNECT, HELO, the one transaction, QUIT. A greylisting milter keys on the host, and a host
+//!   that passed once passes at once afterwards, so only a new host makes it write a new tuple.
+//!
+//! A reject or temp-fail from the milter (a greylisting 4xx at DATA is normal) counts as
+//! "refused"; a protocol or I/O error counts as an error and the process exits 1 when there was
+//! any, or when no transaction got a verdict. `--raw-ceiling` benches an in-process responder that
+//! answers "continue" to everything, which shows what the socket and the protocol alone cost on
+//! this machine.
+//!
+//! Other modes: `--warm-up` (one transaction per known tuple before the measured run, so a milter
+//! with a short `grey-temp-fail-period` lets the known tuples pass), `--rate` (open-loop pacing,
+//! for latency at a fixed load), `--idle N` (hold N idle MTA connections and report the milter's
+//! memory) and the `prefill` subcommand (greylist records into a SQLite state file before the
+//! daemon starts). docs/performance.md describes them and bench/run.sh, the full measurement.
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
+use hdrhistogram::Histogram;
 use smtpf_milter::milter::client::{ClientError, MtaClient, POSTFIX_ACTIONS, POSTFIX_PROTOCOL};
 use smtpf_milter::milter::codec::{decode_command, encode_response, read_frame, Command, Family, Response, MAX_PAYLOAD};
 use smtpf_milter::milter::negotiate::{negotiate, Needs};
+use smtpf_milter::store::{unix_now, Record, SqliteOptions, Store, StoreError};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
-use tokio::net::UnixListener;
+use tokio::net::{TcpStream, UnixListener, UnixStream};
+use tokio::sync::Semaphore;
 
-/// Drive a milter socket like Postfix and measure transactions per second and reply latency.
+/// Drive a milter socket like Postfix and measure transactions per second, reply latency and the
+/// milter's memory.
 #[derive(Parser, Debug)]
-#[command(name = "milter-bench", version)]
+#[command(name = "milter-bench", version, subcommand_negates_reqs = true, args_conflicts_with_subcommands = true)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Cmd>,
     /// Milter socket: unix:/path, inet:PORT@HOST, inet:HOST:PORT or inet6:PORT@HOST.
     #[arg(long, required_unless_present = "raw_ceiling", conflicts_with = "raw_ceiling")]
     socket: Option<String>,
     /// Bench an in-process responder that answers "continue" to everything (socket and protocol ceiling).
     #[arg(long)]
     raw_ceiling: bool,
-    /// Concurrent MTA connections.
+    /// Concurrent MTA connections (workers; each has at most one transaction in flight).
     #[arg(long, default_value_t = 32)]
     connections: usize,
     /// Transactions to run in total.
     #[arg(long, default_value_t = 20_000)]
     messages: u64,
-    /// Share (0..=1) of messages whose sender was never seen, so greylisting writes a new record.
+    /// Share (0..=1) of messages from a never-seen client host and sender, so greylisting has to
+    /// write a new tuple; each uses its own connection.
     #[arg(long, default_value_t = 0.2)]
     new_tuples: f64,
-    /// Transactions per connection before QUIT and reconnect.
+    /// Known-tuple transactions per connection before QUIT and reconnect.
     #[arg(long, default_value_t = 5)]
     per_connection: u32,
     /// Stop starting new transactions after this many seconds.
     #[arg(long, value_name = "SECS")]
     duration_limit: Option<f64>,
+    /// Open-loop pacing: message i is not started before start + i / RATE.
+    #[arg(long, value_name = "MSGS_PER_S")]
+    rate: Option<f64>,
+    /// Before the measured run, send one transaction for every known tuple (not counted), then
+    /// wait --warm-up-wait seconds.
+    #[arg(long)]
+    warm_up: bool,
+    /// Seconds to wait after the warm-up (longer than the milter's grey-temp-fail-period).
+    #[arg(long, value_name = "SECS", default_value_t = 2.0)]
+    warm_up_wait: f64,
+    /// Instead of a load run: open N connections (CONNECT and HELO each), hold them, report the
+    /// milter's memory, then QUIT them all.
+    #[arg(long, value_name = "N")]
+    idle: Option<usize>,
+    /// The milter's process id for the memory figures (default: the peer of the first unix
+    /// socket connection; needed for inet sockets).
+    #[arg(long)]
+    pid: Option<i32>,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
 }
 
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Write greylist records into a SQLite state file (before the daemon starts on it).
+    Prefill {
+        /// The state file (the daemon's cache-path); created when missing.
+        #[arg(long)]
+        cache_path: PathBuf,
+        /// How many records to write.
+        #[arg(long, default_value_t = 1_000_000)]
+        records: u64,
+    },
+}
+
 /// Where to connect.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 enum Target {
     Unix(PathBuf),
     Tcp(String),
@@ -83,15 +135,46 @@ fn parse_target(spec: &str) -> Result<Target, String> {
     Err(format!("cannot parse socket {spec:?}"))
 }
 
+/// Any connected stream, so unix and TCP connections share one client type.
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+type Client = MtaClient<Box<dyn Stream>>;
+
+/// Connects; the first unix connection also learns the milter's pid (SO_PEERCRED).
+async fn open(target: &Target, pid: &OnceLock<i32>) -> Result<Client, String> {
+    match target {
+        Target::Unix(p) => {
+            let s = UnixStream::connect(p).await.map_err(|e| format!("connect {}: {e}", p.display()))?;
+            if pid.get().is_none() {
+                if let Some(id) = s.peer_cred().ok().and_then(|c| c.pid()) {
+                    let _ = pid.set(id);
+                }
+            }
+            Ok(MtaClient::new(Box::new(s)))
+        }
+        Target::Tcp(a) => {
+            let s = TcpStream::connect(a).await.map_err(|e| format!("connect {a}: {e}"))?;
+            let _ = s.set_nodelay(true);
+            Ok(MtaClient::new(Box::new(s)))
+        }
+    }
+}
+
 /// Events whose reply latency is measured.
 const EVENTS: [&str; 9] = ["connect", "helo", "mail", "rcpt", "data", "header", "eoh", "body", "eom"];
 const TRANSACTION: usize = EVENTS.len();
+/// Latencies are recorded in µs, 3 significant digits, up to this value (longer ones saturate).
+const LAT_MAX_US: u64 = 120_000_000;
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, LAT_MAX_US, 3).expect("valid histogram bounds")
+}
 
 /// What one worker saw.
-#[derive(Default)]
 struct Tally {
-    /// Latencies in microseconds per event, and for whole transactions (MAIL to EOM verdict).
-    lat: Vec<Vec<u32>>,
+    /// Latencies in microseconds per event, and for whole transactions (MAIL to EOM verdict);
+    /// allocated on first use (about 140 KB each, and most events never get a reply).
+    lat: Vec<Option<Histogram<u64>>>,
     responses: u64,
     transactions: u64,
     accepted: u64,
@@ -104,7 +187,22 @@ struct Tally {
 
 impl Tally {
     fn new() -> Tally {
-        Tally { lat: vec![Vec::new(); EVENTS.len() + 1], ..Tally::default() }
+        Tally {
+            lat: (0..=EVENTS.len()).map(|_| None).collect(),
+            responses: 0,
+            transactions: 0,
+            accepted: 0,
+            refused: 0,
+            refused_at: Vec::new(),
+            errors: 0,
+            first_error: None,
+            connections: 0,
+        }
+    }
+
+    fn record(&mut self, ev: usize, since: Instant) {
+        let us = since.elapsed().as_micros().min(LAT_MAX_US as u128) as u64;
+        self.lat[ev].get_or_insert_with(histogram).saturating_record(us.max(1));
     }
 
     fn error(&mut self, e: String) {
@@ -122,22 +220,102 @@ impl Tally {
 
     fn merge(&mut self, o: Tally) {
         for (a, b) in self.lat.iter_mut().zip(o.lat) {
-            a.extend(b);
+            match (a.as_mut(), b) {
+                // Same bounds on both sides, so this cannot fail.
+                (Some(a), Some(b)) => {
+                    let _ = a.add(&b);
+                }
+                (None, b) => *a = b,
+                (_, None) => {}
+            }
         }
         self.responses += o.responses;
         self.transactions += o.transactions;
         self.accepted += o.accepted;
+        self.refused += o.refused;
         self.errors += o.errors;
         self.connections += o.connections;
         if self.first_error.is_none() {
             self.first_error = o.first_error;
         }
         for (at, n) in o.refused_at {
-            for _ in 0..n {
-                self.refused(&at);
+            match self.refused_at.iter_mut().find(|(s, _)| *s == at) {
+                Some((_, m)) => *m += n,
+                None => self.refused_at.push((at, n)),
             }
         }
     }
+}
+
+/// Known client hosts: addresses in TEST-NET-2/3, PTR names in 10 domains.
+const CLIENT_POOL: u64 = 200;
+/// Most recipients of one message.
+const MAX_RCPTS: u64 = 3;
+
+/// One SMTP client as the MTA presents it to the milter.
+#[derive(Clone, Debug, PartialEq)]
+struct ClientId {
+    host: String,
+    ip: String,
+    port: u16,
+}
+
+/// Known client number `k` (taken modulo the pool size).
+fn pool_client(k: u64) -> ClientId {
+    let k = k % CLIENT_POOL;
+    let ip = if k < 100 { format!("198.51.100.{}", k + 1) } else { format!("203.0.113.{}", k - 99) };
+    ClientId { host: format!("mail{k}.client{}.example.org", k % 10), ip, port: 40000 + k as u16 }
+}
+
+/// The known client of a worker's `n`-th connection.
+fn pool_client_for(worker: usize, n: u64) -> ClientId {
+    pool_client(worker as u64 * 7919 + n)
+}
+
+/// A client host never seen before: the second label of its PTR name (what greylisting keys on)
+/// is unique to this run and message, and so is its address in 198.18.0.0/15 within a run.
+fn fresh_client(run_id: &str, seed: u64, i: u64) -> ClientId {
+    let off = seed.wrapping_add(i) % (1 << 17);
+    let ip = format!("198.{}.{}.{}", 18 + (off >> 16), (off >> 8) & 255, off & 255);
+    ClientId { host: format!("mail.n{run_id}-{i}.example.org"), ip, port: 10000 + (i % 50000) as u16 }
+}
+
+/// The sender of known-tuple message `i`.
+fn known_sender(i: u64) -> String {
+    format!("user{}@pool{}.example.com", i % 4, i % 2)
+}
+
+/// Every sender [`known_sender`] produces (it repeats every 4 messages).
+fn known_senders() -> Vec<String> {
+    let set: BTreeSet<String> = (0..4).map(known_sender).collect();
+    set.into_iter().collect()
+}
+
+/// The sender of new-tuple message `i`.
+fn new_sender(run_id: &str, i: u64) -> String {
+    format!("new-{run_id}-{i}@sender{}.example.org", i % 97)
+}
+
+/// How many recipients message `i` has (rcpt0.., 1 to MAX_RCPTS).
+fn rcpt_count(i: u64) -> u64 {
+    1 + i % MAX_RCPTS
+}
+
+/// Known clients to warm up: the first pool client of each distinct PTR domain (greylisting
+/// keys on the domain, so one host per domain covers them all).
+fn warm_up_clients() -> Vec<ClientId> {
+    let mut seen = BTreeSet::new();
+    (0..CLIENT_POOL).map(pool_client).filter(|c| seen.insert(c.host.split_once('.').map(|(_, d)| d.to_string()))).collect()
+}
+
+/// Exactly a `share` of message numbers, spread evenly.
+fn is_new(share: f64, i: u64) -> bool {
+    ((i + 1) as f64 * share).floor() > (i as f64 * share).floor()
+}
+
+/// When message `i` may start, after the run's start, at `rate` messages per second.
+fn due_offset(i: u64, rate: f64) -> Duration {
+    Duration::from_secs_f64(i as f64 / rate)
 }
 
 /// Shared, read-only run parameters.
@@ -146,24 +324,41 @@ struct Plan {
     new_tuples: f64,
     per_connection: u32,
     deadline: Option<Instant>,
+    start: Instant,
+    rate: Option<f64>,
     run_id: String,
+    seed: u64,
     body: Vec<u8>,
     next: AtomicU64,
+    /// The milter's pid, learnt from the first unix connection.
+    peer_pid: OnceLock<i32>,
 }
 
 impl Plan {
-    /// Claims the next message number, or None when done.
-    fn claim(&self) -> Option<u64> {
-        if self.deadline.is_some_and(|d| Instant::now() >= d) {
+    fn past_deadline(&self) -> bool {
+        self.deadline.is_some_and(|d| Instant::now() >= d)
+    }
+
+    /// Claims the next message number and waits until it is due; None when done.
+    async fn claim(&self) -> Option<u64> {
+        if self.past_deadline() {
             return None;
         }
         let i = self.next.fetch_add(1, Ordering::Relaxed);
-        (i < self.messages).then_some(i)
+        if i >= self.messages {
+            return None;
+        }
+        if let Some(rate) = self.rate {
+            tokio::time::sleep_until((self.start + due_offset(i, rate)).into()).await;
+            if self.past_deadline() {
+                return None;
+            }
+        }
+        Some(i)
     }
 
-    /// Exactly a `new_tuples` share of message numbers, spread evenly.
     fn is_new(&self, i: u64) -> bool {
-        ((i + 1) as f64 * self.new_tuples).floor() > (i as f64 * self.new_tuples).floor()
+        is_new(self.new_tuples, i)
     }
 }
 
@@ -189,12 +384,7 @@ fn closes(rs: &[Response]) -> bool {
 }
 
 /// Sends one command, times the reply, and returns the responses.
-async fn step<S: AsyncRead + AsyncWrite + Unpin>(
-    c: &mut MtaClient<S>,
-    t: &mut Tally,
-    ev: usize,
-    cmd: &Command,
-) -> Result<Vec<Response>, String> {
+async fn step(c: &mut Client, t: &mut Tally, ev: usize, cmd: &Command) -> Result<Vec<Response>, String> {
     let start = Instant::now();
     let rs = match tokio::time::timeout(REPLY_TIMEOUT, c.command(cmd)).await {
         Err(_) => return Err(format!("no reply to {} within {}s", EVENTS[ev], REPLY_TIMEOUT.as_secs())),
@@ -202,7 +392,7 @@ async fn step<S: AsyncRead + AsyncWrite + Unpin>(
         Ok(Ok(rs)) => rs,
     };
     if !rs.is_empty() {
-        t.lat[ev].push(start.elapsed().as_micros().min(u32::MAX as u128) as u32);
+        t.record(ev, start);
         t.responses += rs.len() as u64;
     }
     Ok(rs)
@@ -212,19 +402,55 @@ fn io(e: std::io::Error) -> String {
     ClientError::Io(e).to_string()
 }
 
+/// Negotiation, connect macros, CONNECT and HELO. Ok(false) when the milter refused the client
+/// (counted as refused).
+async fn hello(c: &mut Client, t: &mut Tally, client: &ClientId) -> Result<bool, String> {
+    t.connections += 1;
+    let r = tokio::time::timeout(REPLY_TIMEOUT, c.negotiate(6, POSTFIX_ACTIONS, POSTFIX_PROTOCOL))
+        .await
+        .map_err(|_| "no reply to option negotiation".to_string())?
+        .map_err(|e| format!("negotiate: {e}"))?;
+    if !matches!(r, Response::OptNeg { .. }) {
+        return Err(format!("negotiate: unexpected {r:?}"));
+    }
+    t.responses += 1;
+    // What Postfix sends for a client whose PTR name resolved back to its address.
+    c.macros(
+        b'C',
+        &[
+            ("j", "mx.example.net"),
+            ("{daemon_name}", "smtpd"),
+            ("_", &format!("{} [{}]", client.host, client.ip)),
+            ("{client_ptr}", &client.host),
+            ("{client_resolve}", "OK"),
+        ],
+    )
+    .await
+    .map_err(io)?;
+    let connect =
+        Command::Connect { hostname: client.host.clone(), family: Family::Inet, port: client.port, address: client.ip.clone() };
+    if !verdict_ok(&step(c, t, 0, &connect).await?) {
+        t.refused("connect");
+        return Ok(false);
+    }
+    if !verdict_ok(&step(c, t, 1, &Command::Helo { name: client.host.clone() }).await?) {
+        t.refused("helo");
+        return Ok(false);
+    }
+    Ok(true)
+}
+
 /// One transaction, MAIL to ABORT.
-async fn transaction<S: AsyncRead + AsyncWrite + Unpin>(
-    c: &mut MtaClient<S>,
+async fn transaction(
+    c: &mut Client,
     t: &mut Tally,
     plan: &Plan,
     i: u64,
+    client: &ClientId,
+    sender: &str,
+    rcpts: u64,
 ) -> Result<Outcome, String> {
     let qid = format!("B{i:09X}");
-    let sender = if plan.is_new(i) {
-        format!("new-{}-{i}@sender{}.example.org", plan.run_id, i % 97)
-    } else {
-        format!("user{}@pool{}.example.com", i % 4, i % 2)
-    };
     let start = Instant::now();
     macro_rules! check {
         ($rs:expr, $at:expr) => {{
@@ -237,9 +463,8 @@ async fn transaction<S: AsyncRead + AsyncWrite + Unpin>(
             rs
         }};
     }
-    c.macros(b'M', &[("i", &qid), ("{mail_addr}", &sender)]).await.map_err(io)?;
+    c.macros(b'M', &[("i", &qid), ("{mail_addr}", sender)]).await.map_err(io)?;
     check!(step(c, t, 2, &Command::Mail { sender: format!("<{sender}>"), params: vec!["SIZE=4600".into()] }).await?, "mail");
-    let rcpts = 1 + (i % 3);
     for r in 0..rcpts {
         let rcpt = format!("rcpt{r}@example.net");
         c.macros(b'R', &[("i", &qid), ("{rcpt_addr}", &rcpt)]).await.map_err(io)?;
@@ -249,9 +474,11 @@ async fn transaction<S: AsyncRead + AsyncWrite + Unpin>(
     check!(step(c, t, 4, &Command::Data).await?, "data");
     let mid = format!("<{}.{i}@bench.example.org>", plan.run_id);
     let from = format!("Sender <{sender}>");
+    let received = format!("from {0} ({0} [{1}]) by mx.example.net", client.host, client.ip);
+    let received2 = format!("from localhost by {}", client.host);
     let headers: [(&str, &str); 10] = [
-        ("Received", "from client.example.org (client.example.org [198.51.100.7]) by mx.example.net"),
-        ("Received", "from localhost by client.example.org"),
+        ("Received", &received),
+        ("Received", &received2),
         ("From", &from),
         ("To", "Recipient <rcpt0@example.net>"),
         ("Subject", "benchmark message"),
@@ -269,110 +496,144 @@ async fn transaction<S: AsyncRead + AsyncWrite + Unpin>(
     check!(step(c, t, 7, &Command::Body(plan.body.clone())).await?, "body");
     c.macros(b'E', &[("i", &qid), ("{msg_id}", &mid)]).await.map_err(io)?;
     check!(step(c, t, 8, &Command::EndOfMessage(Vec::new())).await?, "eom");
-    t.lat[TRANSACTION].push(start.elapsed().as_micros().min(u32::MAX as u128) as u32);
+    t.record(TRANSACTION, start);
     c.send(&Command::Abort).await.map_err(io)?;
     Ok(Outcome::Accepted)
 }
 
-/// One connection: negotiation, CONNECT, HELO, then transactions until the per-connection count,
-/// a refusal that closes, or the end of the plan. Returns false when the plan is exhausted.
-async fn session<S: AsyncRead + AsyncWrite + Unpin>(
-    mut c: MtaClient<S>,
-    t: &mut Tally,
-    plan: &Plan,
-    worker: usize,
-    n: u64,
-) -> Result<bool, String> {
-    t.connections += 1;
-    let r = tokio::time::timeout(REPLY_TIMEOUT, c.negotiate(6, POSTFIX_ACTIONS, POSTFIX_PROTOCOL))
-        .await
-        .map_err(|_| "no reply to option negotiation".to_string())?
-        .map_err(|e| format!("negotiate: {e}"))?;
-    if !matches!(r, Response::OptNeg { .. }) {
-        return Err(format!("negotiate: unexpected {r:?}"));
-    }
-    t.responses += 1;
-    // A pool of client addresses (TEST-NET-2/3), one per connection in turn.
-    let k = (worker as u64 * 7919 + n) % 200;
-    let ip = if k < 100 { format!("198.51.100.{}", k + 1) } else { format!("203.0.113.{}", k - 99) };
-    let host = format!("mail{k}.client{}.example.org", k % 10);
-    c.macros(
-        b'C',
-        &[
-            ("j", "mx.example.net"),
-            ("{daemon_name}", "smtpd"),
-            ("_", &format!("{host} [{ip}]")),
-            ("{client_ptr}", &host),
-            ("{client_resolve}", "OK"),
-        ],
-    )
-    .await
-    .map_err(io)?;
-    let rs = step(
-        &mut c,
-        t,
-        0,
-        &Command::Connect { hostname: host.clone(), family: Family::Inet, port: 40000 + k as u16, address: ip },
-    )
-    .await?;
-    let mut more = true;
-    if verdict_ok(&rs) {
-        let rs = step(&mut c, t, 1, &Command::Helo { name: host }).await?;
-        if verdict_ok(&rs) {
-            for _ in 0..plan.per_connection {
-                let Some(i) = plan.claim() else {
-                    more = false;
-                    break;
-                };
-                t.transactions += 1;
-                match transaction(&mut c, t, plan, i).await? {
-                    Outcome::Accepted => t.accepted += 1,
-                    Outcome::Refused(true) => break,
-                    Outcome::Refused(false) => {}
-                }
-            }
-        } else {
-            t.refused("helo");
+/// Counts a transaction's verdict; true when the connection stays usable.
+fn tally_outcome(t: &mut Tally, o: &Outcome) -> bool {
+    t.transactions += 1;
+    match o {
+        Outcome::Accepted => {
+            t.accepted += 1;
+            true
         }
-    } else {
-        t.refused("connect");
+        Outcome::Refused(closes) => !closes,
     }
-    let _ = c.send(&Command::Quit).await;
-    Ok(more)
 }
 
-/// One worker: connections until the plan is exhausted.
+/// A whole connection for one message: connect, HELO, the transaction, QUIT.
+async fn one_shot(
+    target: &Target,
+    plan: &Plan,
+    t: &mut Tally,
+    client: &ClientId,
+    i: u64,
+    sender: &str,
+    rcpts: u64,
+) -> Result<(), String> {
+    let mut c = open(target, &plan.peer_pid).await?;
+    if hello(&mut c, t, client).await? {
+        let o = transaction(&mut c, t, plan, i, client, sender, rcpts).await?;
+        if tally_outcome(t, &o) {
+            let _ = c.send(&Command::Quit).await;
+        }
+    } else {
+        // The message got its verdict at connect or HELO.
+        t.transactions += 1;
+    }
+    Ok(())
+}
+
+/// A reused connection for known tuples.
+struct Known {
+    c: Client,
+    client: ClientId,
+    used: u32,
+}
+
+/// One worker: claims messages until the plan is exhausted.
 async fn worker(target: Target, plan: Arc<Plan>, id: usize) -> Tally {
     let mut t = Tally::new();
+    let mut known: Option<Known> = None;
     let mut n = 0u64;
-    loop {
-        if plan.deadline.is_some_and(|d| Instant::now() >= d) || plan.next.load(Ordering::Relaxed) >= plan.messages {
-            break;
-        }
-        n += 1;
-        let r = match &target {
-            Target::Unix(p) => match MtaClient::connect_unix(p).await {
-                Ok(c) => session(c, &mut t, &plan, id, n).await,
-                Err(e) => Err(format!("connect {}: {e}", p.display())),
-            },
-            Target::Tcp(a) => match MtaClient::connect_tcp(a).await {
-                Ok(c) => session(c, &mut t, &plan, id, n).await,
-                Err(e) => Err(format!("connect {a}: {e}")),
-            },
-        };
-        match r {
-            Ok(true) => {}
-            Ok(false) => break,
-            Err(e) => {
+    while let Some(i) = plan.claim().await {
+        if plan.is_new(i) {
+            let client = fresh_client(&plan.run_id, plan.seed, i);
+            let sender = new_sender(&plan.run_id, i);
+            if let Err(e) = one_shot(&target, &plan, &mut t, &client, i, &sender, rcpt_count(i)).await {
                 t.error(e);
-                // A failed attempt uses up one message, so a dead socket ends the run.
-                if plan.claim().is_none() {
-                    break;
+            }
+            continue;
+        }
+        let k = match known.take() {
+            Some(k) => k,
+            None => {
+                n += 1;
+                let client = pool_client_for(id, n);
+                let opened = async {
+                    let mut c = open(&target, &plan.peer_pid).await?;
+                    let ok = hello(&mut c, &mut t, &client).await?;
+                    Ok::<_, String>((c, ok))
+                }
+                .await;
+                match opened {
+                    Ok((c, true)) => Known { c, client, used: 0 },
+                    Ok((_, false)) => {
+                        t.transactions += 1;
+                        continue;
+                    }
+                    Err(e) => {
+                        t.error(e);
+                        continue;
+                    }
                 }
             }
+        };
+        let Known { mut c, client, mut used } = k;
+        match transaction(&mut c, &mut t, &plan, i, &client, &known_sender(i), rcpt_count(i)).await {
+            Ok(o) => {
+                used += 1;
+                if !tally_outcome(&mut t, &o) {
+                    continue;
+                }
+                if used >= plan.per_connection {
+                    let _ = c.send(&Command::Quit).await;
+                } else {
+                    known = Some(Known { c, client, used });
+                }
+            }
+            Err(e) => t.error(e),
         }
     }
+    if let Some(mut k) = known {
+        let _ = k.c.send(&Command::Quit).await;
+    }
     t
+}
+
+/// Number of the first warm-up message (its queue id and Message-ID stay apart from the run's).
+const WARM_UP_BASE: u64 = 1 << 40;
+
+/// One transaction for every known tuple: each PTR domain × each known sender, with all
+/// recipients. Returns the tally (not part of the measured run).
+async fn warm_up(target: &Target, plan: &Arc<Plan>) -> Tally {
+    let senders = known_senders();
+    let mut set = tokio::task::JoinSet::new();
+    let mut j = 0;
+    for client in warm_up_clients() {
+        for sender in &senders {
+            let (target, plan, client, sender) = (target.clone(), plan.clone(), client.clone(), sender.clone());
+            let i = WARM_UP_BASE + j;
+            j += 1;
+            set.spawn(async move {
+                let mut t = Tally::new();
+                if let Err(e) = one_shot(&target, &plan, &mut t, &client, i, &sender, MAX_RCPTS).await {
+                    t.error(e);
+                }
+                t
+            });
+        }
+    }
+    let mut total = Tally::new();
+    while let Some(r) = set.join_next().await {
+        match r {
+            Ok(t) => total.merge(t),
+            Err(e) => total.error(format!("warm-up task failed: {e}")),
+        }
+    }
+    total
 }
 
 /// The `--raw-ceiling` responder: negotiates like the daemon with greylisting and body checks on,
@@ -408,23 +669,224 @@ async fn raw_responder<S: AsyncRead + AsyncWrite + Unpin>(stream: S) {
     let _ = w.shutdown().await;
 }
 
-fn percentile(sorted: &[u32], p: f64) -> u32 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
+/// Memory of a process from /proc/PID/status: (VmRSS, VmHWM) in KiB, each None when unknown.
+fn parse_status(text: &str) -> (Option<u64>, Option<u64>) {
+    let field = |name: &str| {
+        text.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+    };
+    (field("VmRSS:"), field("VmHWM:"))
 }
 
-fn ms(us: u32) -> f64 {
+/// Whose memory is reported.
+struct Memory {
+    /// "milter" or "bench process (raw ceiling)".
+    of: &'static str,
+    pid: Option<i32>,
+    rss_kib: Option<u64>,
+    peak_kib: Option<u64>,
+}
+
+impl Memory {
+    fn read(of: &'static str, pid: Option<i32>) -> Memory {
+        let (rss_kib, peak_kib) = pid
+            .and_then(|p| std::fs::read_to_string(format!("/proc/{p}/status")).ok())
+            .map(|s| parse_status(&s))
+            .unwrap_or((None, None));
+        Memory { of, pid, rss_kib, peak_kib }
+    }
+
+    fn text(&self) -> String {
+        let kib = |v: Option<u64>| v.map(|v| format!("{v} KiB")).unwrap_or_else(|| "unknown".into());
+        let pid = self.pid.map(|p| format!(", pid {p}")).unwrap_or_default();
+        format!("rss {} peak {} ({}{pid})", kib(self.rss_kib), kib(self.peak_kib), self.of)
+    }
+
+    fn json(&self) -> String {
+        let n = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_else(|| "null".into());
+        format!(
+            "\"memory_of\":{:?},\"memory_pid\":{},\"milter_rss_kib\":{},\"milter_peak_rss_kib\":{}",
+            self.of,
+            self.pid.map(|p| p.to_string()).unwrap_or_else(|| "null".into()),
+            n(self.rss_kib),
+            n(self.peak_kib)
+        )
+    }
+}
+
+/// Raises the open-file limit to the hard limit (idle mode holds many connections).
+fn raise_nofile() -> Option<u64> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).ok()?;
+    if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+        return Some(hard);
+    }
+    Some(soft)
+}
+
+fn ms(us: u64) -> f64 {
     us as f64 / 1000.0
+}
+
+fn quote(s: &str) -> String {
+    format!("{s:?}")
+}
+
+/// `--idle N`: hold N idle connections and report the milter's memory.
+async fn idle(
+    target: &Target,
+    n: usize,
+    memory_of: &'static str,
+    pid: impl Fn(&OnceLock<i32>) -> Option<i32>,
+    json: bool,
+) -> ExitCode {
+    let limit = raise_nofile();
+    let peer_pid = Arc::new(OnceLock::new());
+    let sem = Arc::new(Semaphore::new(64));
+    let start = Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    for j in 0..n {
+        let (target, peer_pid, sem) = (target.clone(), peer_pid.clone(), sem.clone());
+        set.spawn(async move {
+            let _permit = sem.acquire_owned().await;
+            let mut t = Tally::new();
+            let client = pool_client(j as u64);
+            let c = match open(&target, &peer_pid).await {
+                Ok(mut c) => match hello(&mut c, &mut t, &client).await {
+                    Ok(true) => Some(c),
+                    Ok(false) => None,
+                    Err(e) => {
+                        t.error(e);
+                        None
+                    }
+                },
+                Err(e) => {
+                    t.error(e);
+                    None
+                }
+            };
+            (c, t)
+        });
+    }
+    let mut held = Vec::with_capacity(n);
+    let mut total = Tally::new();
+    while let Some(r) = set.join_next().await {
+        match r {
+            Ok((c, t)) => {
+                held.extend(c);
+                total.merge(t);
+            }
+            Err(e) => total.error(format!("task failed: {e}")),
+        }
+    }
+    let opened_s = start.elapsed().as_secs_f64();
+    // CONNECT and HELO usually get no reply: give the milter a moment to process the last ones.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mem = Memory::read(memory_of, pid(&peer_pid));
+    let count = held.len();
+    for mut c in held {
+        let _ = c.send(&Command::Quit).await;
+    }
+    let limit = limit.map(|l| l.to_string()).unwrap_or_else(|| "unknown".into());
+    if json {
+        println!(
+            "{{\"mode\":\"idle\",\"requested\":{n},\"idle_connections\":{count},\"open_s\":{opened_s:.3},\"refused\":{},\
+             \"errors\":{},\"first_error\":{},\"nofile_limit\":{limit:?},{}}}",
+            total.refused,
+            total.errors,
+            total.first_error.as_deref().map(quote).unwrap_or_else(|| "null".into()),
+            mem.json()
+        );
+    } else {
+        println!("idle         {count} of {n} connections held (opened in {opened_s:.3} s, open-file limit {limit})");
+        println!("refused      {}", total.refused);
+        println!(
+            "errors       {}{}",
+            total.errors,
+            total.first_error.as_deref().map(|e| format!(" (first: {e})")).unwrap_or_default()
+        );
+        println!("memory       {}", mem.text());
+    }
+    if total.errors > 0 || count == 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// The key of prefilled record `i`, shaped like a ptr,mail,rcpt tuple.
+fn prefill_key(i: u64) -> String {
+    format!("grey:p{}.prefill.example.org,sender{}@s{}.example.net,rcpt{}@example.net", i / 3, i % 5000, i % 101, i % 3)
+}
+
+/// `prefill`: greylist records into the SQLite state file, through the store's own writer.
+async fn prefill(path: PathBuf, records: u64) -> ExitCode {
+    let start = Instant::now();
+    let options = SqliteOptions { write_queue: 65_536, batch_max: 4096, hot_cache: 0, ..SqliteOptions::default() };
+    let opened = {
+        let path = path.clone();
+        tokio::task::spawn_blocking(move || Store::open_sqlite_with(&path, options)).await
+    };
+    let store = match opened {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            eprintln!("milter-bench: cannot open {}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+        Err(e) => {
+            eprintln!("milter-bench: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let now = unix_now();
+    let mut busy = 0u64;
+    for i in 0..records {
+        let key = prefill_key(i);
+        // A quarter passed, the rest pending, as a store some days into greylisting holds.
+        let value = if i % 4 == 0 { "0" } else { "4" };
+        loop {
+            match store.put_detached(&key, Record::new(value, now, now + 90_000)) {
+                Ok(()) => break,
+                Err(StoreError::Busy) => {
+                    busy += 1;
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                Err(e) => {
+                    eprintln!("milter-bench: prefill: {e}");
+                    store.close().await;
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+    }
+    store.close().await;
+    let c = store.counters();
+    println!(
+        "prefill      {} records written to {} in {:.1} s ({} commits, {} write errors, {busy} waits for a full queue)",
+        c.written,
+        path.display(),
+        start.elapsed().as_secs_f64(),
+        c.commits,
+        c.write_errors
+    );
+    if c.write_errors > 0 || c.written < records {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(Cmd::Prefill { cache_path, records }) = args.command {
+        return prefill(cache_path, records).await;
+    }
     if !(0.0..=1.0).contains(&args.new_tuples) || args.connections == 0 || args.per_connection == 0 {
         eprintln!("milter-bench: --new-tuples must be within 0..=1, --connections and --per-connection at least 1");
+        return ExitCode::from(2);
+    }
+    if args.rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
+        eprintln!("milter-bench: --rate must be a positive number");
         return ExitCode::from(2);
     }
     let mut temp_dir = None;
@@ -456,6 +918,18 @@ async fn main() -> ExitCode {
             }
         }
     };
+    // Whose memory to report: the bench itself for the raw ceiling, else --pid or the socket's peer.
+    let (memory_of, own_pid) =
+        if args.raw_ceiling { ("bench process (raw ceiling)", Some(std::process::id() as i32)) } else { ("milter", args.pid) };
+    let pid_of = move |peer: &OnceLock<i32>| own_pid.or_else(|| peer.get().copied());
+
+    if let Some(n) = args.idle {
+        let rc = idle(&target, n, memory_of, pid_of, args.json).await;
+        if let Some(d) = temp_dir {
+            let _ = std::fs::remove_dir_all(d);
+        }
+        return rc;
+    }
 
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     let body: Vec<u8> = (0..)
@@ -463,16 +937,36 @@ async fn main() -> ExitCode {
         .flat_map(String::into_bytes)
         .take(4096)
         .collect();
-    let start = Instant::now();
-    let plan = Arc::new(Plan {
+    let run_id = format!("{:x}{:x}", now.as_secs(), now.subsec_nanos());
+    let seed = now.as_secs().wrapping_mul(1_000_003) ^ now.subsec_nanos() as u64;
+    let make_plan = |start: Instant| Plan {
         messages: args.messages,
         new_tuples: args.new_tuples,
         per_connection: args.per_connection,
         deadline: args.duration_limit.map(|s| start + Duration::from_secs_f64(s.max(0.0))),
-        run_id: format!("{:x}{:x}", now.as_secs(), now.subsec_nanos()),
-        body,
+        start,
+        rate: args.rate,
+        run_id: run_id.clone(),
+        seed,
+        body: body.clone(),
         next: AtomicU64::new(0),
-    });
+        peer_pid: OnceLock::new(),
+    };
+
+    let mut warm = None;
+    if args.warm_up {
+        let plan = Arc::new(make_plan(Instant::now()));
+        let t = warm_up(&target, &plan).await;
+        if t.errors > 0 {
+            eprintln!("milter-bench: warm-up: {} errors (first: {})", t.errors, t.first_error.as_deref().unwrap_or("?"));
+            return ExitCode::FAILURE;
+        }
+        warm = Some((t.transactions, t.refused));
+        tokio::time::sleep(Duration::from_secs_f64(args.warm_up_wait.max(0.0))).await;
+    }
+
+    let start = Instant::now();
+    let plan = Arc::new(make_plan(start));
     let handles: Vec<_> = (0..args.connections).map(|id| tokio::spawn(worker(target.clone(), plan.clone(), id))).collect();
     let mut total = Tally::new();
     for h in handles {
@@ -482,6 +976,7 @@ async fn main() -> ExitCode {
         }
     }
     let elapsed = start.elapsed().as_secs_f64();
+    let mem = Memory::read(memory_of, pid_of(&plan.peer_pid));
     if let Some(d) = temp_dir {
         let _ = std::fs::remove_dir_all(d);
     }
@@ -489,28 +984,36 @@ async fn main() -> ExitCode {
     let done = total.transactions;
     let rate = if elapsed > 0.0 { done as f64 / elapsed } else { 0.0 };
     let mut rows = Vec::new();
-    for (ev, lat) in total.lat.iter_mut().enumerate() {
-        if lat.is_empty() {
-            continue;
-        }
-        lat.sort_unstable();
+    for (ev, h) in total.lat.iter().enumerate() {
+        let Some(h) = h.as_ref().filter(|h| !h.is_empty()) else { continue };
         let name = if ev == TRANSACTION { "transaction" } else { EVENTS[ev] };
-        rows.push((name, lat.len(), percentile(lat, 50.0), percentile(lat, 99.0), percentile(lat, 99.9)));
+        let q = |p: f64| h.value_at_quantile(p);
+        rows.push((name, h.len(), q(0.5), q(0.99), q(0.999), h.max()));
     }
+    let target_rate = args.rate.map(|r| format!("{r}")).unwrap_or_else(|| "null".into());
     if args.json {
         let lat = rows
             .iter()
-            .map(|(n, c, a, b, d)| {
-                format!("\"{n}\":{{\"count\":{c},\"p50_ms\":{},\"p99_ms\":{},\"p999_ms\":{}}}", ms(*a), ms(*b), ms(*d))
+            .map(|(n, c, a, b, d, m)| {
+                format!(
+                    "\"{n}\":{{\"count\":{c},\"p50_ms\":{},\"p99_ms\":{},\"p999_ms\":{},\"max_ms\":{}}}",
+                    ms(*a),
+                    ms(*b),
+                    ms(*d),
+                    ms(*m)
+                )
             })
             .collect::<Vec<_>>()
             .join(",");
         let at = total.refused_at.iter().map(|(s, n)| format!("\"{s}\":{n}")).collect::<Vec<_>>().join(",");
-        let err = total.first_error.as_deref().map(|e| format!("{e:?}")).unwrap_or_else(|| "null".into());
+        let err = total.first_error.as_deref().map(quote).unwrap_or_else(|| "null".into());
+        let warm = warm.map(|(t, r)| format!("{{\"transactions\":{t},\"refused\":{r}}}")).unwrap_or_else(|| "null".into());
         println!(
-            "{{\"target\":{label:?},\"connections\":{},\"messages\":{},\"new_tuples\":{},\"elapsed_s\":{elapsed:.3},\
-             \"transactions\":{done},\"messages_per_s\":{rate:.1},\"accepted\":{},\"refused\":{},\"refused_at\":{{{at}}},\
-             \"errors\":{},\"first_error\":{err},\"responses\":{},\"milter_connections\":{},\"latency\":{{{lat}}}}}",
+            "{{\"target\":{},\"connections\":{},\"messages\":{},\"new_tuples\":{},\"target_rate\":{target_rate},\
+             \"warm_up\":{warm},\"elapsed_s\":{elapsed:.3},\"transactions\":{done},\"messages_per_s\":{rate:.1},\
+             \"accepted\":{},\"refused\":{},\"refused_at\":{{{at}}},\"errors\":{},\"first_error\":{err},\"responses\":{},\
+             \"milter_connections\":{},{},\"latency\":{{{lat}}}}}",
+            quote(&label),
             args.connections,
             args.messages,
             args.new_tuples,
@@ -518,13 +1021,20 @@ async fn main() -> ExitCode {
             total.refused,
             total.errors,
             total.responses,
-            total.connections
+            total.connections,
+            mem.json()
         );
     } else {
         println!("target       {label}");
         println!("connections  {} (milter connections opened: {})", args.connections, total.connections);
+        if let Some((t, r)) = warm {
+            println!("warm-up      {t} transactions ({r} refused), then {} s wait", args.warm_up_wait);
+        }
         println!("elapsed      {elapsed:.3} s");
-        println!("transactions {done} ({rate:.1} messages/s)");
+        match args.rate {
+            Some(r) => println!("transactions {done} ({rate:.1} messages/s achieved, {r} paced)"),
+            None => println!("transactions {done} ({rate:.1} messages/s)"),
+        }
         println!("accepted     {}", total.accepted);
         let at = total.refused_at.iter().map(|(s, n)| format!("{s}: {n}")).collect::<Vec<_>>().join(", ");
         println!("refused      {}{}", total.refused, if at.is_empty() { String::new() } else { format!(" ({at})") });
@@ -534,14 +1044,91 @@ async fn main() -> ExitCode {
             total.first_error.as_deref().map(|e| format!(" (first: {e})")).unwrap_or_default()
         );
         println!("responses    {}", total.responses);
-        println!("latency (ms)      count      p50      p99    p99.9");
-        for (n, c, a, b, d) in &rows {
-            println!("  {n:<12} {c:>10} {:>8.3} {:>8.3} {:>8.3}", ms(*a), ms(*b), ms(*d));
+        println!("memory       {}", mem.text());
+        println!("latency (ms)      count      p50      p99    p99.9      max");
+        for (n, c, a, b, d, m) in &rows {
+            println!("  {n:<12} {c:>10} {:>8.3} {:>8.3} {:>8.3} {:>8.3}", ms(*a), ms(*b), ms(*d), ms(*m));
         }
     }
     if total.errors > 0 || done == 0 {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use smtpf_milter::checks::greylist::domain_suffix;
+
+    #[test]
+    fn targets() {
+        assert_eq!(parse_target("unix:/run/m.sock"), Ok(Target::Unix("/run/m.sock".into())));
+        assert_eq!(parse_target("local:/run/m.sock"), Ok(Target::Unix("/run/m.sock".into())));
+        assert_eq!(parse_target("/run/m.sock"), Ok(Target::Unix("/run/m.sock".into())));
+        assert_eq!(parse_target("inet:8894@127.0.0.1"), Ok(Target::Tcp("127.0.0.1:8894".into())));
+        assert_eq!(parse_target("inet:127.0.0.1:8894"), Ok(Target::Tcp("127.0.0.1:8894".into())));
+        assert_eq!(parse_target("inet6:8894@::1"), Ok(Target::Tcp("[::1]:8894".into())));
+        assert!(parse_target("inet:nowhere").is_err());
+        assert!(parse_target("tcp:1@x").is_err());
+    }
+
+    #[test]
+    fn pacing() {
+        assert_eq!(due_offset(0, 100.0), Duration::ZERO);
+        assert_eq!(due_offset(100, 100.0), Duration::from_secs(1));
+        assert_eq!(due_offset(250, 1000.0), Duration::from_millis(250));
+    }
+
+    #[test]
+    fn new_share_is_exact() {
+        for share in [0.0, 0.2, 0.5, 1.0] {
+            let n = (0..1000).filter(|&i| is_new(share, i)).count();
+            assert_eq!(n, (1000.0 * share) as usize, "share {share}");
+        }
+    }
+
+    #[test]
+    fn fresh_clients_are_distinct_hosts() {
+        let a = fresh_client("r1", 7, 1);
+        let b = fresh_client("r1", 7, 2);
+        assert_ne!(domain_suffix(&a.host), domain_suffix(&b.host));
+        assert_ne!(a.ip, b.ip);
+        assert!(a.ip.starts_with("198.18.") || a.ip.starts_with("198.19."));
+        let ips: BTreeSet<String> = (0..100_000).map(|i| fresh_client("r", u64::MAX - 5, i).ip).collect();
+        assert_eq!(ips.len(), 100_000);
+    }
+
+    /// The warm-up covers every (PTR domain, sender, recipient) tuple the known-tuple generator
+    /// produces, and nothing is left out.
+    #[test]
+    fn warm_up_covers_known_tuples() {
+        let mut warmed = BTreeSet::new();
+        for c in warm_up_clients() {
+            for s in known_senders() {
+                for r in 0..MAX_RCPTS {
+                    warmed.insert((domain_suffix(&c.host), s.clone(), r));
+                }
+            }
+        }
+        assert_eq!(warmed.len(), 10 * 4 * 3);
+        for worker in 0..64 {
+            for n in 1..50 {
+                let c = pool_client_for(worker, n);
+                for i in (0..500).filter(|&i| !is_new(0.2, i)) {
+                    for r in 0..rcpt_count(i) {
+                        assert!(warmed.contains(&(domain_suffix(&c.host), known_sender(i), r)));
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn proc_status() {
+        let s = "Name:\tsmtpf-milter\nVmPeak:\t  900000 kB\nVmHWM:\t   23456 kB\nVmRSS:\t   12345 kB\n";
+        assert_eq!(parse_status(s), (Some(12345), Some(23456)));
+        assert_eq!(parse_status("Name:\tx\n"), (None, None));
     }
 }
