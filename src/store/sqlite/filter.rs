@@ -200,12 +200,6 @@ impl KeyFilter {
         }
         Ok(bits)
     }
-
-    /// Whether the filter is built (for tests).
-    #[cfg(test)]
-    pub(super) fn is_ready(&self) -> bool {
-        self.bits.read().unwrap_or_else(|e| e.into_inner()).is_some()
-    }
 }
 
 #[cfg(test)]
