@@ -346,6 +346,18 @@ fn privileges(config: &Config, log: &Logger) -> Result<Option<Owner>, String> {
 }
 
 /// Runs the daemon in the foreground until SIGTERM/SIGINT; SIGHUP reloads. Returns the exit code.
+/// Raises the soft limit on open files to the hard limit: every MTA connection is a descriptor,
+/// and the usual soft limit of 1024 would refuse connections (#602) long before memory runs out.
+/// Under systemd `LimitNOFILE=` sets both; elsewhere this is what the administrator allowed.
+fn raise_open_file_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+        }
+    }
+}
+
 pub async fn run(config: Config, log: Logger) -> i32 {
     use tokio::signal::unix::{signal, SignalKind};
     log.emit(&catalog::VERSION, None, &[&VERSION, &"MIT OR Apache-2.0"]);
@@ -359,6 +371,7 @@ pub async fn run(config: Config, log: Logger) -> i32 {
                 return 1;
             }
         };
+    raise_open_file_limit();
     let running = match start(config, log.clone()).await {
         Ok(r) => r,
         Err(_) => {

@@ -8,7 +8,8 @@
 //! - **known tuples** come from a pool of 200 client hosts (10 PTR domains) and 4 senders, on
 //!   connections the worker reuses for `--per-connection` transactions before QUIT and reconnect;
 //! - **new tuples** (a `--new-tuples` share, spread evenly) come from a client host never seen
-//!   before (own PTR domain, own address in 198.18.0.0/15), each on its own connection: negotiate,
+//!   before (own PTR domain; a known address and HELO name, so DNS answers come from the milter's
+//!   cache, or with `--fresh-addresses` an own address too), each on its own connection: negotiate,
 //!   CONNECT, HELO, the one transaction, QUIT. A greylisting milter keys on the host, and a host
 //!   that passed once passes at once afterwards, so only a new host makes it write a new tuple.
 //!
@@ -88,6 +89,10 @@ struct Args {
     /// socket connection; needed for inet sockets).
     #[arg(long)]
     pid: Option<i32>,
+    /// New-tuple hosts connect from never-seen addresses with never-seen HELO names, so each
+    /// costs the milter real DNS lookups (default: known addresses, DNS from cache).
+    #[arg(long)]
+    fresh_addresses: bool,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -255,7 +260,10 @@ const MAX_RCPTS: u64 = 3;
 /// One SMTP client as the MTA presents it to the milter.
 #[derive(Clone, Debug, PartialEq)]
 struct ClientId {
+    /// The verified PTR name the MTA reports.
     host: String,
+    /// The HELO name it gives.
+    helo: String,
     ip: String,
     port: u16,
 }
@@ -264,7 +272,8 @@ struct ClientId {
 fn pool_client(k: u64) -> ClientId {
     let k = k % CLIENT_POOL;
     let ip = if k < 100 { format!("198.51.100.{}", k + 1) } else { format!("203.0.113.{}", k - 99) };
-    ClientId { host: format!("mail{k}.client{}.example.org", k % 10), ip, port: 40000 + k as u16 }
+    let host = format!("mail{k}.client{}.example.org", k % 10);
+    ClientId { helo: host.clone(), host, ip, port: 40000 + k as u16 }
 }
 
 /// The known client of a worker's `n`-th connection.
@@ -273,11 +282,20 @@ fn pool_client_for(worker: usize, n: u64) -> ClientId {
 }
 
 /// A client host never seen before: the second label of its PTR name (what greylisting keys on)
-/// is unique to this run and message, and so is its address in 198.18.0.0/15 within a run.
-fn fresh_client(run_id: &str, seed: u64, i: u64) -> ClientId {
+/// is unique to this run and message. By default it connects from a known pool address with that
+/// address's HELO name, so the milter's DNS questions (lists, SPF) are answered from its cache, as
+/// the speed targets specify; with `fresh_address` its address is unique too (in 198.18.0.0/15)
+/// and so is its HELO name, and every new host costs real DNS lookups, as on the Internet.
+fn fresh_client(run_id: &str, seed: u64, i: u64, fresh_address: bool) -> ClientId {
+    let host = format!("mail.n{run_id}-{i}.example.org");
+    let port = 10000 + (i % 50000) as u16;
+    if !fresh_address {
+        let pool = pool_client(seed.wrapping_add(i));
+        return ClientId { host, helo: pool.helo, ip: pool.ip, port };
+    }
     let off = seed.wrapping_add(i) % (1 << 17);
     let ip = format!("198.{}.{}.{}", 18 + (off >> 16), (off >> 8) & 255, off & 255);
-    ClientId { host: format!("mail.n{run_id}-{i}.example.org"), ip, port: 10000 + (i % 50000) as u16 }
+    ClientId { helo: host.clone(), host, ip, port }
 }
 
 /// The sender of known-tuple message `i`.
@@ -328,6 +346,7 @@ struct Plan {
     rate: Option<f64>,
     run_id: String,
     seed: u64,
+    fresh_addresses: bool,
     body: Vec<u8>,
     next: AtomicU64,
     /// The milter's pid, learnt from the first unix connection.
@@ -433,7 +452,7 @@ async fn hello(c: &mut Client, t: &mut Tally, client: &ClientId) -> Result<bool,
         t.refused("connect");
         return Ok(false);
     }
-    if !verdict_ok(&step(c, t, 1, &Command::Helo { name: client.host.clone() }).await?) {
+    if !verdict_ok(&step(c, t, 1, &Command::Helo { name: client.helo.clone() }).await?) {
         t.refused("helo");
         return Ok(false);
     }
@@ -550,7 +569,7 @@ async fn worker(target: Target, plan: Arc<Plan>, id: usize) -> Tally {
     let mut n = 0u64;
     while let Some(i) = plan.claim().await {
         if plan.is_new(i) {
-            let client = fresh_client(&plan.run_id, plan.seed, i);
+            let client = fresh_client(&plan.run_id, plan.seed, i, plan.fresh_addresses);
             let sender = new_sender(&plan.run_id, i);
             if let Err(e) = one_shot(&target, &plan, &mut t, &client, i, &sender, rcpt_count(i)).await {
                 t.error(e);
@@ -948,6 +967,7 @@ async fn main() -> ExitCode {
         rate: args.rate,
         run_id: run_id.clone(),
         seed,
+        fresh_addresses: args.fresh_addresses,
         body: body.clone(),
         next: AtomicU64::new(0),
         peer_pid: OnceLock::new(),
@@ -1089,14 +1109,22 @@ mod tests {
         }
     }
 
+    fn known_pool_ips() -> BTreeSet<String> {
+        (0..CLIENT_POOL).map(|k| pool_client(k).ip).collect()
+    }
+
     #[test]
     fn fresh_clients_are_distinct_hosts() {
-        let a = fresh_client("r1", 7, 1);
-        let b = fresh_client("r1", 7, 2);
+        let a = fresh_client("r1", 7, 1, true);
+        let b = fresh_client("r1", 7, 2, true);
         assert_ne!(domain_suffix(&a.host), domain_suffix(&b.host));
         assert_ne!(a.ip, b.ip);
         assert!(a.ip.starts_with("198.18.") || a.ip.starts_with("198.19."));
-        let ips: BTreeSet<String> = (0..100_000).map(|i| fresh_client("r", u64::MAX - 5, i).ip).collect();
+        // By default new hosts reuse known addresses and HELO names (DNS from cache).
+        let c = fresh_client("r1", 7, 3, false);
+        assert_ne!(domain_suffix(&c.host), domain_suffix(&a.host));
+        assert!(known_pool_ips().contains(&c.ip) && c.helo.starts_with("mail"), "{c:?}");
+        let ips: BTreeSet<String> = (0..100_000).map(|i| fresh_client("r", u64::MAX - 5, i, true).ip).collect();
         assert_eq!(ips.len(), 100_000);
     }
 

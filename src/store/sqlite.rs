@@ -205,6 +205,8 @@ struct Inner {
     cache: Arc<HotCache>,
     filter: Arc<KeyFilter>,
     detached: Arc<Detached>,
+    /// Dropped by `close` to stop the checkpoint thread at once.
+    checkpoint_stop: Mutex<Option<mpsc::Sender<()>>>,
     /// Set by `close`: the hot cache must not answer for a closed store.
     closed: std::sync::atomic::AtomicBool,
 }
@@ -268,7 +270,10 @@ impl SqliteStore {
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(StoreError::Open(format!("cannot switch to WAL mode (got {mode})")));
         }
-        conn.execute_batch("PRAGMA synchronous=NORMAL; PRAGMA journal_size_limit=67108864;").map_err(open_error)?;
+        // Checkpoints (copying the WAL into the file, with an fsync) run on a thread of their own
+        // (see `checkpoint_loop`), never inside a commit that sessions wait for.
+        conn.execute_batch("PRAGMA synchronous=NORMAL; PRAGMA journal_size_limit=67108864; PRAGMA wal_autocheckpoint=0;")
+            .map_err(open_error)?;
         conn.execute_batch(SCHEMA).map_err(open_error)?;
         // An existing table from another layout would fail every statement; say so once, now.
         conn.prepare("SELECT k, v, c, e FROM mcc LIMIT 0")
@@ -295,6 +300,9 @@ impl SqliteStore {
         let w = writer::Writer::new(conn, write_rx, counters.clone(), cache.clone(), filter.clone(), detached.clone(), &options)
             .map_err(open_error)?;
         threads.push(spawn("store-writer", move || w.run())?);
+        let (checkpoint_stop, checkpoint_rx) = mpsc::channel::<()>();
+        let checkpointer = connect(path, false, options.busy_timeout)?;
+        threads.push(spawn("store-checkpoint", move || checkpoint_loop(checkpointer, checkpoint_rx))?);
         for (i, r) in reader_conns.into_iter().enumerate() {
             let rx = read_rx.clone();
             threads.push(spawn(&format!("store-reader-{i}"), move || reader_loop(r, rx))?);
@@ -311,6 +319,7 @@ impl SqliteStore {
                 cache,
                 filter: filter.clone(),
                 detached,
+                checkpoint_stop: Mutex::new(Some(checkpoint_stop)),
                 closed: std::sync::atomic::AtomicBool::new(false),
             }),
         })
@@ -469,6 +478,7 @@ impl Inner {
     /// The lock is held throughout so a second caller returns only once everything has stopped.
     fn shutdown(&self) {
         self.closed.store(true, Ordering::Release);
+        lock(&self.checkpoint_stop).take();
         let mut threads = lock(&self.threads);
         if threads.is_empty() {
             return;
@@ -490,6 +500,19 @@ fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>
         .name(name.to_string())
         .spawn(f)
         .map_err(|e| StoreError::Open(format!("cannot start thread {name}: {e}")))
+}
+
+/// How often the WAL is copied back into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+
+/// The checkpoint thread: a passive checkpoint every second, on a connection of its own, so the
+/// fsync it implies never delays the writer's commits (and the sessions waiting on them); it
+/// neither blocks nor waits for readers or the writer. Stops when its channel is dropped.
+fn checkpoint_loop(conn: Connection, stop: mpsc::Receiver<()>) {
+    while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_EVERY) {
+        // A busy or failed checkpoint is simply tried again next time.
+        let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+    }
 }
 
 /// One reader thread: takes the next request from the shared queue and answers it.
