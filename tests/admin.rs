@@ -51,7 +51,13 @@ fn records_survive_kill_9_and_the_grey_tool_manages_them() {
     let mut first = start(&cfg, &sock);
     let r = rt.block_on(data_answer(&sock));
     assert!(matches!(&r[..], [Response::ReplyCode(t)] if t.starts_with("421 4.7.0 try again later #552")), "{r:?}");
-    // The answer was given after the record was committed: SIGKILL now loses nothing.
+    // The record reaches the file within milliseconds of the answer (it is written detached);
+    // once there, SIGKILL loses nothing.
+    let written = Instant::now();
+    while !grey(&cfg, &["list", "--pending"]).contains("192.0.2.77,a@example.org,b@example.net") {
+        assert!(written.elapsed() < Duration::from_secs(5), "the greylist record never reached the file");
+        std::thread::sleep(Duration::from_millis(5));
+    }
     let mut child = first.0.take().unwrap();
     child.kill().unwrap();
     child.wait().unwrap();

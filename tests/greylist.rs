@@ -34,9 +34,18 @@ fn sid(d: &TestDaemon, ip: &str) -> String {
     d.grep(&format!("[{ip}]:4711")).last().unwrap().split(' ').next().unwrap().to_string()
 }
 
+/// The row under `key` in the state file. First-sight records are written detached (the reply
+/// does not wait for them), so a missing row is looked for again for up to two seconds.
 fn db_value(d: &TestDaemon, key: &str) -> Option<(String, i64, i64)> {
     let conn = rusqlite::Connection::open(d.dir.path().join("cache.sq3")).unwrap();
-    conn.query_row("SELECT v, c, e FROM mcc WHERE k = ?1", [key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).ok()
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        let row = conn.query_row("SELECT v, c, e FROM mcc WHERE k = ?1", [key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).ok();
+        if row.is_some() || std::time::Instant::now() > deadline {
+            return row;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
 }
 
 const HEADERS: &[(&str, &str)] = &[("Message-ID", "<g1@example.org>"), ("Subject", "hi")];

@@ -657,3 +657,25 @@ async fn keys_written_while_the_key_filter_is_built_are_never_reported_absent() 
     }
     assert_eq!(store.get("grey:never", NOW).await, Ok(None));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claims_agree_in_process_and_never_overwrite_a_record_in_the_file() {
+    let (_dir, path) = temp();
+    let store = open(&path);
+    let first = rec("4", NOW, NOW + 3600);
+    assert_eq!(store.claim("grey:t", first.clone(), NOW).await, Ok(None));
+    // A second session a moment later sees the first one's record, before any commit.
+    assert_eq!(store.claim("grey:t", rec("4", NOW + 1, NOW + 3601), NOW + 1).await, Ok(Some(first.clone())));
+    // Another process stored a record the cache cannot know about; the claim is still applied
+    // only over nothing, so the file keeps theirs.
+    let other = Connection::open(&path).expect("second connection");
+    other.execute_batch("INSERT INTO mcc (k, v, e, c) VALUES ('grey:u', '0', 1700009999, 1699999000)").expect("outside write");
+    store.claim("grey:u", rec("4", NOW, NOW + 3600), NOW).await.expect("claim");
+    let start = Instant::now();
+    while store.counters().written < 2 {
+        assert!(start.elapsed() < PATIENCE, "claims never reached the file");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let scanned = store.scan("grey:", NOW, 10).await.expect("scan");
+    assert_eq!(scanned, vec![("grey:t".to_string(), first), ("grey:u".to_string(), rec("0", 1_699_999_000, 1_700_009_999))]);
+}

@@ -302,7 +302,7 @@ impl Session {
             Some(r) => r,
             None => {
                 let new = Record { value: "4".into(), created: now, expires: now + cfg_tempfail };
-                match store.put_if_absent(key, new, now).await {
+                match store.claim(key, new, now).await {
                     // Another session (or MX host) created it a moment ago: use theirs.
                     Ok(Some(existing)) => existing,
                     // grey-content: DATA is let through so that the body can be hashed.

@@ -247,6 +247,18 @@ impl Store {
         }
     }
 
+    /// First sight: like [`Store::put_if_absent`], but on SQLite decided from what this process
+    /// knows (every write it made is in its memory cache) and written detached, so greylisting a
+    /// new tuple does not wait for a commit. The record reaches the file within milliseconds; a
+    /// crash in that window costs the sender one more temp-failure. A shared backend (Redis),
+    /// where other hosts write too, still asks the server and waits.
+    pub async fn claim(&self, key: &str, record: Record, now: i64) -> Result<Option<Record>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.claim_detached(key, record, now),
+            Store::Redis(s) => s.put_if_absent(key, record, now).await,
+        }
+    }
+
     /// Removes `key`; true when a row was removed (live or expired but not yet collected).
     pub async fn delete(&self, key: &str) -> Result<bool, StoreError> {
         match self {

@@ -401,11 +401,39 @@ impl SqliteStore {
         let mine = record.clone();
         let ticket = self.inner.cache.reserve(|seq| {
             self.inner.filter.insert(key);
-            self.write(WriterMsg::Write(Write::PutIfAbsent { key: key.to_owned(), record, now, seq, found: None, reply }))
+            self.write(WriterMsg::Write(Write::PutIfAbsent {
+                key: key.to_owned(),
+                record,
+                now,
+                seq,
+                found: None,
+                reply: Some(reply),
+            }))
         })?;
         let found = rx.await.unwrap_or(Err(StoreError::Closed))?;
         self.inner.cache.settle(key, Some(found.clone().unwrap_or(mine)), ticket);
         Ok(found)
+    }
+
+    /// See [`super::Store::claim`]: `put_if_absent` decided by what this process knows (the hot
+    /// cache holds every write it queued), the write itself detached. The writer still applies
+    /// it only over nothing, so a record another process stored meanwhile is kept in the file.
+    pub fn claim_detached(&self, key: &str, record: Record, now: i64) -> Result<Option<Record>, StoreError> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(StoreError::Closed);
+        }
+        let queued = record.clone();
+        self.inner.cache.claim(key, record, now, |seq| {
+            self.inner.filter.insert(key);
+            let w = Write::PutIfAbsent { key: key.to_owned(), record: queued, now, seq, found: None, reply: None };
+            let pushed = self.inner.detached.push(w, &self.inner.writes);
+            match &pushed {
+                Ok(()) => Counters::add(&self.inner.counters.submitted, 1),
+                Err(StoreError::Busy) => Counters::add(&self.inner.counters.refused_busy, 1),
+                Err(_) => {}
+            }
+            pushed
+        })
     }
 
     /// See [`super::Store::delete`].

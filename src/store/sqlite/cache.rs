@@ -116,6 +116,31 @@ impl HotCache {
         Ok(())
     }
 
+    /// `put_if_absent` against what the cache knows: a live record under `key` at `now` is
+    /// returned and nothing is written; otherwise `send` queues the write and `record` is shown
+    /// as pending, so a claim racing in this process sees it. With the cache off nothing is
+    /// known and the write is always queued.
+    pub(super) fn claim<E>(
+        &self,
+        key: &str,
+        record: Record,
+        now: i64,
+        send: impl FnOnce(u64) -> Result<(), E>,
+    ) -> Result<Option<Record>, E> {
+        let mut slots = lock(&self.slots);
+        if let Some(live) = slots.get(key).and_then(|s| s.record.as_ref()).filter(|r| r.is_live(now)) {
+            return Ok(Some(live.clone()));
+        }
+        let seq = self.next_seq.load(Ordering::Acquire) + 1;
+        send(seq)?;
+        self.next_seq.store(seq, Ordering::Release);
+        if self.capacity > 0 {
+            self.make_room(&mut slots);
+            slots.insert(key.to_owned(), Slot { record: Some(record), seq });
+        }
+        Ok(None)
+    }
+
     /// Queues a write whose outcome is only known after commit (`put_if_absent`) and returns
     /// the ticket to hand to [`HotCache::settle`] with that outcome.
     pub(super) fn reserve<E>(&self, send: impl FnOnce(u64) -> Result<(), E>) -> Result<Ticket, E> {

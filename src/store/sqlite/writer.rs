@@ -35,7 +35,7 @@ const GC_STEP: &str = "DELETE FROM mcc WHERE rowid IN (SELECT rowid FROM mcc WHE
 
 /// How long detached writes gather before they are committed, unless a waited-for write
 /// comes first and takes them along.
-const DETACHED_LINGER: Duration = Duration::from_millis(2);
+const DETACHED_LINGER: Duration = Duration::from_millis(10);
 
 /// Writes nobody waits for (see [`super::SqliteStore::put_detached`]). They skip the channel so
 /// queueing one never wakes the writer; only the first one after a drain sends a
@@ -107,7 +107,7 @@ pub(super) enum Write {
         now: i64,
         seq: u64,
         found: Option<Record>,
-        reply: Reply<Option<Record>>,
+        reply: Option<Reply<Option<Record>>>,
     },
     Delete {
         key: String,
@@ -152,7 +152,9 @@ impl Write {
                 }
             }
             Write::PutIfAbsent { found, reply, .. } => {
-                let _ = reply.send(outcome.map(|()| found));
+                if let Some(reply) = reply {
+                    let _ = reply.send(outcome.map(|()| found));
+                }
             }
             Write::Delete { removed, reply, .. } => {
                 let _ = reply.send(outcome.map(|()| removed));
