@@ -523,6 +523,16 @@ impl Inner {
     }
 }
 
+/// Lowers the calling thread's scheduling priority (Linux: nice applies per thread), for
+/// background work that must not take CPU time from sessions on a small machine.
+fn background_priority() {
+    // SAFETY: gettid has no preconditions; setpriority only reads its arguments.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid);
+        let _ = libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 10);
+    }
+}
+
 fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, StoreError> {
     std::thread::Builder::new()
         .name(name.to_string())
@@ -537,6 +547,7 @@ const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 /// fsync it implies never delays the writer's commits (and the sessions waiting on them); it
 /// neither blocks nor waits for readers or the writer. Stops when its channel is dropped.
 fn checkpoint_loop(conn: Connection, stop: mpsc::Receiver<()>) {
+    background_priority();
     while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_EVERY) {
         // A busy or failed checkpoint is simply tried again next time.
         let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));

@@ -203,14 +203,23 @@ impl HotCache {
         lock(&self.slots).len()
     }
 
-    /// Keeps the map under its capacity by dropping every committed slot when it is full.
+    /// Keeps the map under its capacity by dropping every committed slot when it is full. The
+    /// map is swapped for a fresh one holding only the pending slots, and the old one is freed on
+    /// a thread of its own: freeing tens of thousands of records takes milliseconds, which must
+    /// not be spent holding the lock every session's lookups need.
     fn make_room(&self, slots: &mut HashMap<String, Slot>) {
         if slots.len() < self.capacity {
             return;
         }
         self.generation.fetch_add(1, Ordering::AcqRel);
         let committed = self.committed.load(Ordering::Acquire);
-        slots.retain(|_, s| s.seq > committed);
+        let mut old = std::mem::take(slots);
+        slots.extend(old.extract_if(|_, s| s.seq > committed));
+        // Without a thread the memory is freed right here instead (a failed spawn drops it).
+        let _ = std::thread::Builder::new().name("store-cache-free".into()).spawn(move || {
+            super::background_priority();
+            drop(old)
+        });
     }
 }
 

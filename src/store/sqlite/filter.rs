@@ -153,6 +153,7 @@ impl KeyFilter {
         }
         let me = self.clone();
         let spawned = std::thread::Builder::new().name("store-filter".into()).spawn(move || {
+            super::background_priority();
             let _ = me.build();
             me.rebuilding.store(false, Ordering::Release);
         });
