@@ -37,6 +37,12 @@ server:
     local-zone: "example.org." static
     local-zone: "example.net." static
     local-zone: "2.0.192.in-addr.arpa." static
+    # Every zone has an SOA, as real zones do: negative answers carry it, so resolvers (ours
+    # included) may cache them (RFC 2308); without it every lookup would go to the server.
+    local-data: "test. 3600 IN SOA ns.test. hostmaster.test. 1 3600 600 86400 300"
+    local-data: "example.org. 3600 IN SOA ns.example.org. hostmaster.example.org. 1 3600 600 86400 300"
+    local-data: "example.net. 3600 IN SOA ns.example.net. hostmaster.example.net. 1 3600 600 86400 300"
+    local-data: "2.0.192.in-addr.arpa. 3600 IN SOA ns.test. hostmaster.test. 1 3600 600 86400 300"
     local-data: "66.2.0.192.bl.test. A 127.0.0.2"
     local-data: "2.0.0.127.bl.test. A 127.0.0.2"
     local-data: "example.org. MX 10 mx.example.org."

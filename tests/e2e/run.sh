@@ -440,9 +440,14 @@ if [ -z "${E2E_NO_FIGURES:-}" ]; then
         done
         return 1
     }
+    milter_cpu_ticks() {    # user+system clock ticks of the running milter, empty without one
+        [ -n "$milter_pid" ] && [ -r "/proc/$milter_pid/stat" ] || return 0
+        sed 's/.*) //' "/proc/$milter_pid/stat" | awk '{print $12 + $13}'
+    }
     figure_runs() {    # LABEL: 3 runs, prints the median msgs/s
-        local label=$1 i rates=() t0 t1 refused0
+        local label=$1 i rates=() t0 t1 refused0 cpu0 cpu1
         refused0=$(grep -c 'milter-reject' "$pf/maillog")
+        cpu0=$(milter_cpu_ticks)
         for i in 1 2 3; do
             t0=$(date +%s.%N)
             smtp-source -s "$FIG_SESS" -m "$FIG_MSGS" -f load@example.org -t bob@example.net 192.0.2.1:2525 \
@@ -452,10 +457,14 @@ if [ -z "${E2E_NO_FIGURES:-}" ]; then
             # Let the queue drain so the next run does not compete with it.
             queue_drained || echo "    the queue did not drain"
         done
-        local median
+        local median cpu=""
         median=$(printf '%s\n' "${rates[@]}" | sort -n | sed -n 2p)
+        cpu1=$(milter_cpu_ticks)
+        if [ -n "$cpu1" ]; then
+            cpu="; milter CPU $(awk "BEGIN{printf \"%.0f\", ($cpu1-$cpu0)*1e6/$(getconf CLK_TCK)/(3*$FIG_MSGS)}") us/msg"
+        fi
         echo "FIGURE $label: median $median msgs/s (runs: ${rates[*]}; $FIG_MSGS messages, $FIG_SESS sessions;" \
-            "refused: $(( $(grep -c 'milter-reject' "$pf/maillog") - refused0 )))"
+            "refused: $(( $(grep -c 'milter-reject' "$pf/maillog") - refused0 ))$cpu)"
     }
     rm -rf "$pf"
     # Accepted mail is discarded (virtual_transport = discard): the figures are about smtpd and
