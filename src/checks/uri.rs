@@ -110,9 +110,90 @@ pub fn extract_hosts(message: &[u8], max_bytes: usize, max_hosts: usize) -> Vec<
     let mut found = Found::new(max_hosts);
     if max_hosts > 0 && max_bytes > 0 {
         let examined = &message[..message.len().min(max_bytes)];
-        Scanner::new().message(&mut found, examined, 0);
+        let scanner = scanner();
+        match plain_ascii_body(examined) {
+            Some(text) => scanner.text(&mut found, text),
+            None => scanner.message(&mut found, examined, 0),
+        }
     }
     found.hosts
+}
+
+/// The scanner is built once: its link finder and MIME parser are configuration only.
+fn scanner() -> &'static Scanner {
+    static SCANNER: std::sync::OnceLock<Scanner> = std::sync::OnceLock::new();
+    SCANNER.get_or_init(Scanner::new)
+}
+
+/// The body of a message that is one plain-text part in ASCII, which is most mail: no
+/// `Content-Type` or a single `text/plain` one, no transfer encoding other than 7bit/8bit/binary,
+/// no `Content-Disposition`, and nothing but ASCII in the body. Such a body is its own decoded
+/// text, so it is scanned as it is instead of going through the MIME parser and a charset
+/// decoder. Anything else (or anything unusual in those headers) returns `None` and takes the
+/// full path, so the hosts found are the same either way.
+fn plain_ascii_body(message: &[u8]) -> Option<&str> {
+    let (headers, body) = split_header_body(message)?;
+    let mut content_type = None;
+    let mut encoding = None;
+    let mut lines = headers.split(|&b| b == b'\n').peekable();
+    while let Some(line) = lines.next() {
+        let colon = line.iter().position(|&b| b == b':')?;
+        let name = line[..colon].trim_ascii();
+        let slot = if name.eq_ignore_ascii_case(b"content-type") {
+            &mut content_type
+        } else if name.eq_ignore_ascii_case(b"content-transfer-encoding") {
+            &mut encoding
+        } else if name.eq_ignore_ascii_case(b"content-disposition") {
+            return None;
+        } else {
+            // Skip this header's continuation lines.
+            while lines.next_if(|l| l.first().is_some_and(|b| *b == b' ' || *b == b'\t')).is_some() {}
+            continue;
+        };
+        // A repeated MIME header is left to the MIME parser.
+        if slot.is_some() {
+            return None;
+        }
+        *slot = Some(line[colon + 1..].trim_ascii());
+        // Folded parameters (`;\r\n\tcharset=...`) are common and harmless; a comment
+        // anywhere, or a folded transfer encoding, is not.
+        while let Some(more) = lines.next_if(|l| l.first().is_some_and(|b| *b == b' ' || *b == b'\t')) {
+            if encoding.is_some_and(|_| name.eq_ignore_ascii_case(b"content-transfer-encoding")) || more.contains(&b'(') {
+                return None;
+            }
+        }
+    }
+    if let Some(ct) = content_type {
+        let media = ct.split(|&b| b == b';').next().unwrap_or_default().trim_ascii();
+        if !media.eq_ignore_ascii_case(b"text/plain") || ct.contains(&b'(') {
+            return None;
+        }
+    }
+    if let Some(cte) = encoding {
+        if ![&b"7bit"[..], b"8bit", b"binary"].iter().any(|e| cte.eq_ignore_ascii_case(e)) {
+            return None;
+        }
+    }
+    if !body.is_ascii() {
+        return None;
+    }
+    std::str::from_utf8(body).ok()
+}
+
+/// Splits a message at its first empty line; `None` when there is none (no body).
+fn split_header_body(message: &[u8]) -> Option<(&[u8], &[u8])> {
+    let mut at = 0;
+    for line in message.split_inclusive(|&b| b == b'\n') {
+        if line == b"\r\n" || line == b"\n" {
+            let headers = &message[..at];
+            return Some((headers.strip_suffix(b"\n").map_or(headers, |h| h.strip_suffix(b"\r").unwrap_or(h)), &message[at + line.len()..]));
+        }
+        if !line.ends_with(b"\n") {
+            return None;
+        }
+        at += line.len();
+    }
+    None
 }
 
 /// Returns the registered domain of `host`, the name a `uri-bl` is queried with
@@ -180,7 +261,7 @@ enum PartKind {
     Skip,
 }
 
-/// The configured parsers, built once per message.
+/// The configured link finder and MIME parser, built once for the process.
 struct Scanner {
     links: LinkFinder,
     mime: MessageParser,
@@ -545,8 +626,52 @@ mod tests {
         hosts.iter().map(ToString::to_string).collect()
     }
 
+    /// Every test message also checks that the plain-text shortcut, when it applies, finds
+    /// exactly what the MIME parser finds.
     fn hosts_of(message: &str) -> Vec<UriHost> {
-        extract_hosts(message.as_bytes(), 10 * MB, 1000)
+        let hosts = extract_hosts(message.as_bytes(), 10 * MB, 1000);
+        let mut parsed = Found::new(1000);
+        scanner().message(&mut parsed, message.as_bytes(), 0);
+        assert_eq!(hosts, parsed.hosts, "shortcut and MIME parser disagree on {message:?}");
+        hosts
+    }
+
+    #[test]
+    fn plain_ascii_bodies_skip_the_mime_parser_and_everything_else_does_not() {
+        let body = "See http://www.example.com/x and mail me@example.org.\r\n";
+        let plain = [
+            "Subject: x\r\n\r\n",
+            "Content-Type: text/plain; charset=us-ascii\r\nSubject: y\r\n\r\n",
+            "content-type: TEXT/PLAIN;charset=utf-8\r\nX-A: b\r\n\r\n",
+            "Content-Type: text/plain;\r\n\tcharset=\"us-ascii\"\r\nX-A: b\r\n\r\n",
+            "Content-Type: text/plain\r\nContent-Transfer-Encoding: 7bit\r\n\r\n",
+            "Content-Transfer-Encoding: 8BIT\nSubject: bare newlines\n\n",
+            "X-Long: a\r\n\tcontinued: with colon\r\n\r\n",
+        ];
+        for headers in plain {
+            let message = format!("{headers}{body}");
+            assert_eq!(plain_ascii_body(message.as_bytes()), Some(body), "{headers:?}");
+            assert_eq!(names(&hosts_of(&message)), ["www.example.com", "example.org"]);
+        }
+        let full_path = [
+            format!("Content-Type: text/html\r\n\r\n{body}"),
+            format!("Content-Type: multipart/mixed; boundary=b\r\n\r\n{body}"),
+            format!("Content-Type: text/plain\r\nContent-Type: text/html\r\n\r\n{body}"),
+            format!("Content-Type:\r\n text/plain\r\n\r\n{body}"),
+            format!("Content-Type: text/plain;\r\n charset=us-ascii (comment)\r\n\r\n{body}"),
+            format!("Content-Transfer-Encoding:\r\n 7bit\r\n\r\n{body}"),
+            format!("Content-Type: text/plain (comment)\r\n\r\n{body}"),
+            format!("Content-Transfer-Encoding: quoted-printable\r\n\r\n{body}"),
+            format!("Content-Transfer-Encoding: base64\r\n\r\n{body}"),
+            format!("Content-Disposition: attachment\r\n\r\n{body}"),
+            format!("Subject: x\r\n\r\n{body}caf\u{e9} www.example.net\r\n"),
+            format!("no colon in this header\r\n\r\n{body}"),
+            format!("Subject: no body {body}"),
+        ];
+        for message in &full_path {
+            assert_eq!(plain_ascii_body(message.as_bytes()), None, "{message:?}");
+            hosts_of(message);
+        }
     }
 
     /// Test-only base64 encoder with 76-character lines, for building messages.
