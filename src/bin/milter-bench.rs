@@ -16,8 +16,8 @@
 //! A reject or temp-fail from the milter (a greylisting 4xx at DATA is normal) counts as
 //! "refused"; a protocol or I/O error counts as an error and the process exits 1 when there was
 //! any, or when no transaction got a verdict. `--raw-ceiling` benches an in-process responder that
-//! answers "continue" to everything, which shows what the socket and the protocol alone cost on
-//! this machine.
+//! answers "continue" to everything (at the steps `--raw-replies` names), which shows what the
+//! socket and the protocol alone cost on this machine for the same conversation.
 //!
 //! Other modes: `--warm-up` (one transaction per known tuple before the measured run, so a milter
 //! with a short `grey-temp-fail-period` lets the known tuples pass), `--rate` (open-loop pacing,
@@ -55,6 +55,12 @@ struct Args {
     /// Bench an in-process responder that answers "continue" to everything (socket and protocol ceiling).
     #[arg(long)]
     raw_ceiling: bool,
+    /// Steps at which the --raw-ceiling responder replies (besides end of message), so that its
+    /// conversation matches the milter compared with it: "all" (connect, helo, mail, rcpt and
+    /// data: smtpf-milter with every check on) or a comma list of those steps, e.g. "data" (what
+    /// a milter doing only greylisting answers).
+    #[arg(long, value_name = "STEPS", default_value = "all", value_parser = parse_raw_replies, requires = "raw_ceiling")]
+    raw_replies: Needs,
     /// Concurrent MTA connections (workers; each has at most one transaction in flight).
     #[arg(long, default_value_t = 32)]
     connections: usize,
@@ -655,14 +661,49 @@ async fn warm_up(target: &Target, plan: &Arc<Plan>) -> Tally {
     total
 }
 
-/// The `--raw-ceiling` responder: negotiates like the daemon with greylisting and body checks on,
-/// and answers "continue" wherever a reply is due.
-async fn raw_responder<S: AsyncRead + AsyncWrite + Unpin>(stream: S) {
+/// Parses `--raw-replies` into what the raw responder negotiates: the body and DATA always (the
+/// bench sends them), replies at the steps named.
+fn parse_raw_replies(text: &str) -> Result<Needs, String> {
+    let mut needs = Needs { body: true, data: true, ..Needs::default() };
+    let steps: Vec<&str> = if text.trim() == "all" {
+        vec!["connect", "helo", "mail", "rcpt", "data"]
+    } else {
+        text.split(',').map(str::trim).collect()
+    };
+    for step in steps {
+        match step {
+            "connect" => needs.reply_connect = true,
+            "helo" => needs.reply_helo = true,
+            "mail" => needs.reply_mail = true,
+            "rcpt" => needs.reply_rcpt = true,
+            "data" => needs.reply_data = true,
+            "eom" | "" => {}
+            other => return Err(format!("unknown step {other:?} (all, or a list of connect, helo, mail, rcpt, data)")),
+        }
+    }
+    Ok(needs)
+}
+
+/// The steps a raw responder replies at, for the report.
+fn reply_steps(needs: &Needs) -> String {
+    let steps = [
+        (needs.reply_connect, "connect"),
+        (needs.reply_helo, "helo"),
+        (needs.reply_mail, "mail"),
+        (needs.reply_rcpt, "rcpt"),
+        (needs.reply_data, "data"),
+        (true, "eom"),
+    ];
+    steps.iter().filter(|(on, _)| *on).map(|(_, name)| *name).collect::<Vec<_>>().join(",")
+}
+
+/// The `--raw-ceiling` responder: negotiates the replies `needs` names (and every event with the
+/// body), and answers "continue" wherever a reply is due.
+async fn raw_responder<S: AsyncRead + AsyncWrite + Unpin>(stream: S, needs: Needs) {
     let (r, mut w) = tokio::io::split(stream);
     let mut r = BufReader::with_capacity(4096, r);
     let mut buf = Vec::with_capacity(4096);
     let mut out = Vec::with_capacity(256);
-    let needs = Needs { body: true, data: true, reply_data: true, ..Needs::default() };
     let mut neg = None;
     while let Ok(Some(code)) = read_frame(&mut r, MAX_PAYLOAD, &mut buf).await {
         let Ok(cmd) = decode_command(code, &buf) else { break };
@@ -920,13 +961,14 @@ async fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         };
+        let needs = args.raw_replies;
         tokio::spawn(async move {
             while let Ok((s, _)) = listener.accept().await {
-                tokio::spawn(raw_responder(s));
+                tokio::spawn(raw_responder(s, needs));
             }
         });
         temp_dir = Some(dir);
-        (Target::Unix(path), "raw-ceiling".to_string())
+        (Target::Unix(path), format!("raw-ceiling (replies at {})", reply_steps(&needs)))
     } else {
         let spec = args.socket.clone().unwrap_or_default();
         match parse_target(&spec) {

@@ -186,7 +186,10 @@ fn split_header_body(message: &[u8]) -> Option<(&[u8], &[u8])> {
     for line in message.split_inclusive(|&b| b == b'\n') {
         if line == b"\r\n" || line == b"\n" {
             let headers = &message[..at];
-            return Some((headers.strip_suffix(b"\n").map_or(headers, |h| h.strip_suffix(b"\r").unwrap_or(h)), &message[at + line.len()..]));
+            return Some((
+                headers.strip_suffix(b"\n").map_or(headers, |h| h.strip_suffix(b"\r").unwrap_or(h)),
+                &message[at + line.len()..],
+            ));
         }
         if !line.ends_with(b"\n") {
             return None;
