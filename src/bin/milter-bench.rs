@@ -22,8 +22,9 @@
 //! Other modes: `--warm-up` (one transaction per known tuple before the measured run, so a milter
 //! with a short `grey-temp-fail-period` lets the known tuples pass), `--rate` (open-loop pacing,
 //! for latency at a fixed load), `--idle N` (hold N idle MTA connections and report the milter's
-//! memory) and the `prefill` subcommand (greylist records into a SQLite state file before the
-//! daemon starts). docs/performance.md describes them and bench/run.sh, the full measurement.
+//! memory), the `prefill` subcommand (greylist records into a SQLite state file before the
+//! daemon starts) and the `serve` subcommand (the raw responder on a real socket: a null milter
+//! for measuring what an MTA pays for any milter at all). docs/performance.md describes them and bench/run.sh, the full measurement.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -115,6 +116,90 @@ enum Cmd {
         #[arg(long, default_value_t = 1_000_000)]
         records: u64,
     },
+    /// Serve the raw-ceiling responder on a socket until stopped: a null milter that answers
+    /// "continue" everywhere, so an MTA can be measured with a milter that costs nothing.
+    Serve {
+        /// unix:/path or inet:PORT@HOST (inet:HOST:PORT); a unix socket is replaced if present.
+        #[arg(long)]
+        socket: String,
+        /// Steps at which to reply besides end of message, as for --raw-replies.
+        #[arg(long, value_name = "STEPS", default_value = "all", value_parser = parse_raw_replies)]
+        replies: Needs,
+        /// Permissions of a unix socket (octal), e.g. 0666 for an MTA running as another user.
+        #[arg(long, value_name = "OCTAL", value_parser = parse_mode)]
+        socket_mode: Option<u32>,
+    },
+}
+
+/// Parses an octal file mode such as "0666".
+fn parse_mode(text: &str) -> Result<u32, String> {
+    u32::from_str_radix(text, 8).ok().filter(|m| *m <= 0o777).ok_or_else(|| format!("not an octal mode: {text:?}"))
+}
+
+/// `serve`: the raw responder on a real socket, until SIGTERM or SIGINT.
+async fn serve(socket: &str, needs: Needs, mode: Option<u32>) -> ExitCode {
+    let target = match parse_target(socket) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("milter-bench: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let accept = match &target {
+        Target::Unix(path) => {
+            let _ = std::fs::remove_file(path);
+            let listener = match UnixListener::bind(path) {
+                Ok(l) => l,
+                Err(e) => {
+                    eprintln!("milter-bench: cannot bind {}: {e}", path.display());
+                    return ExitCode::from(2);
+                }
+            };
+            if let Some(mode) = mode {
+                use std::os::unix::fs::PermissionsExt;
+                if let Err(e) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)) {
+                    eprintln!("milter-bench: cannot set the mode of {}: {e}", path.display());
+                    return ExitCode::from(2);
+                }
+            }
+            tokio::spawn(async move {
+                while let Ok((s, _)) = listener.accept().await {
+                    tokio::spawn(raw_responder(s, needs));
+                }
+            })
+        }
+        Target::Tcp(addr) => {
+            let listener = match tokio::net::TcpListener::bind(addr.as_str()).await {
+                Ok(l) => l,
+                Err(e) => {
+                    eprintln!("milter-bench: cannot bind {addr}: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            tokio::spawn(async move {
+                while let Ok((s, _)) = listener.accept().await {
+                    let _ = s.set_nodelay(true);
+                    tokio::spawn(raw_responder(s, needs));
+                }
+            })
+        }
+    };
+    eprintln!("milter-bench: null milter on {socket} (replies at {})", reply_steps(&needs));
+    let stopped = async {
+        use tokio::signal::unix::{signal, SignalKind};
+        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+            }
+            _ => std::future::pending::<()>().await,
+        }
+    };
+    stopped.await;
+    accept.abort();
+    if let Target::Unix(path) = &target {
+        let _ = std::fs::remove_file(path);
+    }
+    ExitCode::SUCCESS
 }
 
 /// Where to connect.
@@ -938,8 +1023,10 @@ async fn prefill(path: PathBuf, records: u64) -> ExitCode {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    if let Some(Cmd::Prefill { cache_path, records }) = args.command {
-        return prefill(cache_path, records).await;
+    match args.command {
+        Some(Cmd::Prefill { cache_path, records }) => return prefill(cache_path, records).await,
+        Some(Cmd::Serve { socket, replies, socket_mode }) => return serve(&socket, replies, socket_mode).await,
+        None => {}
     }
     if !(0.0..=1.0).contains(&args.new_tuples) || args.connections == 0 || args.per_connection == 0 {
         eprintln!("milter-bench: --new-tuples must be within 0..=1, --connections and --per-connection at least 1");

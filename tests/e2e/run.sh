@@ -14,7 +14,8 @@
 # unix socket inside the Postfix queue directory, the path wiring.md documents for a chrooted
 # smtpd; Postfix on 127.0.0.1:2525 with smtpd chrooted (postfix-instance.sh); Sendmail on
 # 127.0.0.1:2526 (sendmail-instance.sh). Each scenario runs through both MTAs and prints PASS or
-# FAIL; on failure the logs are printed. At the end the Postfix throughput figures are printed
+# FAIL; on failure the logs are printed. At the end the Postfix throughput figures are printed:
+# no milter, a null milter (milter-bench serve, next to the binary under test) and smtpf-milter
 # (recorded, never asserted; E2E_NO_FIGURES=1 skips them). KEEP_E2E=1 keeps the work directory.
 # Exit status 1 when any scenario failed.
 set -uo pipefail
@@ -472,6 +473,23 @@ if [ -z "${E2E_NO_FIGURES:-}" ]; then
     POSTFIX_DISCARD=y POSTFIX_CHROOT=y POSTFIX_ADDRS="127.0.0.1 192.0.2.1" postfix_start "$pf" 2525 "" || exit 1
     figure_runs "postfix, no milter"
     postfix_stop "$pf"
+    # A null milter (milter-bench serve: "continue" everywhere, replies at the steps smtpf-milter
+    # replies at below): what Postfix pays for any milter at all, the ceiling for the next figure.
+    nullbin=$(dirname "$bin")/milter-bench
+    if [ -x "$nullbin" ]; then
+        rm -rf "$pf"
+        mkdir -p "$sockdir"; chmod 755 "$pf" "$pf/queue"; chgrp postfix "$sockdir"; chmod 750 "$sockdir"
+        "$nullbin" serve --socket "unix:$sock" --socket-mode 0666 --replies connect,mail,data 2>> "$mlog" &
+        null_pid=$!
+        for _ in $(seq 1 100); do [ -S "$sock" ] && break; sleep 0.05; done
+        POSTFIX_DISCARD=y POSTFIX_CHROOT=y POSTFIX_ADDRS="127.0.0.1 192.0.2.1" \
+            postfix_start "$pf" 2525 "unix:/smtpf-milter/milter.sock" || exit 1
+        milter_pid=$null_pid figure_runs "postfix + null milter"
+        postfix_stop "$pf"
+        kill "$null_pid"; wait "$null_pid" 2>/dev/null
+    else
+        echo "    no $nullbin: the null-milter figure is skipped"
+    fi
     rm -rf "$pf" "$work/cache.sq3"*
     mkdir -p "$sockdir"; chmod 755 "$pf" "$pf/queue"; chgrp postfix "$sockdir"; chmod 750 "$sockdir"
     # All checks on (dns-bl, MX, SPF, greylisting with smtpf's default key, duplicates tagged),
