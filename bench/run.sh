@@ -21,7 +21,10 @@
 #          the figure of target (1). The second is the cheapest conversation a milter can have
 #          (a greylisting-only milter's), for information. The milter runs on a fresh store, the
 #          first run with --warm-up so the known tuples pass. Medians, and milter / raw ceiling.
-#   b.     HALF_RUNS runs paced (--rate) at half the milter's median: p50/p99/p99.9 per event.
+#   b.     HALF_RUNS runs paced (--rate) at half the milter's median: p50/p99/p99.9 per event;
+#          then the same paced runs against a null milter (`milter-bench serve`, a process of its
+#          own answering "continue" at the same steps): the latency floor of this machine and
+#          load generator, which no milter in a separate process gets under.
 #   c.     a freshly started milter, then IDLE idle MTA connections (CONNECT + HELO each): RSS.
 #   d.     RECORDS greylist records prefilled into a fresh state file (milter-bench prefill), the
 #          milter started on it, warm-up, RUNS runs: median, and the ratio to (a).
@@ -70,9 +73,11 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 work=$(mktemp -d "${TMPDIR:-/tmp}/smtpf-bench.XXXXXX")
 unbound_pid=
 milter_pid=
+null_pid=
 cleanup() {
     local rc=$?
     if [ -n "$milter_pid" ]; then kill "$milter_pid" 2>/dev/null || true; wait "$milter_pid" 2>/dev/null || true; fi
+    if [ -n "$null_pid" ]; then kill "$null_pid" 2>/dev/null || true; wait "$null_pid" 2>/dev/null || true; fi
     if [ -n "$unbound_pid" ]; then kill "$unbound_pid" 2>/dev/null || true; wait "$unbound_pid" 2>/dev/null || true; fi
     if [ -n "$KEEP" ]; then say "kept $work"; else rm -rf "$work"; fi
     exit "$rc"
@@ -212,6 +217,18 @@ for r in $(seq 1 "$HALF_RUNS"); do
     say "b. half load   $r/$HALF_RUNS: $(jnum "$work/half.$r.json" messages_per_s) messages/s (paced at $half_rate)"
 done
 grey_listed_a=$(grep -c '#387' "$work/milter-a.log" || true)
+# The floor: a null milter in a process of its own, at the same rate, replying at the same steps.
+"$bin/milter-bench" serve --socket "unix:$work/null.sock" 2>"$work/null.log" &
+null_pid=$!
+for _ in $(seq 1 100); do [ -S "$work/null.sock" ] && break; sleep 0.05; done
+[ -S "$work/null.sock" ] || die "the null milter did not start: $(cat "$work/null.log")"
+for r in $(seq 1 "$HALF_RUNS"); do
+    bench "$work/nullhalf.$r.json" --socket "unix:$work/null.sock" --rate "$half_rate" "${load[@]}"
+    say "b. null milter $r/$HALF_RUNS: $(jnum "$work/nullhalf.$r.json" messages_per_s) messages/s (paced at $half_rate)"
+done
+kill "$null_pid" 2>/dev/null || true
+wait "$null_pid" 2>/dev/null || true
+null_pid=
 store_counts() { # FILE: "grey: N, dupmsg: M" records in a state file, when sqlite3 is there
     if command -v sqlite3 >/dev/null; then
         sqlite3 "$1" "SELECT 'grey: ' || (SELECT count(*) FROM mcc WHERE k LIKE 'grey:%') || ', dupmsg: ' || (SELECT count(*) FROM mcc WHERE k LIKE 'dupmsg:%')" 2>/dev/null || echo "unreadable"
@@ -297,6 +314,21 @@ for ev in $events; do
 done
 echo
 echo "Worst per-event p99 at half load: **$worst_p99 ms** ($worst_ev)."
+null_worst=0
+null_ev=
+null_row=
+for ev in $events; do
+    [ "$ev" = transaction ] && continue
+    p99=$(for r in $(seq 1 "$HALF_RUNS"); do jlat "$work/nullhalf.$r.json" "$ev" p99_ms; done | median)
+    [ -n "$p99" ] || continue
+    null_row="$null_row${null_row:+, }$ev $p99"
+    if awk -v a="$p99" -v b="$null_worst" 'BEGIN { exit !(a > b) }'; then
+        null_worst=$p99
+        null_ev=$ev
+    fi
+done
+echo "The floor, a null milter (\`milter-bench serve\`, its own process, same steps) at the same rate:"
+echo "worst per-event p99 **$null_worst ms** ($null_ev); medians: $null_row."
 echo
 echo "**(3) Idle connections**: $idle_held idle MTA connections (CONNECT and HELO sent): milter RSS"
 echo "**$idle_rss KiB** (peak $idle_peak KiB), $idle_base KiB before they opened: $idle_per KiB per connection."
