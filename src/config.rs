@@ -79,6 +79,16 @@ impl SocketSpec {
     }
 }
 
+/// Parses a unix socket's permissions written as octal text ("0660"), as `milter-socket-mode`
+/// takes them, so every tool that creates a milter socket accepts the same spelling.
+pub fn parse_octal_mode(text: &str) -> Result<u32, String> {
+    match u32::from_str_radix(text.trim(), 8) {
+        Ok(mode) if mode <= 0o777 => Ok(mode),
+        Ok(_) => Err("mode must be at most \"0777\"".into()),
+        Err(_) => Err(format!("\"{text}\" is not an octal mode like \"0660\"")),
+    }
+}
+
 impl fmt::Display for SocketSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -470,16 +480,11 @@ impl Config {
                     c.milter_socket = SocketSpec::parse(p.string(key, v)?).map_err(|m| p.err(Some(key), m))?;
                 }
                 "milter-socket-mode" => {
-                    let mode = match v {
-                        toml::Value::String(s) => u32::from_str_radix(s.trim(), 8)
-                            .map_err(|_| p.err(Some(key), format!("\"{s}\" is not an octal mode like \"0660\"")))?,
+                    c.milter_socket_mode = match v {
+                        toml::Value::String(s) => parse_octal_mode(s).map_err(|m| p.err(Some(key), m))?,
                         toml::Value::Integer(n) if (0..=0o777).contains(n) => *n as u32,
                         _ => return Err(p.err(Some(key), "write the mode as an octal string, e.g. \"0660\"")),
                     };
-                    if mode > 0o777 {
-                        return Err(p.err(Some(key), "mode must be at most \"0777\""));
-                    }
-                    c.milter_socket_mode = mode;
                 }
                 "run-user" => c.run_user = Some(p.string(key, v)?.trim().to_string()).filter(|s| !s.is_empty()),
                 "run-group" => c.run_group = Some(p.string(key, v)?.trim().to_string()).filter(|s| !s.is_empty()),
@@ -727,6 +732,14 @@ pub fn markdown_table() -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn octal_modes_as_milter_socket_mode_takes_them() {
+        assert_eq!(parse_octal_mode("0660"), Ok(0o660));
+        assert_eq!(parse_octal_mode(" 666 "), Ok(0o666));
+        assert!(parse_octal_mode("0999").unwrap_err().contains("not an octal mode"));
+        assert!(parse_octal_mode("1777").unwrap_err().contains("at most"));
+    }
+
     use super::*;
 
     #[test]

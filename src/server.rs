@@ -14,7 +14,7 @@ use tokio::sync::{watch, Notify};
 
 use crate::log::catalog;
 use crate::milter::codec::{decode_command, encode_response, read_frame, take_buffered_frame, FrameError, MAX_PAYLOAD};
-use crate::milter::listen::Listener;
+use crate::milter::listen::{Connection, Listener};
 use crate::session::{Session, Step};
 use crate::shared::Shared;
 
@@ -36,7 +36,7 @@ pub async fn accept_loop(
         }
         let accepted = tokio::select! {
             _ = stop.changed() => continue,
-            a = accept_one(listener) => a,
+            a = listener.accept() => a,
         };
         match accepted {
             Ok(conn) => {
@@ -46,8 +46,8 @@ pub async fn accept_loop(
                 let idle = idle.clone();
                 tokio::spawn(async move {
                     match conn {
-                        Conn::Unix(s) => serve_connection(s, shared.clone(), kill).await,
-                        Conn::Tcp(s) => serve_connection(s, shared.clone(), kill).await,
+                        Connection::Unix(s) => serve_connection(s, shared.clone(), kill).await,
+                        Connection::Tcp(s) => serve_connection(s, shared.clone(), kill).await,
                     }
                     if shared.active.fetch_sub(1, Ordering::SeqCst) == 1 {
                         idle.notify_waiters();
@@ -59,22 +59,6 @@ pub async fn accept_loop(
                 shared.log.emit(&catalog::ACCEPT_ERROR, None, &[&e, &shared.active.load(Ordering::Relaxed)]);
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
-        }
-    }
-}
-
-enum Conn {
-    Unix(tokio::net::UnixStream),
-    Tcp(tokio::net::TcpStream),
-}
-
-async fn accept_one(listener: &Listener) -> std::io::Result<Conn> {
-    match listener {
-        Listener::Unix { listener, .. } => listener.accept().await.map(|(s, _)| Conn::Unix(s)),
-        Listener::Tcp(l) => {
-            let (s, _) = l.accept().await?;
-            let _ = s.set_nodelay(true);
-            Ok(Conn::Tcp(s))
         }
     }
 }

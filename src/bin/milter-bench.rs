@@ -24,7 +24,8 @@
 //! for latency at a fixed load), `--idle N` (hold N idle MTA connections and report the milter's
 //! memory), the `prefill` subcommand (greylist records into a SQLite state file before the
 //! daemon starts) and the `serve` subcommand (the raw responder on a real socket: a null milter
-//! for measuring what an MTA pays for any milter at all). docs/performance.md describes them and bench/run.sh, the full measurement.
+//! for measuring what an MTA pays for any milter at all). docs/performance.md describes them
+//! and bench/run.sh, the full measurement.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -35,12 +36,14 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 use hdrhistogram::Histogram;
+use smtpf_milter::config::{parse_octal_mode, SocketSpec};
 use smtpf_milter::milter::client::{ClientError, MtaClient, POSTFIX_ACTIONS, POSTFIX_PROTOCOL};
 use smtpf_milter::milter::codec::{decode_command, encode_response, read_frame, Command, Family, Response, MAX_PAYLOAD};
+use smtpf_milter::milter::listen::{Connection, Listener};
 use smtpf_milter::milter::negotiate::{negotiate, Needs};
 use smtpf_milter::store::{unix_now, Record, SqliteOptions, Store, StoreError};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
-use tokio::net::{TcpStream, UnixListener, UnixStream};
+use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::Semaphore;
 
 /// Drive a milter socket like Postfix and measure transactions per second, reply latency and the
@@ -119,72 +122,40 @@ enum Cmd {
     /// Serve the raw-ceiling responder on a socket until stopped: a null milter that answers
     /// "continue" everywhere, so an MTA can be measured with a milter that costs nothing.
     Serve {
-        /// unix:/path or inet:PORT@HOST (inet:HOST:PORT); a unix socket is replaced if present.
+        /// unix:/path or inet:PORT@HOST, as `milter-socket` takes it. A stale unix socket is
+        /// replaced; a live one, or a file that is not a socket, is refused.
         #[arg(long)]
         socket: String,
         /// Steps at which to reply besides end of message, as for --raw-replies.
         #[arg(long, value_name = "STEPS", default_value = "all", value_parser = parse_raw_replies)]
         replies: Needs,
-        /// Permissions of a unix socket (octal), e.g. 0666 for an MTA running as another user.
-        #[arg(long, value_name = "OCTAL", value_parser = parse_mode)]
-        socket_mode: Option<u32>,
+        /// Permissions of a unix socket (octal, as `milter-socket-mode`), e.g. 0666 for an MTA
+        /// running as another user.
+        #[arg(long, value_name = "OCTAL", default_value = "0660", value_parser = parse_octal_mode)]
+        socket_mode: u32,
     },
 }
 
-/// Parses an octal file mode such as "0666".
-fn parse_mode(text: &str) -> Result<u32, String> {
-    u32::from_str_radix(text, 8).ok().filter(|m| *m <= 0o777).ok_or_else(|| format!("not an octal mode: {text:?}"))
-}
-
-/// `serve`: the raw responder on a real socket, until SIGTERM or SIGINT.
-async fn serve(socket: &str, needs: Needs, mode: Option<u32>) -> ExitCode {
-    let target = match parse_target(socket) {
-        Ok(t) => t,
+/// `serve`: the raw responder on a real socket, until SIGTERM or SIGINT. The socket is bound
+/// as the daemon binds `milter-socket`: a live socket (a running milter's) or a file that is not
+/// a socket is refused, never replaced.
+async fn serve(socket: &str, needs: Needs, mode: u32) -> ExitCode {
+    let listener = match SocketSpec::parse(socket) {
+        Ok(spec) => match Listener::bind(&spec, mode, None).await {
+            Ok((l, _)) => l,
+            Err(e) => {
+                eprintln!("milter-bench: cannot listen on {socket}: {e}");
+                return ExitCode::from(2);
+            }
+        },
         Err(e) => {
             eprintln!("milter-bench: {e}");
             return ExitCode::from(2);
         }
     };
-    let accept = match &target {
-        Target::Unix(path) => {
-            let _ = std::fs::remove_file(path);
-            let listener = match UnixListener::bind(path) {
-                Ok(l) => l,
-                Err(e) => {
-                    eprintln!("milter-bench: cannot bind {}: {e}", path.display());
-                    return ExitCode::from(2);
-                }
-            };
-            if let Some(mode) = mode {
-                use std::os::unix::fs::PermissionsExt;
-                if let Err(e) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)) {
-                    eprintln!("milter-bench: cannot set the mode of {}: {e}", path.display());
-                    return ExitCode::from(2);
-                }
-            }
-            tokio::spawn(async move {
-                while let Ok((s, _)) = listener.accept().await {
-                    tokio::spawn(raw_responder(s, needs));
-                }
-            })
-        }
-        Target::Tcp(addr) => {
-            let listener = match tokio::net::TcpListener::bind(addr.as_str()).await {
-                Ok(l) => l,
-                Err(e) => {
-                    eprintln!("milter-bench: cannot bind {addr}: {e}");
-                    return ExitCode::from(2);
-                }
-            };
-            tokio::spawn(async move {
-                while let Ok((s, _)) = listener.accept().await {
-                    let _ = s.set_nodelay(true);
-                    tokio::spawn(raw_responder(s, needs));
-                }
-            })
-        }
-    };
-    eprintln!("milter-bench: null milter on {socket} (replies at {})", reply_steps(&needs));
+    let listener = Arc::new(listener);
+    let accept = tokio::spawn(null_milter(listener.clone(), needs));
+    eprintln!("milter-bench: null milter on {} (replies at {})", listener.describe(), reply_steps(&needs));
     let stopped = async {
         use tokio::signal::unix::{signal, SignalKind};
         match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
@@ -196,10 +167,23 @@ async fn serve(socket: &str, needs: Needs, mode: Option<u32>) -> ExitCode {
     };
     stopped.await;
     accept.abort();
-    if let Target::Unix(path) = &target {
-        let _ = std::fs::remove_file(path);
-    }
+    let _ = listener.cleanup();
     ExitCode::SUCCESS
+}
+
+/// Answers every connection on `listener` with the raw responder, for as long as it runs. An
+/// accept error (out of descriptors) pauses instead of ending the loop, as the daemon does.
+async fn null_milter(listener: Arc<Listener>, needs: Needs) {
+    loop {
+        match listener.accept().await {
+            Ok(Connection::Unix(s)) => drop(tokio::spawn(raw_responder(s, needs))),
+            Ok(Connection::Tcp(s)) => drop(tokio::spawn(raw_responder(s, needs))),
+            Err(e) => {
+                eprintln!("milter-bench: null milter: accept: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
 }
 
 /// Where to connect.
@@ -1041,19 +1025,15 @@ async fn main() -> ExitCode {
         let dir = std::env::temp_dir().join(format!("milter-bench-{}", std::process::id()));
         let path = dir.join("raw.sock");
         let _ = std::fs::remove_dir_all(&dir);
-        let listener = match std::fs::create_dir_all(&dir).and_then(|_| UnixListener::bind(&path)) {
-            Ok(l) => l,
+        let listener = match Listener::bind(&SocketSpec::Unix(path.clone()), 0o600, None).await {
+            Ok((l, _)) => l,
             Err(e) => {
-                eprintln!("milter-bench: cannot bind {}: {e}", path.display());
+                eprintln!("milter-bench: cannot listen on {}: {e}", path.display());
                 return ExitCode::from(2);
             }
         };
         let needs = args.raw_replies;
-        tokio::spawn(async move {
-            while let Ok((s, _)) = listener.accept().await {
-                tokio::spawn(raw_responder(s, needs));
-            }
-        });
+        tokio::spawn(null_milter(Arc::new(listener), needs));
         temp_dir = Some(dir);
         (Target::Unix(path), format!("raw-ceiling (replies at {})", reply_steps(&needs)))
     } else {

@@ -9,7 +9,7 @@ use std::os::fd::{FromRawFd, RawFd};
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use tokio::net::{TcpListener, UnixListener};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 
 use crate::config::SocketSpec;
 
@@ -17,6 +17,12 @@ use crate::config::SocketSpec;
 pub enum Listener {
     Unix { listener: UnixListener, path: PathBuf, remove_on_close: bool },
     Tcp(TcpListener),
+}
+
+/// An accepted MTA connection, whichever kind of socket it came in on.
+pub enum Connection {
+    Unix(UnixStream),
+    Tcp(TcpStream),
 }
 
 /// What happened to an existing socket file before binding.
@@ -47,6 +53,19 @@ impl Listener {
             SocketSpec::Inet { host, port, .. } => {
                 let l = TcpListener::bind((host.as_str(), *port)).await.map_err(|e| format!("bind {host}:{port}: {e}"))?;
                 Ok((Listener::Tcp(l), Prepared::Fresh))
+            }
+        }
+    }
+
+    /// Waits for the next connection. TCP connections get `TCP_NODELAY`: every milter reply is
+    /// a small frame the MTA waits for, which Nagle's algorithm would hold back.
+    pub async fn accept(&self) -> io::Result<Connection> {
+        match self {
+            Listener::Unix { listener, .. } => listener.accept().await.map(|(s, _)| Connection::Unix(s)),
+            Listener::Tcp(l) => {
+                let (s, _) = l.accept().await?;
+                let _ = s.set_nodelay(true);
+                Ok(Connection::Tcp(s))
             }
         }
     }
