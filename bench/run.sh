@@ -170,6 +170,10 @@ jlat() { # FILE EVENT FIELD: a latency figure, empty when the event got no reply
 median() { # numbers on stdin
     sort -g | awk '{a[NR] = $1} END { if (NR == 0) print ""; else if (NR % 2) print a[(NR + 1) / 2]; else printf "%g\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
 }
+greater() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a > b) }'; }
+half_p99s() { # RUN_PREFIX EVENT: EVENT's p99 in each of the HALF_RUNS paced runs
+    for r in $(seq 1 "$HALF_RUNS"); do jlat "$work/$1.$r.json" "$2" p99_ms; done
+}
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "n/a" }'; }
 join() { paste -sd, - | sed 's/,/, /g'; }
 
@@ -301,13 +305,13 @@ echo "|---|---|---|---|---|"
 worst_p99=0
 worst_ev=
 for ev in $events; do
-    p99s=$(for r in $(seq 1 "$HALF_RUNS"); do jlat "$work/half.$r.json" "$ev" p99_ms; done)
+    p99s=$(half_p99s half "$ev")
     [ -n "$(echo "$p99s" | tr -d '[:space:]')" ] || continue
     p50=$(for r in $(seq 1 "$HALF_RUNS"); do jlat "$work/half.$r.json" "$ev" p50_ms; done | median)
     p999=$(for r in $(seq 1 "$HALF_RUNS"); do jlat "$work/half.$r.json" "$ev" p999_ms; done | median)
     p99=$(echo "$p99s" | median)
     echo "| $ev | $p50 | $p99 | $p999 | $(echo "$p99s" | join) |"
-    if [ "$ev" != transaction ] && awk -v a="$p99" -v b="$worst_p99" 'BEGIN { exit !(a > b) }'; then
+    if [ "$ev" != transaction ] && greater "$p99" "$worst_p99"; then
         worst_p99=$p99
         worst_ev=$ev
     fi
@@ -319,10 +323,10 @@ null_ev=
 null_row=
 for ev in $events; do
     [ "$ev" = transaction ] && continue
-    p99=$(for r in $(seq 1 "$HALF_RUNS"); do jlat "$work/nullhalf.$r.json" "$ev" p99_ms; done | median)
+    p99=$(half_p99s nullhalf "$ev" | median)
     [ -n "$p99" ] || continue
     null_row="$null_row${null_row:+, }$ev $p99"
-    if awk -v a="$p99" -v b="$null_worst" 'BEGIN { exit !(a > b) }'; then
+    if greater "$p99" "$null_worst"; then
         null_worst=$p99
         null_ev=$ev
     fi

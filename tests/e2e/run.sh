@@ -479,14 +479,16 @@ if [ -z "${E2E_NO_FIGURES:-}" ]; then
     if [ -x "$nullbin" ]; then
         rm -rf "$pf"
         mkdir -p "$sockdir"; chmod 755 "$pf" "$pf/queue"; chgrp postfix "$sockdir"; chmod 750 "$sockdir"
+        # In milter_pid, so that milter_stop (and the exit trap) stop it and the CPU figure is its.
         "$nullbin" serve --socket "unix:$sock" --socket-mode 0666 --replies connect,mail,data 2>> "$mlog" &
-        null_pid=$!
+        milter_pid=$!
         for _ in $(seq 1 100); do [ -S "$sock" ] && break; sleep 0.05; done
+        [ -S "$sock" ] || { echo "the null milter did not start:"; tail -5 "$mlog"; exit 1; }
         POSTFIX_DISCARD=y POSTFIX_CHROOT=y POSTFIX_ADDRS="127.0.0.1 192.0.2.1" \
             postfix_start "$pf" 2525 "unix:/smtpf-milter/milter.sock" || exit 1
-        milter_pid=$null_pid figure_runs "postfix + null milter"
+        figure_runs "postfix + null milter"
         postfix_stop "$pf"
-        kill "$null_pid"; wait "$null_pid" 2>/dev/null
+        milter_stop
     else
         echo "    no $nullbin: the null-milter figure is skipped"
     fi
