@@ -222,7 +222,9 @@ for r in $(seq 1 "$HALF_RUNS"); do
 done
 grey_listed_a=$(grep -c '#387' "$work/milter-a.log" || true)
 # The floor: a null milter in a process of its own, at the same rate, replying at the same steps.
-"$bin/milter-bench" serve --socket "unix:$work/null.sock" 2>"$work/null.log" &
+null_replies=$("$bin/smtpf-milter" --config "$work/all.toml" check-config | sed -n 's/^replies: \([^ ]*\).*/\1/p')
+[ -n "$null_replies" ] || die "check-config printed no replies line"
+"$bin/milter-bench" serve --socket "unix:$work/null.sock" --replies "$null_replies" 2>"$work/null.log" &
 null_pid=$!
 for _ in $(seq 1 100); do [ -S "$work/null.sock" ] && break; sleep 0.05; done
 [ -S "$work/null.sock" ] || die "the null milter did not start: $(cat "$work/null.log")"

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use crate::checks::access::{AccessError, AccessMap};
 use crate::config::{Config, ConfigError};
 use crate::dns::Dns;
+use crate::milter::negotiate::Needs;
 
 /// The rules in force for a session.
 pub struct Policy {
@@ -51,6 +52,28 @@ impl Policy {
         };
         let dns = Dns::new(&config.dns_servers, config.dns_timeout).map_err(PolicyError::Dns)?;
         Ok(Policy { access, access_warnings, dns, config })
+    }
+
+    /// What the enabled checks need from the MTA: the steps some check may answer at (the MTA
+    /// waits for a reply only there) and whether DATA is needed. Negotiation asks for exactly
+    /// this, and `check-config` prints it, so an admin can see what each check costs in round
+    /// trips.
+    pub fn milter_needs(&self) -> Needs {
+        let c = &self.config;
+        let access = self.access.is_some();
+        let delay = c.smtp_delay_checks;
+        let lists = !c.dns_bl.is_empty();
+        let greylisting = !c.grey_key.is_empty() && c.grey_temp_fail_period > 0;
+        Needs {
+            // Always read: #720 reports the size, and content checks digest it.
+            body: true,
+            reply_connect: !delay && (access || lists),
+            reply_helo: !delay && access,
+            reply_mail: access || c.mail_require_mx,
+            reply_rcpt: access || delay,
+            reply_data: greylisting,
+            data: greylisting,
+        }
     }
 
     /// Whether any URI list is configured (the body must then be kept for scanning).

@@ -17,7 +17,7 @@ use crate::ids::{random_message_start, LocalTime, SessionId};
 use crate::log::catalog;
 use crate::log::Msg;
 use crate::milter::codec::{Command, Family, Response};
-use crate::milter::negotiate::{negotiate, Needs, Negotiated};
+use crate::milter::negotiate::{negotiate, Negotiated};
 use crate::policy::Policy;
 use crate::reply::{Reply, Verdict};
 use crate::shared::Shared;
@@ -236,25 +236,6 @@ impl Session {
         &self.policy
     }
 
-    /// What the checks enabled in this session's config need from the MTA.
-    fn needs(&self) -> Needs {
-        let p = &self.policy;
-        let access = p.access.is_some();
-        let delay = p.config.smtp_delay_checks;
-        let lists = !p.config.dns_bl.is_empty();
-        let greylisting = !p.config.grey_key.is_empty() && p.config.grey_temp_fail_period > 0;
-        Needs {
-            // Always read: #720 reports the size, and content checks digest it.
-            body: true,
-            reply_connect: !delay && (access || lists),
-            reply_helo: !delay && access,
-            reply_mail: access || p.config.mail_require_mx,
-            reply_rcpt: access || delay,
-            reply_data: greylisting,
-            data: greylisting,
-        }
-    }
-
     /// The state store (greylist and dupmsg records), when open.
     pub fn store(&self) -> Option<&crate::store::Store> {
         self.shared.store()
@@ -416,7 +397,7 @@ impl Session {
     }
 
     fn optneg(&mut self, version: u32, actions: u32, protocol: u32) -> Result<Step, ProtocolError> {
-        match negotiate(version, actions, protocol, self.needs()) {
+        match negotiate(version, actions, protocol, self.policy.milter_needs()) {
             Ok((resp, n)) => {
                 self.shared.log.emit(
                     &catalog::NEGOTIATED,

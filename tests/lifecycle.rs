@@ -141,6 +141,32 @@ fn check_config_exit_codes_and_messages() {
 }
 
 #[test]
+fn check_config_names_the_steps_the_mta_waits_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let map = dir.path().join("access.cf");
+    std::fs::write(&map, "Connect:192.0.2.1\tREJECT\n").unwrap();
+    let map = map.to_str().unwrap().to_owned();
+    let cases = [
+        // The embedded defaults: MX check at MAIL, greylisting at DATA.
+        ("", "mail,data,eom"),
+        ("dns-bl = [\"bl.test\"]\n", "connect,mail,data,eom"),
+        (&format!("access-map = \"{map}\"\n"), "connect,helo,mail,rcpt,data,eom"),
+        // Held refusals are given at RCPT, so nothing answers before MAIL.
+        (&format!("access-map = \"{map}\"\ndns-bl = [\"bl.test\"]\nsmtp-delay-checks = true\n"), "mail,rcpt,data,eom"),
+        ("mail-require-mx = false\ngrey-key = \"\"\n", "eom"),
+    ];
+    for (i, (body, want)) in cases.iter().enumerate() {
+        let cfg = dir.path().join(format!("c{i}.toml"));
+        std::fs::write(&cfg, body).unwrap();
+        let out = bin().args(["--config", cfg.to_str().unwrap(), "check-config"]).output().unwrap();
+        assert!(out.status.success(), "{body}: {out:?}");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let line = stdout.lines().find(|l| l.starts_with("replies: ")).unwrap_or_default();
+        assert_eq!(line.split_whitespace().nth(1), Some(*want), "{body}: {stdout}");
+    }
+}
+
+#[test]
 fn shipped_example_config_is_valid() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/contrib/smtpf-milter.toml");
     let out = bin().args(["--config", path, "check-config"]).output().unwrap();

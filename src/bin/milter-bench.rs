@@ -155,7 +155,7 @@ async fn serve(socket: &str, needs: Needs, mode: u32) -> ExitCode {
     };
     let listener = Arc::new(listener);
     let accept = tokio::spawn(null_milter(listener.clone(), needs));
-    eprintln!("milter-bench: null milter on {} (replies at {})", listener.describe(), reply_steps(&needs));
+    eprintln!("milter-bench: null milter on {} (replies at {})", listener.describe(), needs.reply_steps());
     let stopped = async {
         use tokio::signal::unix::{signal, SignalKind};
         match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
@@ -753,19 +753,6 @@ fn parse_raw_replies(text: &str) -> Result<Needs, String> {
     Ok(needs)
 }
 
-/// The steps a raw responder replies at, for the report.
-fn reply_steps(needs: &Needs) -> String {
-    let steps = [
-        (needs.reply_connect, "connect"),
-        (needs.reply_helo, "helo"),
-        (needs.reply_mail, "mail"),
-        (needs.reply_rcpt, "rcpt"),
-        (needs.reply_data, "data"),
-        (true, "eom"),
-    ];
-    steps.iter().filter(|(on, _)| *on).map(|(_, name)| *name).collect::<Vec<_>>().join(",")
-}
-
 /// The `--raw-ceiling` responder: negotiates the replies `needs` names (and every event with the
 /// body), and answers "continue" wherever a reply is due.
 async fn raw_responder<S: AsyncRead + AsyncWrite + Unpin>(stream: S, needs: Needs) {
@@ -1035,7 +1022,7 @@ async fn main() -> ExitCode {
         let needs = args.raw_replies;
         tokio::spawn(null_milter(Arc::new(listener), needs));
         temp_dir = Some(dir);
-        (Target::Unix(path), format!("raw-ceiling (replies at {})", reply_steps(&needs)))
+        (Target::Unix(path), format!("raw-ceiling (replies at {})", needs.reply_steps()))
     } else {
         let spec = args.socket.clone().unwrap_or_default();
         match parse_target(&spec) {

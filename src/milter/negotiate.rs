@@ -26,6 +26,24 @@ pub struct Needs {
     pub data: bool,
 }
 
+impl Needs {
+    /// The steps that get a reply, as a comma list (`connect,mail,data,eom`): the MTA waits for
+    /// an answer at each of them, so the list is what a config costs in round trips. EOM always
+    /// gets one. The same spelling as `milter-bench --replies`, so a null milter can be told to
+    /// hold the same conversation.
+    pub fn reply_steps(&self) -> String {
+        let steps = [
+            (self.reply_connect, "connect"),
+            (self.reply_helo, "helo"),
+            (self.reply_mail, "mail"),
+            (self.reply_rcpt, "rcpt"),
+            (self.reply_data, "data"),
+            (true, "eom"),
+        ];
+        steps.iter().filter(|(on, _)| *on).map(|(_, name)| *name).collect::<Vec<_>>().join(",")
+    }
+}
+
 /// The outcome of negotiation, kept for the session.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Negotiated {

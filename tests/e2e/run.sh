@@ -473,14 +473,28 @@ if [ -z "${E2E_NO_FIGURES:-}" ]; then
     POSTFIX_DISCARD=y POSTFIX_CHROOT=y POSTFIX_ADDRS="127.0.0.1 192.0.2.1" postfix_start "$pf" 2525 "" || exit 1
     figure_runs "postfix, no milter"
     postfix_stop "$pf"
-    # A null milter (milter-bench serve: "continue" everywhere, replies at the steps smtpf-milter
-    # replies at below): what Postfix pays for any milter at all, the ceiling for the next figure.
+    # All checks on (dns-bl, MX, SPF, greylisting with smtpf's default key, duplicates tagged),
+    # DNS answered by unbound; the load's tuple passed greylisting before the runs.
+    cat > "$work/figures.toml" <<CONF
+milter-socket = "unix:$sock"
+milter-socket-mode = "0666"
+cache-path = "$work/cache.sq3"
+dns-servers = ["127.0.0.1:5353"]
+dns-bl = ["bl.test"]
+mail-require-mx = true
+grey-temp-fail-period = 1
+CONF
+    # The steps smtpf-milter answers at with that config, as check-config reports them.
+    fig_replies=$("$bin" --config "$work/figures.toml" check-config | sed -n 's/^replies: \([^ ]*\).*/\1/p')
+    [ -n "$fig_replies" ] || { echo "check-config printed no replies line"; exit 1; }
+    # A null milter (milter-bench serve: "continue" everywhere, replies at those steps): what
+    # Postfix pays for any milter at all, the ceiling for the next figure.
     nullbin=$(dirname "$bin")/milter-bench
     if [ -x "$nullbin" ]; then
         rm -rf "$pf"
         mkdir -p "$sockdir"; chmod 755 "$pf" "$pf/queue"; chgrp postfix "$sockdir"; chmod 750 "$sockdir"
         # In milter_pid, so that milter_stop (and the exit trap) stop it and the CPU figure is its.
-        "$nullbin" serve --socket "unix:$sock" --socket-mode 0666 --replies connect,mail,data 2>> "$mlog" &
+        "$nullbin" serve --socket "unix:$sock" --socket-mode 0666 --replies "$fig_replies" 2>> "$mlog" &
         milter_pid=$!
         for _ in $(seq 1 100); do [ -S "$sock" ] && break; sleep 0.05; done
         [ -S "$sock" ] || { echo "the null milter did not start:"; tail -5 "$mlog"; exit 1; }
@@ -494,17 +508,6 @@ if [ -z "${E2E_NO_FIGURES:-}" ]; then
     fi
     rm -rf "$pf" "$work/cache.sq3"*
     mkdir -p "$sockdir"; chmod 755 "$pf" "$pf/queue"; chgrp postfix "$sockdir"; chmod 750 "$sockdir"
-    # All checks on (dns-bl, MX, SPF, greylisting with smtpf's default key, duplicates tagged),
-    # DNS answered by unbound; the load's tuple passed greylisting before the runs.
-    cat > "$work/figures.toml" <<CONF
-milter-socket = "unix:$sock"
-milter-socket-mode = "0666"
-cache-path = "$work/cache.sq3"
-dns-servers = ["127.0.0.1:5353"]
-dns-bl = ["bl.test"]
-mail-require-mx = true
-grey-temp-fail-period = 1
-CONF
     milter_start "$work/figures.toml" || exit 1
     POSTFIX_DISCARD=y POSTFIX_CHROOT=y POSTFIX_ADDRS="127.0.0.1 192.0.2.1" \
         postfix_start "$pf" 2525 "unix:/smtpf-milter/milter.sock" || exit 1
