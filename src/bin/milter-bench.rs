@@ -193,26 +193,17 @@ enum Target {
     Tcp(String),
 }
 
+/// The `--socket` to bench: the forms `milter-socket` takes, or a bare path.
 fn parse_target(spec: &str) -> Result<Target, String> {
-    if let Some(p) = spec.strip_prefix("unix:").or_else(|| spec.strip_prefix("local:")) {
-        return Ok(Target::Unix(PathBuf::from(p)));
-    }
+    // A bare path is a unix socket; everything else is spelled as `milter-socket` is.
     if spec.starts_with('/') {
         return Ok(Target::Unix(PathBuf::from(spec)));
     }
-    let (v6, rest) = match (spec.strip_prefix("inet6:"), spec.strip_prefix("inet:")) {
-        (Some(r), _) => (true, r),
-        (_, Some(r)) => (false, r),
-        _ => return Err(format!("unknown socket {spec:?}: expected unix:/path, inet:PORT@HOST or inet:HOST:PORT")),
-    };
-    if let Some((port, host)) = rest.split_once('@') {
-        let host = if v6 || host.contains(':') { format!("[{}]", host.trim_matches(['[', ']'])) } else { host.to_string() };
-        return Ok(Target::Tcp(format!("{host}:{port}")));
+    match SocketSpec::parse(spec)? {
+        SocketSpec::Unix(path) => Ok(Target::Unix(path)),
+        SocketSpec::Inet { host, port, v6 } if v6 || host.contains(':') => Ok(Target::Tcp(format!("[{host}]:{port}"))),
+        SocketSpec::Inet { host, port, .. } => Ok(Target::Tcp(format!("{host}:{port}"))),
     }
-    if rest.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
-        return Ok(Target::Tcp(rest.to_string()));
-    }
-    Err(format!("cannot parse socket {spec:?}"))
 }
 
 /// Any connected stream, so unix and TCP connections share one client type.
@@ -1186,6 +1177,8 @@ mod tests {
         assert_eq!(parse_target("inet:8894@127.0.0.1"), Ok(Target::Tcp("127.0.0.1:8894".into())));
         assert_eq!(parse_target("inet:127.0.0.1:8894"), Ok(Target::Tcp("127.0.0.1:8894".into())));
         assert_eq!(parse_target("inet6:8894@::1"), Ok(Target::Tcp("[::1]:8894".into())));
+        assert_eq!(parse_target("inet:[::1]:8894"), Ok(Target::Tcp("[::1]:8894".into())));
+        assert!(parse_target("inet:0@127.0.0.1").is_err(), "port 0 is refused as in milter-socket");
         assert!(parse_target("inet:nowhere").is_err());
         assert!(parse_target("tcp:1@x").is_err());
     }
