@@ -724,24 +724,7 @@ async fn warm_up(target: &Target, plan: &Arc<Plan>) -> Tally {
 /// Parses `--raw-replies` into what the raw responder negotiates: the body and DATA always (the
 /// bench sends them), replies at the steps named.
 fn parse_raw_replies(text: &str) -> Result<Needs, String> {
-    let mut needs = Needs { body: true, data: true, ..Needs::default() };
-    let steps: Vec<&str> = if text.trim() == "all" {
-        vec!["connect", "helo", "mail", "rcpt", "data"]
-    } else {
-        text.split(',').map(str::trim).collect()
-    };
-    for step in steps {
-        match step {
-            "connect" => needs.reply_connect = true,
-            "helo" => needs.reply_helo = true,
-            "mail" => needs.reply_mail = true,
-            "rcpt" => needs.reply_rcpt = true,
-            "data" => needs.reply_data = true,
-            "eom" | "" => {}
-            other => return Err(format!("unknown step {other:?} (all, or a list of connect, helo, mail, rcpt, data)")),
-        }
-    }
-    Ok(needs)
+    Needs { body: true, data: true, ..Needs::default() }.with_reply_steps(text)
 }
 
 /// The `--raw-ceiling` responder: negotiates the replies `needs` names (and every event with the

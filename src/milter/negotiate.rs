@@ -26,21 +26,37 @@ pub struct Needs {
     pub data: bool,
 }
 
+/// The steps that can get a reply, in protocol order, with the names `reply_steps` prints and
+/// `with_reply_steps` reads. EOM always gets one.
+const REPLY_STEPS: [&str; 6] = ["connect", "helo", "mail", "rcpt", "data", "eom"];
+
 impl Needs {
     /// The steps that get a reply, as a comma list (`connect,mail,data,eom`): the MTA waits for
     /// an answer at each of them, so the list is what a config costs in round trips. EOM always
-    /// gets one. The same spelling as `milter-bench --replies`, so a null milter can be told to
-    /// hold the same conversation.
+    /// gets one. `with_reply_steps` reads it back, so a null milter can be told to hold the same
+    /// conversation.
     pub fn reply_steps(&self) -> String {
-        let steps = [
-            (self.reply_connect, "connect"),
-            (self.reply_helo, "helo"),
-            (self.reply_mail, "mail"),
-            (self.reply_rcpt, "rcpt"),
-            (self.reply_data, "data"),
-            (true, "eom"),
-        ];
-        steps.iter().filter(|(on, _)| *on).map(|(_, name)| *name).collect::<Vec<_>>().join(",")
+        let on = [self.reply_connect, self.reply_helo, self.reply_mail, self.reply_rcpt, self.reply_data, true];
+        REPLY_STEPS.iter().zip(on).filter(|(_, on)| *on).map(|(name, _)| *name).collect::<Vec<_>>().join(",")
+    }
+
+    /// These needs with replies at exactly the steps of a `reply_steps` list ("all": every step);
+    /// other fields are kept. An unknown step name is an error naming it.
+    pub fn with_reply_steps(self, text: &str) -> Result<Needs, String> {
+        let all = text.trim() == "all";
+        let named: Vec<&str> = text.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+        if let Some(bad) = named.iter().find(|s| !all && !REPLY_STEPS.contains(s)) {
+            return Err(format!("unknown step {bad:?} (all, or a list of {})", REPLY_STEPS.join(", ")));
+        }
+        let has = |step: &str| all || named.contains(&step);
+        Ok(Needs {
+            reply_connect: has("connect"),
+            reply_helo: has("helo"),
+            reply_mail: has("mail"),
+            reply_rcpt: has("rcpt"),
+            reply_data: has("data"),
+            ..self
+        })
     }
 }
 
@@ -145,6 +161,21 @@ mod tests {
 
     const POSTFIX_ACTIONS: u32 = 0x1ff;
     const POSTFIX_PROTOCOL: u32 = 0x1fffff;
+
+    #[test]
+    fn reply_steps_read_back_as_printed() {
+        let base = Needs { body: true, data: true, ..Needs::default() };
+        let all = base.with_reply_steps("all").unwrap();
+        assert_eq!(all.reply_steps(), "connect,helo,mail,rcpt,data,eom");
+        let some = base.with_reply_steps(" mail, data ,eom").unwrap();
+        assert_eq!(some.reply_steps(), "mail,data,eom");
+        assert!(some.body && some.data && !some.reply_connect && !some.reply_rcpt);
+        assert_eq!(some.with_reply_steps(&some.reply_steps()), Ok(some));
+        assert_eq!(base.with_reply_steps("eom").unwrap().reply_steps(), "eom");
+        assert_eq!(base.with_reply_steps("").unwrap(), base);
+        let err = base.with_reply_steps("mail,quit").unwrap_err();
+        assert!(err.contains("\"quit\"") && err.contains("connect, helo"), "{err}");
+    }
 
     #[test]
     fn version_6_gets_no_reply_flags_and_macros() {
