@@ -45,6 +45,8 @@ impl SocketSpec {
             "inet" | "inet6" => {
                 let v6 = scheme.eq_ignore_ascii_case("inet6");
                 let (port, host) = if let Some((port, host)) = rest.split_once('@') {
+                    // inet6:8894@[::1] means inet6:8894@::1; the brackets are not part of the name.
+                    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
                     (port, host.to_string())
                 } else if let Some(stripped) = rest.strip_prefix('[') {
                     // inet:[::1]:8894
@@ -750,6 +752,7 @@ mod tests {
         assert_eq!(SocketSpec::parse("inet:8894").unwrap(), inet("0.0.0.0", 8894, false));
         assert_eq!(SocketSpec::parse("inet6:8894@::1").unwrap(), inet("::1", 8894, true));
         assert_eq!(SocketSpec::parse("inet:[::1]:8894").unwrap(), inet("::1", 8894, false));
+        assert_eq!(SocketSpec::parse("inet6:8894@[::1]").unwrap(), inet("::1", 8894, true));
         assert_eq!(SocketSpec::parse("unix:/run/m.sock").unwrap(), SocketSpec::Unix("/run/m.sock".into()));
         assert_eq!(SocketSpec::parse("local:/run/m.sock").unwrap(), SocketSpec::Unix("/run/m.sock".into()));
         assert!(SocketSpec::parse("inet:99999@127.0.0.1").unwrap_err().contains("port"));

@@ -1161,6 +1161,7 @@ mod tests {
         assert_eq!(parse_target("inet:127.0.0.1:8894"), Ok(Target::Tcp("127.0.0.1:8894".into())));
         assert_eq!(parse_target("inet6:8894@::1"), Ok(Target::Tcp("[::1]:8894".into())));
         assert_eq!(parse_target("inet:[::1]:8894"), Ok(Target::Tcp("[::1]:8894".into())));
+        assert_eq!(parse_target("inet6:8894@[::1]"), Ok(Target::Tcp("[::1]:8894".into())));
         assert!(parse_target("inet:0@127.0.0.1").is_err(), "port 0 is refused as in milter-socket");
         assert!(parse_target("inet:nowhere").is_err());
         assert!(parse_target("tcp:1@x").is_err());
