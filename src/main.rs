@@ -127,7 +127,7 @@ fn main() -> ExitCode {
                 let shown = c.path.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "embedded defaults".into());
                 // The second line says what the enabled checks cost the MTA in round trips.
                 say(&format!(
-                    "{shown}: OK\nreplies: {} (the MTA waits for an answer at these steps only)\n",
+                    "{shown}: OK\nreplies: {} (an MTA speaking milter protocol 6 waits for an answer at these steps only)\n",
                     policy.milter_needs().reply_steps()
                 ));
                 ExitCode::SUCCESS

@@ -53,7 +53,8 @@ use tokio::sync::Semaphore;
 struct Args {
     #[command(subcommand)]
     command: Option<Cmd>,
-    /// Milter socket: unix:/path, inet:PORT@HOST, inet:HOST:PORT or inet6:PORT@HOST.
+    /// Milter socket, in any form `milter-socket` takes (unix:/path, local:/path, inet:PORT@HOST,
+    /// inet:HOST:PORT, inet6:PORT@HOST), or a bare /path.
     #[arg(long, required_unless_present = "raw_ceiling", conflicts_with = "raw_ceiling")]
     socket: Option<String>,
     /// Bench an in-process responder that answers "continue" to everything (socket and protocol ceiling).
