@@ -5,21 +5,20 @@
 //! signals ([`run`]); integration tests drive the same handle directly, so what they test is what
 //! runs in production.
 
-use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{watch, Notify};
 
-use crate::config::{CacheType, Config};
+use crate::config::Config;
 use crate::log::{catalog, Logger};
 use crate::milter::listen::{Listener, Prepared};
 use crate::policy::{Policy, PolicyError};
 use crate::server::{accept_loop, Kill};
 use crate::shared::Shared;
 use crate::store::redis::redact;
-use crate::store::{sqlite_version, Store};
+use crate::store::{sqlite_version, Store, StoreSpec};
 use crate::systemd;
 
 /// The version and licence logged at start-up (#604).
@@ -88,24 +87,24 @@ pub async fn start(config: Config, log: Logger) -> Result<Running, String> {
 
     // Where records live: the SQLite file refuses to start when unusable (#172); an unreachable
     // Redis does not (the store logs #2024, reconnects, and checks fail open meanwhile).
-    let cache_path: PathBuf = config.effective_cache_path();
-    let (shown, shown_error) = match config.cache_type {
-        CacheType::Sqlite => {
-            log.emit(&catalog::CACHE_PATH, None, &[&cache_path.display()]);
-            (cache_path.display().to_string(), format!("cache-path={}", cache_path.display()))
+    let spec = config.store_spec();
+    let shown = spec.shown();
+    let shown_error = match &spec {
+        StoreSpec::Sqlite { .. } => {
+            log.emit(&catalog::CACHE_PATH, None, &[&shown]);
+            format!("cache-path={shown}")
         }
-        CacheType::Redis => {
-            let url = redact(&config.cache_redis_url);
-            log.emit(&catalog::CACHE_REDIS, None, &[&url, &config.cache_key_prefix]);
-            (url.clone(), format!("cache-redis-url={url}"))
+        StoreSpec::Redis(options) => {
+            log.emit(&catalog::CACHE_REDIS, None, &[&shown, &options.key_prefix]);
+            format!("cache-redis-url={shown}")
         }
     };
-    let store = match Store::open(&config, Some(&log)).await {
+    let store = match Store::open(&spec, Some(&log)).await {
         Ok(s) => s,
         Err(e) => {
-            match config.cache_type {
-                CacheType::Sqlite => log.emit(&catalog::CACHE_OPEN_ERROR, None, &[&shown, &e]),
-                CacheType::Redis => log.emit(&catalog::INIT_ERROR, None, &[&shown_error, &e]),
+            match spec {
+                StoreSpec::Sqlite { .. } => log.emit(&catalog::CACHE_OPEN_ERROR, None, &[&shown, &e]),
+                StoreSpec::Redis(_) => log.emit(&catalog::INIT_ERROR, None, &[&shown_error, &e]),
             }
             let _ = listener.cleanup();
             return Err(format!("{shown_error} open error: {e}"));

@@ -3,6 +3,7 @@
 //! Data flows one way: protocol ([`milter`]) → [`session`] → checks → verdict ([`reply`]) →
 //! protocol + numbered log lines ([`log`]). [`daemon`] ties the pieces into a running service.
 
+pub mod address;
 pub mod admin;
 pub mod checks;
 pub mod config;
@@ -19,3 +20,4 @@ pub mod session;
 pub mod shared;
 pub mod store;
 pub mod systemd;
+pub mod text;

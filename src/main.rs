@@ -5,8 +5,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use smtpf_milter::config::{CacheType, Config, DEFAULT_CONFIG_FILE, KEYS};
+use smtpf_milter::config::{Config, DEFAULT_CONFIG_FILE, KEYS};
 use smtpf_milter::log::{catalog, Logger};
+use smtpf_milter::store::StoreSpec;
 
 /// mimalloc instead of glibc's malloc: a session allocates and frees many small buffers per
 /// milter event from several threads, and glibc's allocator was over a tenth of the daemon's
@@ -172,17 +173,14 @@ fn grey(config: Option<&Path>, action: GreyCmd) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let shown = match config.cache_type {
-        CacheType::Sqlite => {
-            let path = config.effective_cache_path();
-            if !path.exists() {
-                eprintln!("smtpf-milter: no state file at {} (cache-path)", path.display());
-                return ExitCode::FAILURE;
-            }
-            path.display().to_string()
+    let spec = config.store_spec();
+    let shown = spec.shown();
+    if let StoreSpec::Sqlite { path, .. } = &spec {
+        if !path.exists() {
+            eprintln!("smtpf-milter: no state file at {shown} (cache-path)");
+            return ExitCode::FAILURE;
         }
-        CacheType::Redis => smtpf_milter::store::redis::redact(&config.cache_redis_url),
-    };
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -191,7 +189,7 @@ fn grey(config: Option<&Path>, action: GreyCmd) -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        let store = smtpf_milter::store::Store::open(&config, None).await?;
+        let store = smtpf_milter::store::Store::open(&spec, None).await?;
         let now = smtpf_milter::ids::unix_now();
         let out = match action {
             GreyCmd::List { pending, passed, json, limit, filter } => {

@@ -61,6 +61,38 @@ pub enum Verdict {
     Reply(Reply),
     /// Accept the message and throw it away.
     Discard,
+    /// Let the message through with these header changes (end of message only: the milter
+    /// protocol allows header changes nowhere else).
+    Edit(Vec<HeaderChange>),
+}
+
+impl Verdict {
+    /// Whether the message goes on (with or without header changes).
+    pub fn lets_through(&self) -> bool {
+        matches!(self, Verdict::Continue | Verdict::Edit(_))
+    }
+}
+
+/// A header change a check asks for; the session turns it into the milter's add/change
+/// responses, so checks never build protocol messages themselves.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HeaderChange {
+    /// Append a header.
+    Add { name: String, value: String },
+    /// Remove the `index`-th (1-based) header of that name the message carries.
+    Remove { index: u32, name: String },
+}
+
+impl HeaderChange {
+    /// The milter response carrying it.
+    pub fn response(&self) -> Response {
+        match self {
+            HeaderChange::Add { name, value } => Response::AddHeader { name: name.clone(), value: value.clone() },
+            HeaderChange::Remove { index, name } => {
+                Response::ChangeHeader { index: *index, name: name.clone(), value: String::new() }
+            }
+        }
+    }
 }
 
 #[cfg(test)]

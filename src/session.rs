@@ -11,6 +11,11 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::address::{bare_address, parse_client_address};
+use crate::checks::digest::BodyDigest;
+use crate::checks::greycontent::content_hash;
+use crate::checks::greykey::{Deferred, GreyPass};
+use crate::checks::spf::{check_helo, check_mail, SpfResult};
 use crate::config::Config;
 use crate::flags::{self, client_words, ClientFlags, MailFlags, MessageFlags, RcptFlags};
 use crate::ids::{random_message_start, LocalTime, SessionId};
@@ -19,8 +24,9 @@ use crate::log::Msg;
 use crate::milter::codec::{Command, Family, Response};
 use crate::milter::negotiate::{negotiate, Negotiated};
 use crate::policy::Policy;
-use crate::reply::{Reply, Verdict};
+use crate::reply::{HeaderChange, Reply, Verdict};
 use crate::shared::Shared;
+use crate::text::bounded;
 
 /// What the connection loop must do after a command.
 #[derive(Debug, PartialEq, Eq)]
@@ -53,16 +59,6 @@ impl Client {
             Some(n) => format!("{n} [{ip}]:{}", self.port),
             None => format!("[{ip}]:{}", self.port),
         }
-    }
-}
-
-/// Parses the CONNECT address: Sendmail's `IPv6:` prefix and IPv4-mapped IPv6 forms included.
-pub fn parse_client_address(text: &str) -> Option<IpAddr> {
-    let t = text.trim().trim_start_matches('[').trim_end_matches(']');
-    let t = if t.len() > 5 && t[..5].eq_ignore_ascii_case("ipv6:") { &t[5..] } else { t };
-    match t.parse::<IpAddr>().ok()? {
-        IpAddr::V6(v6) => Some(v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6))),
-        v4 => Some(v4),
     }
 }
 
@@ -135,7 +131,7 @@ pub struct Transaction {
     /// no content check needs them.
     pub content: Option<Vec<u8>>,
     /// Running digest of the body for duplicate detection (None when dupmsg is off).
-    pub body_digest: Option<crate::checks::dupmsg::BodyDigest>,
+    pub body_digest: Option<BodyDigest>,
     /// How many headers named like our greylisting report header the message already has.
     pub report_headers_seen: u32,
 }
@@ -157,15 +153,15 @@ pub struct Session {
     /// A refusal held until RCPT (`smtp-delay-checks`), and whether it lasts the whole session.
     pub delayed: Option<(Reply, bool)>,
     /// SPF results for the MAIL FROM and HELO identities of the current transaction.
-    pub spf_mail: Option<crate::checks::spf::SpfResult>,
-    pub spf_helo: Option<crate::checks::spf::SpfResult>,
+    pub spf_mail: Option<SpfResult>,
+    pub spf_helo: Option<SpfResult>,
     /// The HELO name's SPF result, kept for the connection: the client and its HELO name do not
     /// change between its messages, so the evaluation is not repeated at every MAIL.
-    helo_spf: Option<(String, crate::checks::spf::SpfResult)>,
+    helo_spf: Option<(String, SpfResult)>,
     /// Set when greylisting let this message pass for the first time (report header at EOM).
-    pub grey_pass: Option<crate::checks::greylist::GreyPass>,
+    pub grey_pass: Option<GreyPass>,
     /// grey-content: the key whose decision waits for the end of the message.
-    pub grey_deferred: Option<crate::checks::greylist::Deferred>,
+    pub grey_deferred: Option<Deferred>,
     msg_counter: u16,
     mails: u32,
     passed: u32,
@@ -436,7 +432,8 @@ impl Session {
         Ok(())
     }
 
-    /// Turns a verdict into responses, counting refusals.
+    /// Turns a verdict into responses, counting refusals. Header changes go before the final
+    /// answer, as the milter protocol wants them.
     fn answer(&mut self, verdict: Verdict, silent: bool) -> Step {
         if silent {
             if verdict != Verdict::Continue {
@@ -444,28 +441,26 @@ impl Session {
             }
             return Step::Silent;
         }
-        let resp = match &verdict {
-            Verdict::Continue => Response::Continue,
-            Verdict::Discard => Response::Discard,
+        let responses = match &verdict {
+            Verdict::Continue => vec![Response::Continue],
+            Verdict::Discard => vec![Response::Discard],
+            Verdict::Edit(changes) => changes.iter().map(HeaderChange::response).chain([Response::Continue]).collect(),
             Verdict::Reply(r) => {
                 self.rejects += 1;
                 self.last_refusal = r.line(&self.sid);
-                r.response(&self.sid)
+                vec![r.response(&self.sid)]
             }
         };
-        Step::Respond(vec![resp])
+        Step::Respond(responses)
     }
 
     /// The SPF evaluations for this MAIL, as a future that does not borrow the session (so it
     /// can run beside the MX check). None for clients SPF says nothing about (local, unknown IP).
-    fn spf_lookups(
-        &self,
-    ) -> impl std::future::Future<Output = Option<(crate::checks::spf::SpfResult, crate::checks::spf::SpfResult)>> {
-        use crate::checks::spf::{check_helo, check_mail};
+    fn spf_lookups(&self) -> impl std::future::Future<Output = Option<(SpfResult, SpfResult)>> {
         let ip = self.client.as_ref().and_then(|c| c.ip).filter(|_| !self.client_flags.has(flags::client::LOCALHOST));
         let dns = self.policy.dns.clone();
         let helo = self.helo.clone();
-        let sender = self.tx.as_ref().map(|t| crate::checks::listing::bare_address(&t.sender).to_string()).unwrap_or_default();
+        let sender = self.tx.as_ref().map(|t| bare_address(&t.sender).to_string()).unwrap_or_default();
         let known_helo = self.helo_spf.as_ref().filter(|(name, _)| *name == helo).map(|(_, result)| *result);
         async move {
             let ip = ip?;
@@ -478,8 +473,8 @@ impl Session {
 
     /// End of message, in smtpf's order: access-map discards, duplicate detection (also for
     /// white-listed mail), URI lists; then, for a message let through, the greylisting report
-    /// header and the duplicate record. Returns the header changes to send before the verdict.
-    async fn content_verdict(&mut self, last_chunk: &[u8]) -> (Verdict, Vec<Response>) {
+    /// header and the duplicate record. Header changes come back in [`Verdict::Edit`].
+    async fn content_verdict(&mut self, last_chunk: &[u8]) -> Verdict {
         if let Some(tx) = self.tx.as_mut() {
             if let Some(content) = tx.content.as_mut() {
                 content.extend_from_slice(&last_chunk[..last_chunk.len().min(CONTENT_LIMIT.saturating_sub(content.len()))]);
@@ -491,45 +486,49 @@ impl Session {
         let discard = self.client_flags.has(flags::client::DISCARD)
             || self.tx.as_ref().is_some_and(|t| t.msg_flags.has(flags::message::DISCARD));
         if discard {
-            return (Verdict::Discard, Vec::new());
+            return Verdict::Discard;
         }
         let dup_key = self.dupmsg_key();
-        let mut mods = Vec::new();
+        let mut changes = Vec::new();
         if let Some(key) = &dup_key {
-            let (verdict, tag) = self.dupmsg_check(key).await;
-            if verdict != Verdict::Continue {
-                return (verdict, Vec::new());
+            match self.dupmsg_check(key).await {
+                Verdict::Continue => {}
+                Verdict::Edit(tag) => changes.extend(tag),
+                refusal => return refusal,
             }
-            mods.extend(tag);
         }
         // The content hash is taken before the URI check consumes the kept content.
         let grey_hash = match (&self.grey_deferred, self.tx.as_ref().and_then(|t| t.content.clone())) {
-            (Some(_), Some(content)) => Some(
-                tokio::task::spawn_blocking(move || crate::checks::greycontent::content_hash(&content)).await.unwrap_or_default(),
-            ),
+            (Some(_), Some(content)) => {
+                Some(tokio::task::spawn_blocking(move || content_hash(&content)).await.unwrap_or_default())
+            }
             _ => None,
         };
         let verdict = self.uribl_eom().await;
         if verdict != Verdict::Continue {
-            return (verdict, Vec::new());
+            return verdict;
         }
         if let Some(hash) = grey_hash {
             let verdict = self.grey_content_eom(&hash).await;
             if verdict != Verdict::Continue {
-                return (verdict, Vec::new());
+                return verdict;
             }
         }
-        mods.extend(self.grey_report_header());
+        changes.extend(self.grey_report_header());
         if let Some(key) = &dup_key {
             self.dupmsg_record(key).await;
         }
-        (Verdict::Continue, mods)
+        if changes.is_empty() {
+            Verdict::Continue
+        } else {
+            Verdict::Edit(changes)
+        }
     }
 
     /// The reply text for `x=` fields: empty when we let the MTA answer.
     fn x_text(&self, verdict: &Verdict) -> String {
         match verdict {
-            Verdict::Continue => String::new(),
+            Verdict::Continue | Verdict::Edit(_) => String::new(),
             Verdict::Discard => "discard".into(),
             Verdict::Reply(r) => r.line(&self.sid),
         }
@@ -613,7 +612,7 @@ impl Session {
             tx.content = Some(Vec::new());
         }
         if self.policy.config.dupmsg_ttl > 0 {
-            tx.body_digest = Some(crate::checks::dupmsg::BodyDigest::default());
+            tx.body_digest = Some(BodyDigest::default());
         }
         self.spf_mail = None;
         self.spf_helo = None;
@@ -689,13 +688,13 @@ impl Session {
 
     async fn end_of_message(&mut self, chunk: Vec<u8>) -> Step {
         self.note_queue_id();
-        let (verdict, mods) = self.content_verdict(&chunk).await;
+        let verdict = self.content_verdict(&chunk).await;
         let x = self.x_text(&verdict);
         if let Some(mut tx) = self.tx.take() {
             // The last chunk, if any, is part of the body (already digested above).
             tx.bytes += chunk.len() as u64;
             self.bytes += tx.bytes;
-            if verdict == Verdict::Continue {
+            if verdict.lets_through() {
                 self.passed += 1;
             }
             let m = tx.message_id.clone().unwrap_or_else(|| "<>".into());
@@ -706,10 +705,7 @@ impl Session {
             );
         }
         self.macros.reset_transaction();
-        match self.answer(verdict, false) {
-            Step::Respond(final_answer) => Step::Respond(mods.into_iter().chain(final_answer).collect()),
-            other => other,
-        }
+        self.answer(verdict, false)
     }
 
     /// Ends the transaction without a message (ABORT, RSET, new MAIL).
@@ -777,7 +773,7 @@ impl Drop for Session {
 }
 
 /// The word #717 shows for an SPF result; `None` when it was not evaluated.
-fn spf_word(r: Option<crate::checks::spf::SpfResult>) -> String {
+fn spf_word(r: Option<SpfResult>) -> String {
     r.map(|r| r.to_string()).unwrap_or_else(|| "None".into())
 }
 
@@ -785,32 +781,9 @@ fn sid_hash(sid: &SessionId) -> u64 {
     sid.as_str().bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))
 }
 
-/// Cuts peer-supplied text to a sane length for logs and keys.
-fn bounded(mut s: String, max: usize) -> String {
-    if s.len() > max {
-        let mut cut = max;
-        while !s.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        s.truncate(cut);
-    }
-    s
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn client_address_forms() {
-        assert_eq!(parse_client_address("192.0.2.1"), Some("192.0.2.1".parse().unwrap()));
-        assert_eq!(parse_client_address("IPv6:2001:db8::1"), Some("2001:db8::1".parse().unwrap()));
-        assert_eq!(parse_client_address("ipv6:2001:DB8::1"), Some("2001:db8::1".parse().unwrap()));
-        assert_eq!(parse_client_address("::ffff:192.0.2.7"), Some("192.0.2.7".parse().unwrap()));
-        assert_eq!(parse_client_address("IPv6:::ffff:192.0.2.7"), Some("192.0.2.7".parse().unwrap()));
-        assert_eq!(parse_client_address("[192.0.2.9]"), Some("192.0.2.9".parse().unwrap()));
-        assert_eq!(parse_client_address("garbage"), None);
-    }
 
     #[test]
     fn unverified_names() {
@@ -838,11 +811,5 @@ mod tests {
             m.set(stage, vec![("x".into(), "y".repeat(100))]);
         }
         assert!(m.by_stage.len() <= KNOWN_STAGES.len());
-    }
-
-    #[test]
-    fn bounded_respects_char_boundaries() {
-        assert_eq!(bounded("ééé".into(), 3), "é");
-        assert_eq!(bounded("abc".into(), 10), "abc");
     }
 }

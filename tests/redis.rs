@@ -137,7 +137,7 @@ fn redis_toml(r: &RedisServer, prefix: &str, extra: &str) -> String {
 /// A store opened the way the daemon opens it.
 async fn open_store(r: &RedisServer, prefix: &str) -> Store {
     let config = Config::from_toml(&redis_toml(r, prefix, ""), None).unwrap();
-    Store::open(&config, None).await.unwrap()
+    Store::open(&config.store_spec(), None).await.unwrap()
 }
 
 async fn raw_get(c: &mut redis::aio::MultiplexedConnection, key: &str) -> Option<String> {
@@ -609,7 +609,7 @@ async fn an_acl_user_limited_to_the_prefix_is_enough() {
         "cache-type = \"redis\"\ncache-redis-url = \"redis://smtpf:s3cret@127.0.0.1:{}/0\"\ncache-key-prefix = \"smtpf-milter:\"\n",
         r.port
     );
-    let store = Store::open(&Config::from_toml(&toml, None).unwrap(), None).await.unwrap();
+    let store = Store::open(&Config::from_toml(&toml, None).unwrap().store_spec(), None).await.unwrap();
     assert!(store.describe().contains("redis://smtpf:***@127.0.0.1:"), "{}", store.describe());
     store.put("grey:a", Record::new("4", NOW, NOW + 600)).await.unwrap();
     assert_eq!(store.get("grey:a", NOW).await.unwrap().unwrap().value, "4");

@@ -36,9 +36,9 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 use hdrhistogram::Histogram;
-use smtpf_milter::config::{parse_octal_mode, SocketSpec};
 use smtpf_milter::milter::client::{ClientError, MtaClient, POSTFIX_ACTIONS, POSTFIX_PROTOCOL};
 use smtpf_milter::milter::codec::{decode_command, encode_response, read_frame, Command, Family, Response, MAX_PAYLOAD};
+use smtpf_milter::milter::listen::{parse_octal_mode, SocketSpec};
 use smtpf_milter::milter::listen::{Connection, Listener};
 use smtpf_milter::milter::negotiate::{negotiate, Needs};
 use smtpf_milter::store::{unix_now, Record, SqliteOptions, Store, StoreError};
@@ -1151,7 +1151,7 @@ async fn main() -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use smtpf_milter::checks::greylist::domain_suffix;
+    use smtpf_milter::checks::greykey::domain_suffix;
 
     #[test]
     fn targets() {

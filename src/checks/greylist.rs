@@ -7,129 +7,16 @@
 //! the whole message through (the decision is per message, at DATA). Records live in the store
 //! under `grey:` keys; a store error never refuses mail (#542/#544, the check lets the message pass).
 
-use std::net::IpAddr;
-
-use ipnet::IpNet;
-
+use crate::address::bare_address;
 use crate::checks::access::{Action, Tag};
-use crate::checks::listing::bare_address;
+use crate::checks::digest::message_id_token;
+use crate::checks::greykey::{domain_suffix, ip_element, key_address, ptr_n, report_value, Deferred, GreyPass, KeyWord};
 use crate::checks::spf::SpfResult;
-use crate::checks::uri::registered_domain;
 use crate::flags::{client, mail, message, rcpt};
-use crate::ids::LocalTime;
 use crate::log::catalog;
-use crate::reply::{Reply, Verdict};
+use crate::reply::{HeaderChange, Reply, Verdict};
 use crate::session::Session;
-use crate::store::Record;
-
-/// The key elements of `grey-key`, in smtpf's fixed order (bit order).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum KeyWord {
-    Ip,
-    Ptr,
-    Ptrn,
-    Helo,
-    Helos,
-    Mail,
-    Rcpt,
-}
-
-impl KeyWord {
-    /// Parses one word of `grey-key`.
-    pub fn parse(word: &str) -> Option<KeyWord> {
-        Some(match word.trim().to_ascii_lowercase().as_str() {
-            "ip" => KeyWord::Ip,
-            "ptr" => KeyWord::Ptr,
-            "ptrn" => KeyWord::Ptrn,
-            "helo" => KeyWord::Helo,
-            "helos" => KeyWord::Helos,
-            "mail" => KeyWord::Mail,
-            "rcpt" => KeyWord::Rcpt,
-            _ => return None,
-        })
-    }
-
-    fn is_host(self) -> bool {
-        matches!(self, KeyWord::Ip | KeyWord::Ptr | KeyWord::Ptrn)
-    }
-}
-
-/// Parses `grey-key` into sorted, de-duplicated words (empty: greylisting off).
-pub fn parse_key(words: &[&str]) -> Result<Vec<KeyWord>, String> {
-    let mut out = Vec::new();
-    for w in words.iter().filter(|w| !w.trim().is_empty()) {
-        let k = KeyWord::parse(w)
-            .ok_or_else(|| format!("unknown grey-key word \"{w}\" (use ip, ptr, ptrn, helo, helos, mail, rcpt)"))?;
-        if !out.contains(&k) {
-            out.push(k);
-        }
-    }
-    out.sort();
-    Ok(out)
-}
-
-/// `mail.pool1.example.com` → `pool1.example.com`; the whole name when only a public suffix would
-/// be left (`example.com`, `example.co.uk`), nothing for a dotless name.
-pub fn domain_suffix(name: &str) -> Option<String> {
-    let name = name.trim_end_matches('.').to_ascii_lowercase();
-    let (_, rest) = name.split_once('.')?;
-    if registered_domain(rest).is_none() {
-        return Some(name);
-    }
-    Some(rest.to_string())
-}
-
-/// The PTR name with every run of digits left of the registered domain replaced by `#`:
-/// `host-12-34.dyn.example.com` → `host-#-#.dyn.example.com`.
-pub fn ptr_n(name: &str) -> String {
-    let name = name.trim_end_matches('.').to_ascii_lowercase();
-    let keep = registered_domain(&name).map(|r| r.len()).unwrap_or(0);
-    let cut = name.len().saturating_sub(keep);
-    let (head, tail) = name.split_at(cut);
-    let mut out = String::with_capacity(name.len());
-    let mut in_digits = false;
-    for c in head.chars() {
-        if c.is_ascii_digit() {
-            if !in_digits {
-                out.push('#');
-            }
-            in_digits = true;
-        } else {
-            out.push(c);
-            in_digits = false;
-        }
-    }
-    out.push_str(tail);
-    out
-}
-
-/// `Local+detail@Domain` → `local@domain`; the null sender is `@`.
-pub fn key_address(addr: &str) -> String {
-    let a = bare_address(addr).to_ascii_lowercase();
-    match a.rsplit_once('@') {
-        Some((local, domain)) => {
-            let local = local.split_once('+').map(|(l, _)| l).unwrap_or(local);
-            format!("{local}@{domain}")
-        }
-        None if a.is_empty() => "@".to_string(),
-        None => a,
-    }
-}
-
-/// The client IP as a key element, aggregated to the configured prefix (`192.0.2.0/24`).
-pub fn ip_element(ip: IpAddr, v4_prefix: u8, v6_prefix: u8) -> String {
-    let (prefix, full) = match ip {
-        IpAddr::V4(_) => (v4_prefix, 32),
-        IpAddr::V6(_) => (v6_prefix, 128),
-    };
-    if prefix >= full {
-        return ip.to_string();
-    }
-    match IpNet::new(ip, prefix) {
-        Ok(net) => net.trunc().to_string(),
-        Err(_) => ip.to_string(),
-    }
-}
+use crate::store::{Record, Store};
 
 /// Outcome of one key.
 enum KeyOutcome {
@@ -141,24 +28,8 @@ enum KeyOutcome {
     Defer,
 }
 
-/// A key whose decision waits for the message content (grey-content).
-#[derive(Clone, Debug)]
-pub struct Deferred {
-    pub key: String,
-    pub host_key: Option<String>,
-    pub period: i64,
-}
-
 /// How stale a passed record may get before a use refreshes it (seconds).
 pub const REFRESH_EVERY: i64 = 3600;
-
-/// What greylisting decided for a message, kept for the report header at end of message.
-#[derive(Clone, Debug)]
-pub struct GreyPass {
-    pub key: String,
-    pub age: i64,
-    pub created: i64,
-}
 
 impl Session {
     /// DATA stage: greylist the message.
@@ -268,7 +139,7 @@ impl Session {
     /// One key through smtpf's state machine (§1.5).
     async fn grey_key_state(
         &mut self,
-        store: &crate::store::Store,
+        store: &Store,
         key: &str,
         host_key: Option<&str>,
         period: i64,
@@ -348,7 +219,7 @@ impl Session {
     /// Slides a passed record forward, as smtpf does on every use — but at most once per
     /// [`REFRESH_EVERY`] seconds, so a busy sender's every message does not cost a store write
     /// (the record still never expires while the host keeps sending).
-    async fn grey_refresh(&mut self, store: &crate::store::Store, key: &str, record: &Record, now: i64, accept_ttl: i64) {
+    async fn grey_refresh(&mut self, store: &Store, key: &str, record: &Record, now: i64, accept_ttl: i64) {
         if record.expires - now > accept_ttl - REFRESH_EVERY {
             return;
         }
@@ -369,12 +240,7 @@ impl Session {
         let key = def.key.as_str();
         let shown = key.strip_prefix("grey:").unwrap_or(key).to_string();
         let tempfail_ttl = cfg.grey_temp_fail_ttl as i64;
-        let message_id = self
-            .tx
-            .as_ref()
-            .and_then(|t| t.message_id.clone())
-            .map(|m| crate::checks::dupmsg::message_id_token(&m))
-            .unwrap_or_default();
+        let message_id = self.tx.as_ref().and_then(|t| t.message_id.clone()).map(|m| message_id_token(&m)).unwrap_or_default();
         let record = match store.get(key, now).await {
             Ok(r) => r,
             Err(e) => {
@@ -448,13 +314,7 @@ impl Session {
         Verdict::Reply(Reply::new(450, "4.4.5", "try again later", 553))
     }
 
-    async fn grey_content_pass(
-        &mut self,
-        store: &crate::store::Store,
-        def: &Deferred,
-        now: i64,
-        created: Option<i64>,
-    ) -> Verdict {
+    async fn grey_content_pass(&mut self, store: &Store, def: &Deferred, now: i64, created: Option<i64>) -> Verdict {
         let accept = self.policy().config.cache_accept_ttl as i64;
         let created = created.unwrap_or(now);
         let age = now - created;
@@ -470,8 +330,7 @@ impl Session {
 
     /// End of message: the report header for a tuple that passed just now, replacing any the
     /// message already carried (#851).
-    pub(crate) fn grey_report_header(&mut self) -> Vec<crate::milter::codec::Response> {
-        use crate::milter::codec::Response;
+    pub(crate) fn grey_report_header(&mut self) -> Vec<HeaderChange> {
         let Some(pass) = self.grey_pass.take() else { return Vec::new() };
         let name = self.policy().config.grey_report_header.clone();
         if name.is_empty() {
@@ -480,84 +339,12 @@ impl Session {
         let mut out = Vec::new();
         let existing = self.tx.as_ref().map(|t| t.report_headers_seen).unwrap_or(0);
         for index in (1..=existing).rev() {
-            out.push(Response::ChangeHeader { index, name: name.clone(), value: String::new() });
+            out.push(HeaderChange::Remove { index, name: name.clone() });
         }
         if existing > 0 {
             self.emit(&catalog::HEADER_REMOVED, &[&name]);
         }
-        let age = pass.age.max(0);
-        let at = rfc2822(pass.created);
-        let key = pass.key.strip_prefix("grey:").unwrap_or(&pass.key);
-        let value = format!("age={age} ({:02}:{:02}:{:02}) key={key} at=\"{at}\"", age / 3600, age / 60 % 60, age % 60);
-        out.push(Response::AddHeader { name, value });
+        out.push(HeaderChange::Add { name, value: report_value(&pass) });
         out
-    }
-}
-
-/// `Sun, 22 Nov 2026 04:12:08 +0000`, local time, as smtpf's report header.
-pub fn rfc2822(unix: i64) -> String {
-    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
-    let t = LocalTime::from_unix(unix);
-    let local_days = (unix + t.utc_offset).div_euclid(86_400);
-    let off = t.utc_offset / 60;
-    format!(
-        "{}, {:02} {} {} {:02}:{:02}:{:02} {}{:02}{:02}",
-        DAYS[local_days.rem_euclid(7) as usize],
-        t.mday,
-        MONTHS[t.month as usize % 12],
-        t.year,
-        t.hour,
-        t.min,
-        t.sec,
-        if off < 0 { '-' } else { '+' },
-        off.abs() / 60,
-        off.abs() % 60
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn key_words_parse_in_fixed_order() {
-        assert_eq!(parse_key(&["rcpt", "mail", "ptr"]).unwrap(), vec![KeyWord::Ptr, KeyWord::Mail, KeyWord::Rcpt]);
-        assert!(parse_key(&[]).unwrap().is_empty());
-        assert!(parse_key(&["p0f"]).unwrap_err().contains("p0f"));
-    }
-
-    #[test]
-    fn suffixes() {
-        assert_eq!(domain_suffix("mail.pool1.example.com").as_deref(), Some("pool1.example.com"));
-        assert_eq!(domain_suffix("mail.example.com").as_deref(), Some("example.com"));
-        assert_eq!(domain_suffix("example.com").as_deref(), Some("example.com"));
-        assert_eq!(domain_suffix("pcspecialist.co.uk").as_deref(), Some("pcspecialist.co.uk"));
-        assert_eq!(domain_suffix("localhost"), None);
-        assert_eq!(ptr_n("host-12-34.dyn.example.com"), "host-#-#.dyn.example.com");
-        assert_eq!(ptr_n("1.2.3.4.in.isp99.co.uk"), "#.#.#.#.in.isp99.co.uk");
-    }
-
-    #[test]
-    fn addresses() {
-        assert_eq!(key_address("<Fred+Lists@Example.COM>"), "fred@example.com");
-        assert_eq!(key_address("<>"), "@");
-    }
-
-    #[test]
-    fn ip_aggregation() {
-        let v4: IpAddr = "192.0.2.77".parse().unwrap();
-        let v6: IpAddr = "2001:db8:1:2:3:4:5:6".parse().unwrap();
-        assert_eq!(ip_element(v4, 32, 128), "192.0.2.77");
-        assert_eq!(ip_element(v4, 24, 64), "192.0.2.0/24");
-        assert_eq!(ip_element(v6, 24, 64), "2001:db8:1:2::/64");
-    }
-
-    #[test]
-    fn rfc2822_dates() {
-        // 2026-11-22 04:12:08 UTC was a Sunday.
-        let s = rfc2822(1_795_320_728);
-        assert!(s.ends_with("2026 04:12:08 +0000") || s.contains(" 2026 "), "{s}");
-        assert!(s.starts_with("Sun, 22 Nov 2026") || std::env::var("TZ").is_ok(), "{s}");
     }
 }

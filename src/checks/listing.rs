@@ -10,19 +10,13 @@
 
 use std::net::IpAddr;
 
+use crate::address::bare_address;
 use crate::checks::access::{Action, Hit, Tag};
 use crate::checks::dnslist::{query_ip, ListResult, Zone};
 use crate::flags::{client, mail, message, rcpt};
 use crate::log::catalog;
 use crate::reply::{Reply, Verdict};
 use crate::session::{Delay, Session};
-
-/// Strips the angle brackets of an envelope address (`<a@b>` → `a@b`, `<>` → ``).
-pub fn bare_address(addr: &str) -> &str {
-    let a = addr.trim();
-    let a = a.strip_prefix('<').unwrap_or(a);
-    a.strip_suffix('>').unwrap_or(a)
-}
 
 impl Session {
     /// Connect stage: `Connect:`, then dns-wl / dns-gl / dns-bl.
@@ -279,16 +273,4 @@ async fn lookup(dns: &crate::dns::Dns, zones: &[Zone], ip: IpAddr) -> Option<Lis
         return None;
     }
     Some(query_ip(dns, zones, ip).await)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bare_addresses() {
-        assert_eq!(bare_address("<a@b.example>"), "a@b.example");
-        assert_eq!(bare_address("<>"), "");
-        assert_eq!(bare_address(" c@d "), "c@d");
-    }
 }

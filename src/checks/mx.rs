@@ -10,7 +10,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use crate::checks::listing::bare_address;
+use crate::address::bare_address;
 use crate::dns::{is_null_mx, Lookup};
 use crate::flags::{client, mail};
 use crate::log::catalog;

@@ -4,14 +4,99 @@
 //! removed, and a live one refused, so two daemons never steal each other's socket. Permissions and
 //! ownership are set before the MTA can connect.
 
+use std::fmt;
 use std::io;
+use std::net::IpAddr;
 use std::os::fd::{FromRawFd, RawFd};
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 
-use crate::config::SocketSpec;
+/// Where the daemon listens for its MTA.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SocketSpec {
+    /// A unix-domain socket (`unix:PATH` or `local:PATH`).
+    Unix(PathBuf),
+    /// A TCP socket: host text (IP literal or name) and port.
+    Inet { host: String, port: u16, v6: bool },
+}
+
+impl SocketSpec {
+    /// Parses libmilter (`inet:PORT@HOST`, `local:PATH`) and Postfix (`inet:HOST:PORT`, `unix:PATH`)
+    /// forms, so admins can paste either.
+    pub fn parse(text: &str) -> Result<SocketSpec, String> {
+        let text = text.trim();
+        let (scheme, rest) = text
+            .split_once(':')
+            .ok_or_else(|| format!("\"{text}\" has no scheme; use unix:PATH, inet:PORT@HOST or inet:HOST:PORT"))?;
+        match scheme.to_ascii_lowercase().as_str() {
+            "unix" | "local" => {
+                if rest.is_empty() {
+                    return Err(format!("\"{text}\" has an empty path"));
+                }
+                if rest.len() > 100 {
+                    return Err(format!("\"{text}\": unix socket paths are limited to 100 bytes"));
+                }
+                Ok(SocketSpec::Unix(PathBuf::from(rest)))
+            }
+            "inet" | "inet6" => {
+                let v6 = scheme.eq_ignore_ascii_case("inet6");
+                let (port, host) = if let Some((port, host)) = rest.split_once('@') {
+                    // inet6:8894@[::1] means inet6:8894@::1; the brackets are not part of the name.
+                    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+                    (port, host.to_string())
+                } else if let Some(stripped) = rest.strip_prefix('[') {
+                    // inet:[::1]:8894
+                    let (host, port) = stripped.split_once("]:").ok_or_else(|| format!("\"{text}\": expected [ADDRESS]:PORT"))?;
+                    (port, host.to_string())
+                } else if let Some((host, port)) = rest.rsplit_once(':').filter(|_| !v6) {
+                    (port, host.to_string())
+                } else {
+                    (rest, String::new())
+                };
+                let port: u16 = port
+                    .parse()
+                    .ok()
+                    .filter(|p| *p != 0)
+                    .ok_or_else(|| format!("\"{text}\": port \"{port}\" is not a number from 1 to 65535"))?;
+                let host = if host.is_empty() {
+                    if v6 {
+                        "::".to_string()
+                    } else {
+                        "0.0.0.0".to_string()
+                    }
+                } else {
+                    host
+                };
+                if v6 && host.parse::<std::net::Ipv6Addr>().is_err() && host.parse::<IpAddr>().is_ok() {
+                    return Err(format!("\"{text}\": inet6 needs an IPv6 address"));
+                }
+                Ok(SocketSpec::Inet { host, port, v6 })
+            }
+            other => Err(format!("\"{text}\": unknown socket type \"{other}\"; use unix:, local:, inet: or inet6:")),
+        }
+    }
+}
+
+/// Parses a unix socket's permissions written as octal text ("0660"), as `milter-socket-mode`
+/// takes them, so every tool that creates a milter socket accepts the same spelling.
+pub fn parse_octal_mode(text: &str) -> Result<u32, String> {
+    match u32::from_str_radix(text.trim(), 8) {
+        Ok(mode) if mode <= 0o777 => Ok(mode),
+        Ok(_) => Err("mode must be at most \"0777\"".into()),
+        Err(_) => Err(format!("\"{text}\" is not an octal mode like \"0660\"")),
+    }
+}
+
+impl fmt::Display for SocketSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SocketSpec::Unix(p) => write!(f, "unix:{}", p.display()),
+            SocketSpec::Inet { host, port, v6 } => write!(f, "{}:{port}@{host}", if *v6 { "inet6" } else { "inet" }),
+        }
+    }
+}
 
 /// A listening socket.
 pub enum Listener {
@@ -169,6 +254,32 @@ pub fn prepare_unix_path(path: &Path) -> Result<Prepared, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn octal_modes_as_milter_socket_mode_takes_them() {
+        assert_eq!(parse_octal_mode("0660"), Ok(0o660));
+        assert_eq!(parse_octal_mode(" 666 "), Ok(0o666));
+        assert!(parse_octal_mode("0999").unwrap_err().contains("not an octal mode"));
+        assert!(parse_octal_mode("1777").unwrap_err().contains("at most"));
+    }
+
+    #[test]
+    fn socket_forms() {
+        let inet = |host: &str, port, v6| SocketSpec::Inet { host: host.into(), port, v6 };
+        assert_eq!(SocketSpec::parse("inet:8894@127.0.0.1").unwrap(), inet("127.0.0.1", 8894, false));
+        assert_eq!(SocketSpec::parse("inet:127.0.0.1:8894").unwrap(), inet("127.0.0.1", 8894, false));
+        assert_eq!(SocketSpec::parse("inet:8894").unwrap(), inet("0.0.0.0", 8894, false));
+        assert_eq!(SocketSpec::parse("inet6:8894@::1").unwrap(), inet("::1", 8894, true));
+        assert_eq!(SocketSpec::parse("inet:[::1]:8894").unwrap(), inet("::1", 8894, false));
+        assert_eq!(SocketSpec::parse("inet6:8894@[::1]").unwrap(), inet("::1", 8894, true));
+        assert_eq!(SocketSpec::parse("unix:/run/m.sock").unwrap(), SocketSpec::Unix("/run/m.sock".into()));
+        assert_eq!(SocketSpec::parse("local:/run/m.sock").unwrap(), SocketSpec::Unix("/run/m.sock".into()));
+        assert!(SocketSpec::parse("inet:99999@127.0.0.1").unwrap_err().contains("port"));
+        assert!(SocketSpec::parse("tcp:1@x").unwrap_err().contains("unknown socket type"));
+        assert!(SocketSpec::parse("/run/x").unwrap_err().contains("no scheme"));
+        assert!(SocketSpec::parse("inet6:1@127.0.0.1").is_err());
+        assert_eq!(SocketSpec::parse("inet:8894@127.0.0.1").unwrap().to_string(), "inet:8894@127.0.0.1");
+    }
 
     #[tokio::test]
     async fn stale_socket_is_removed_live_one_refused() {

@@ -7,7 +7,7 @@
 //!
 //! [`Store`] is what checks hold. It is an enum rather than a trait object so its async methods
 //! need no boxing; the backends are an embedded SQLite file (one host) and Redis (several MX
-//! hosts sharing state), picked by `cache-type` in [`Store::open`]. Every method takes the current time from the caller,
+//! hosts sharing state), picked by a [`StoreSpec`] in [`Store::open`]. Every method takes the current time from the caller,
 //! so tests control the clock and all hosts sharing a backend agree on what "now" means for a
 //! given request.
 //!
@@ -28,12 +28,58 @@ pub mod sqlite;
 pub use redis::{RedisOptions, RedisStore};
 pub use sqlite::{sqlite_version, SqliteOptions, SqliteStore};
 
-use crate::config::{CacheType, Config};
 use crate::log::Logger;
 
 /// The system clock in unix seconds (one definition for the whole daemon), for callers that
 /// need "now" and for the background collector's default clock.
 pub use crate::ids::unix_now;
+
+/// Where greylist and duplicate records live (`cache-type`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CacheType {
+    /// The SQLite file at `cache-path`: one host.
+    Sqlite,
+    /// The Redis server at `cache-redis-url`: several MX hosts share one memory.
+    Redis,
+}
+
+impl CacheType {
+    /// The word used in the file.
+    pub fn word(self) -> &'static str {
+        match self {
+            CacheType::Sqlite => "sqlite",
+            CacheType::Redis => "redis",
+        }
+    }
+}
+
+/// Which store to open and how, resolved from the config (`cache-type` and its keys).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreSpec {
+    /// The SQLite file at `path`, expired rows collected every `gc_interval`.
+    Sqlite { path: std::path::PathBuf, gc_interval: Duration },
+    /// A Redis server.
+    Redis(RedisOptions),
+}
+
+impl StoreSpec {
+    /// The backend's word, as `cache-type` spells it.
+    pub fn cache_type(&self) -> CacheType {
+        match self {
+            StoreSpec::Sqlite { .. } => CacheType::Sqlite,
+            StoreSpec::Redis(_) => CacheType::Redis,
+        }
+    }
+
+    /// Where the store lives, for messages: the file's path or the server's URL without
+    /// credentials.
+    pub fn shown(&self) -> String {
+        match self {
+            StoreSpec::Sqlite { path, .. } => path.display().to_string(),
+            StoreSpec::Redis(options) => redis::redact(&options.url),
+        }
+    }
+}
 
 /// One stored record: what a check remembers about a key, and for how long.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -155,28 +201,19 @@ impl fmt::Debug for Store {
 }
 
 impl Store {
-    /// Opens the backend `config` names: the `cache-path` file (`cache-type = "sqlite"`) or the
-    /// `cache-redis-url` server (`"redis"`). The one constructor the daemon and the `grey` command
-    /// use. SQLite problems are errors (the daemon refuses to start, #172); an unreachable Redis
-    /// is not (logged with #2024 to `log`, the store reconnects and checks fail open meanwhile).
-    /// Needs a Tokio runtime.
-    pub async fn open(config: &Config, log: Option<&Logger>) -> Result<Store, StoreError> {
-        match config.cache_type {
-            CacheType::Sqlite => {
-                let path = config.effective_cache_path();
-                let gc = config.cache_gc_interval;
+    /// Opens the backend `spec` names: a SQLite file or a Redis server. The one constructor the
+    /// daemon and the `grey` command use. SQLite problems are errors (the daemon refuses to
+    /// start, #172); an unreachable Redis is not (logged with #2024 to `log`, the store
+    /// reconnects and checks fail open meanwhile). Needs a Tokio runtime.
+    pub async fn open(spec: &StoreSpec, log: Option<&Logger>) -> Result<Store, StoreError> {
+        match spec {
+            StoreSpec::Sqlite { path, gc_interval } => {
+                let (path, gc) = (path.clone(), *gc_interval);
                 tokio::task::spawn_blocking(move || Store::open_sqlite(&path, gc))
                     .await
                     .unwrap_or_else(|e| Err(StoreError::Open(e.to_string())))
             }
-            CacheType::Redis => {
-                let options = RedisOptions {
-                    url: config.cache_redis_url.clone(),
-                    key_prefix: config.cache_key_prefix.clone(),
-                    timeout: config.cache_timeout,
-                };
-                RedisStore::open(options, log.cloned()).await.map(Store::Redis)
-            }
+            StoreSpec::Redis(options) => RedisStore::open(options.clone(), log.cloned()).await.map(Store::Redis),
         }
     }
 

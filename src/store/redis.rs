@@ -83,7 +83,7 @@ const BACKOFF_MAX: Duration = Duration::from_secs(2);
 const QUIET_MIN: Duration = Duration::from_secs(1);
 
 /// How a Redis store is reached; built from the `cache-*` keys.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RedisOptions {
     /// `redis://`, `rediss://` (TLS) or `redis+unix://` URL, credentials included.
     pub url: String,
