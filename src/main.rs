@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 use smtpf_milter::config::{Config, DEFAULT_CONFIG_FILE, KEYS};
 use smtpf_milter::log::{catalog, Logger};
+use smtpf_milter::reply::catalog as reply_catalog;
 use smtpf_milter::store::StoreSpec;
 
 /// mimalloc instead of glibc's malloc: a session allocates and frees many small buffers per
@@ -33,13 +34,17 @@ enum Cmd {
     Run,
     /// Validate the config file; exit 0 when valid, 1 with the key and line otherwise.
     CheckConfig,
-    /// Print the level, format and meaning of a numbered log message (e.g. `explain 387`).
+    /// Explain a number: a log line's level, format and meaning (`explain 387`), or a reply's
+    /// code, text and meaning as a sender quotes it from a bounce (`explain 552`).
     Explain {
-        /// The message number, with or without '#'; without it, every message.
+        /// The number, with or without '#'; without it, every log message and reply.
         number: Option<String>,
-        /// Print the whole catalog as a Markdown table.
+        /// Print the whole log catalog as a Markdown table (with --replies: the reply catalog).
         #[arg(long)]
         markdown: bool,
+        /// With --markdown: the reply catalog instead of the log catalog.
+        #[arg(long, requires = "markdown")]
+        replies: bool,
     },
     /// Inspect and release greylist records in the state store, SQLite or Redis (safe while the
     /// daemon runs).
@@ -95,14 +100,18 @@ fn load(path: Option<&Path>) -> Result<Config, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Cmd::Run) {
-        Cmd::Explain { markdown: true, .. } => {
-            say(&catalog::markdown_table());
+        Cmd::Explain { markdown: true, replies, .. } => {
+            say(&if replies { reply_catalog::markdown_table() } else { catalog::markdown_table() });
             ExitCode::SUCCESS
         }
         Cmd::Explain { number: Some(number), .. } => explain(&number),
         Cmd::Explain { number: None, .. } => {
-            let list: String = catalog::ALL.iter().map(|m| format!("#{} {} {}\n", m.num, m.level.word(), m.format)).collect();
-            say(&list);
+            let logs = catalog::ALL.iter().map(|m| format!("#{} {} {}\n", m.num, m.level.word(), m.format));
+            let replies = reply_catalog::ALL.iter().map(|m| format!("#{} reply {} {} {}\n", m.num, m.code, m.ecode, m.format));
+            let mut list: Vec<(u16, String)> = catalog::ALL.iter().map(|m| m.num).zip(logs).collect();
+            list.extend(reply_catalog::ALL.iter().map(|m| m.num).zip(replies));
+            list.sort_by_key(|(n, _)| *n);
+            say(&list.into_iter().map(|(_, line)| line).collect::<String>());
             ExitCode::SUCCESS
         }
         Cmd::Keys { markdown: true } => {
@@ -222,20 +231,20 @@ fn grey(config: Option<&Path>, action: GreyCmd) -> ExitCode {
 }
 
 fn explain(number: &str) -> ExitCode {
-    let Ok(n) = number.trim_start_matches('#').parse::<u16>() else {
+    let Ok(n) = number.trim().trim_start_matches('#').parse::<u16>() else {
         eprintln!("\"{number}\" is not a message number");
         return ExitCode::FAILURE;
     };
-    match catalog::find(n) {
-        Some(m) => {
-            say(&format!("#{} {} {}\n\n{}\n", m.num, m.level.word(), m.format, m.meaning));
-            ExitCode::SUCCESS
-        }
-        None => {
-            eprintln!("#{n} is not a message smtpf-milter writes (see `smtpf-milter explain` numbers in the README)");
-            ExitCode::FAILURE
-        }
+    if let Some(m) = catalog::find(n) {
+        say(&format!("#{} {} {}\n\n{}\n", m.num, m.level.word(), m.format, m.meaning));
+        return ExitCode::SUCCESS;
     }
+    if let Some(m) = reply_catalog::find(n) {
+        say(&format!("#{} reply {} {} {}\n\n{}\n", m.num, m.code, m.ecode, m.format, m.meaning));
+        return ExitCode::SUCCESS;
+    }
+    eprintln!("#{n} is neither a log message nor a reply smtpf-milter writes (`smtpf-milter explain` lists them)");
+    ExitCode::FAILURE
 }
 
 /// Writes to stdout; a closed pipe (`| head`) is not an error worth a panic.

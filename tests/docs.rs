@@ -17,6 +17,16 @@ fn readme_lists_every_numbered_message() {
 }
 
 #[test]
+fn readme_lists_every_reply_number() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    assert_eq!(
+        between(&readme, "<!-- replies:begin -->", "<!-- replies:end -->"),
+        smtpf_milter::reply::catalog::markdown_table(),
+        "README.md is stale: paste the output of `smtpf-milter explain --markdown --replies`"
+    );
+}
+
+#[test]
 fn configuration_reference_lists_every_key() {
     let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/configuration.md")).unwrap();
     assert_eq!(

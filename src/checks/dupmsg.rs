@@ -12,6 +12,7 @@
 use crate::checks::digest::{message_id_token, DupPolicy, DUPLICATE_HEADER};
 use crate::flags::message;
 use crate::log::catalog;
+use crate::reply::catalog as replies;
 use crate::reply::{HeaderChange, Reply, Verdict};
 use crate::session::Session;
 use crate::store::Record;
@@ -58,7 +59,7 @@ impl Session {
                 }
                 Verdict::Discard
             }
-            DupPolicy::Reject => Verdict::Reply(Reply::new(550, "5.3.4", "duplicate message rejected", 340)),
+            DupPolicy::Reject => Verdict::Reply(Reply::of(&replies::DUPLICATE_REJECT, &[])),
         }
     }
 

@@ -14,6 +14,7 @@ use crate::checks::greykey::{domain_suffix, ip_element, key_address, ptr_n, repo
 use crate::checks::spf::SpfResult;
 use crate::flags::{client, mail, message, rcpt};
 use crate::log::catalog;
+use crate::reply::catalog as replies;
 use crate::reply::{HeaderChange, Reply, Verdict};
 use crate::session::Session;
 use crate::store::{Record, Store};
@@ -133,7 +134,7 @@ impl Session {
             return Verdict::Continue;
         }
         let code = if cfg.grey_drop && has_host { 421 } else { 451 };
-        Verdict::Reply(Reply::new(code, "4.7.0", "try again later", 552))
+        Verdict::Reply(Reply::of(&replies::GREY_TEMPFAIL, &[]).with_code(code))
     }
 
     /// One key through smtpf's state machine (§1.5).
@@ -258,7 +259,7 @@ impl Session {
                 return Verdict::Continue;
             }
             let code = if cfg.grey_drop && def.host_key.is_some() { 421 } else { 451 };
-            Verdict::Reply(Reply::new(code, "4.7.0", "try again later", 552))
+            Verdict::Reply(Reply::of(&replies::GREY_TEMPFAIL, &[]).with_code(code))
         };
         let fields: Vec<String> =
             record.as_ref().map(|r| r.value.split_whitespace().map(str::to_string).collect()).unwrap_or_default();
@@ -311,7 +312,7 @@ impl Session {
             self.emit(&catalog::GREY_DRY_RUN, &[&shown]);
             return Verdict::Continue;
         }
-        Verdict::Reply(Reply::new(450, "4.4.5", "try again later", 553))
+        Verdict::Reply(Reply::of(&replies::GREY_CONTENT_MISMATCH, &[]))
     }
 
     async fn grey_content_pass(&mut self, store: &Store, def: &Deferred, now: i64, created: Option<i64>) -> Verdict {

@@ -15,6 +15,7 @@ use crate::checks::access::{Action, Hit, Tag};
 use crate::checks::dnslist::{query_ip, ListResult, Zone};
 use crate::flags::{client, mail, message, rcpt};
 use crate::log::catalog;
+use crate::reply::catalog::{self as replies, ReplyMsg};
 use crate::reply::{Reply, Verdict};
 use crate::session::{Delay, Session};
 
@@ -36,16 +37,16 @@ impl Session {
                     Action::Reject => {
                         self.client_flags.set(client::BLACK);
                         self.client_flags.set(client::LOCAL_BLACK);
-                        return self.refuse(Reply::new(550, "5.7.1", format!("host {who} {}", hit.text()), 120), Delay::Session);
+                        return self.refuse(Reply::of(&replies::CONNECT_REJECT, &[&who, &hit.text()]), Delay::Session);
                     }
                     Action::IReject => {
                         self.client_flags.set(client::BLACK);
                         self.client_flags.set(client::LOCAL_BLACK);
-                        return self.refuse(Reply::new(550, "5.7.1", format!("host {who} {}", hit.text()), 854), Delay::Never);
+                        return self.refuse(Reply::of(&replies::CONNECT_IREJECT, &[&who, &hit.text()]), Delay::Never);
                     }
                     Action::TempFail => {
                         self.client_flags.set(client::TEMPFAIL);
-                        return self.refuse(Reply::new(450, "4.7.1", format!("host {who} {}", hit.text()), 853), Delay::Session);
+                        return self.refuse(Reply::of(&replies::CONNECT_TEMPFAIL, &[&who, &hit.text()]), Delay::Session);
                     }
                     Action::Discard => {
                         self.client_flags.set(client::DISCARD);
@@ -85,7 +86,7 @@ impl Session {
         if let Some(list) = bl.as_ref().filter(|r| r.listed(policy.config.dns_bl_threshold)).and_then(|r| r.first_hit()) {
             self.client_flags.set(client::BLACK);
             self.emit(&catalog::LIST_FOUND, &[&"dns-bl", &ip, &list]);
-            return self.refuse(Reply::new(550, "5.7.0", format!("{who} black listed by {list}"), 525), Delay::Session);
+            return self.refuse(Reply::of(&replies::DNS_BL, &[&who, &list]), Delay::Session);
         }
         Verdict::Continue
     }
@@ -108,16 +109,16 @@ impl Session {
             Action::Reject => {
                 self.client_flags.set(client::BLACK);
                 self.client_flags.set(client::LOCAL_BLACK);
-                self.refuse(Reply::new(550, "5.7.1", format!("helo {helo} {}", hit.text()), 924), Delay::Session)
+                self.refuse(Reply::of(&replies::HELO_REJECT, &[&helo, &hit.text()]), Delay::Session)
             }
             Action::IReject => {
                 self.client_flags.set(client::BLACK);
                 self.client_flags.set(client::LOCAL_BLACK);
-                self.refuse(Reply::new(550, "5.7.1", format!("helo {helo} {}", hit.text()), 926), Delay::Never)
+                self.refuse(Reply::of(&replies::HELO_IREJECT, &[&helo, &hit.text()]), Delay::Never)
             }
             Action::TempFail => {
                 self.client_flags.set(client::TEMPFAIL);
-                self.refuse(Reply::new(450, "4.7.1", format!("helo {helo} {}", hit.text()), 925), Delay::Session)
+                self.refuse(Reply::of(&replies::HELO_TEMPFAIL, &[&helo, &hit.text()]), Delay::Session)
             }
             Action::Discard => {
                 self.client_flags.set(client::DISCARD);
@@ -144,15 +145,21 @@ impl Session {
         let who = client_info.describe();
         let combo =
             client_info.ip.and_then(|ip| map.lookup_client_mail(Tag::ConnectFrom, ip, client_info.name.as_deref(), &sender));
-        let (hit, host_part): (Hit, String) = match combo {
-            Some(h) => (h, format!("host {who} ")),
+        let (hit, combo): (Hit, bool) = match combo {
+            Some(h) => (h, true),
             None => match map.lookup_mail(Tag::From, &sender) {
-                Some(h) => (h, String::new()),
+                Some(h) => (h, false),
                 None => return Verdict::Continue,
             },
         };
-        let combo = !host_part.is_empty();
-        let text = format!("{host_part}sender <{sender}> {}", hit.text());
+        // The combo entry's reply names the host as well.
+        let reply = |combo_msg: &ReplyMsg, plain_msg: &ReplyMsg| {
+            if combo {
+                Reply::of(combo_msg, &[&who, &sender, &hit.text()])
+            } else {
+                Reply::of(plain_msg, &[&sender, &hit.text()])
+            }
+        };
         let set = |s: &mut Session, bit| {
             if let Some(tx) = s.tx.as_mut() {
                 tx.mail_flags.set(bit);
@@ -171,16 +178,16 @@ impl Session {
             Action::Reject => {
                 set(self, mail::BLACK);
                 set(self, mail::LOCAL_BLACK);
-                self.refuse(Reply::new(550, "5.7.1", text, if combo { 125 } else { 127 }), Delay::Transaction)
+                self.refuse(reply(&replies::CONNECT_FROM_REJECT, &replies::FROM_REJECT), Delay::Transaction)
             }
             Action::IReject => {
                 set(self, mail::BLACK);
                 set(self, mail::LOCAL_BLACK);
-                self.refuse(Reply::new(550, "5.7.1", text, if combo { 855 } else { 856 }), Delay::Never)
+                self.refuse(reply(&replies::CONNECT_FROM_IREJECT, &replies::FROM_IREJECT), Delay::Never)
             }
             Action::TempFail => {
                 set(self, mail::TEMPFAIL);
-                self.refuse(Reply::new(450, "4.7.1", text, if combo { 814 } else { 815 }), Delay::Transaction)
+                self.refuse(reply(&replies::CONNECT_FROM_TEMPFAIL, &replies::FROM_TEMPFAIL), Delay::Transaction)
             }
             Action::Discard => {
                 self.discard_message(&hit);
@@ -208,12 +215,12 @@ impl Session {
                 .or_else(|| map.lookup_from_to(&sender, &rcpt_addr).map(|h| (h, 1)))
                 .or_else(|| map.lookup_mail(Tag::To, &rcpt_addr).map(|h| (h, 2)));
             if let Some((hit, which)) = found {
-                let prefix = match which {
-                    0 => format!("host {who} "),
-                    1 => format!("sender <{sender}> "),
-                    _ => String::new(),
+                // Which entry matched decides what the reply names besides the recipient.
+                let reply = |msgs: [&ReplyMsg; 3]| match which {
+                    0 => Reply::of(msgs[0], &[&who, &rcpt_addr, &hit.text()]),
+                    1 => Reply::of(msgs[1], &[&sender, &rcpt_addr, &hit.text()]),
+                    _ => Reply::of(msgs[2], &[&rcpt_addr, &hit.text()]),
                 };
-                let text = format!("{prefix}recipient <{rcpt_addr}> {}", hit.text());
                 let set = |s: &mut Session, bit| {
                     if let Some(tx) = s.tx.as_mut() {
                         tx.rcpt_flags.set(bit);
@@ -233,11 +240,19 @@ impl Session {
                     Action::Reject | Action::IReject => {
                         set(self, rcpt::BLACK);
                         set(self, rcpt::LOCAL_BLACK);
-                        return Verdict::Reply(Reply::new(550, "5.7.1", text, [135, 137, 139][which]));
+                        return Verdict::Reply(reply([
+                            &replies::CONNECT_TO_REJECT,
+                            &replies::FROM_TO_REJECT,
+                            &replies::TO_REJECT,
+                        ]));
                     }
                     Action::TempFail => {
                         set(self, rcpt::TEMPFAIL);
-                        return Verdict::Reply(Reply::new(450, "4.7.1", text, [816, 817, 818][which]));
+                        return Verdict::Reply(reply([
+                            &replies::CONNECT_TO_TEMPFAIL,
+                            &replies::FROM_TO_TEMPFAIL,
+                            &replies::TO_TEMPFAIL,
+                        ]));
                     }
                     Action::Discard => self.discard_message(&hit),
                     Action::Content | Action::Continue | Action::Seconds(_) => {}

@@ -14,6 +14,7 @@ use crate::address::bare_address;
 use crate::dns::{is_null_mx, Lookup};
 use crate::flags::{client, mail};
 use crate::log::catalog;
+use crate::reply::catalog as replies;
 use crate::reply::{Reply, Verdict};
 use crate::session::{Delay, Session};
 
@@ -110,7 +111,7 @@ impl Session {
                     return Verdict::Continue;
                 }
                 self.emit(&catalog::MX_EMPTY, &[]);
-                let r = Reply::new(553, "5.1.8", format!("sender <{sender}> from {domain} MX invalid"), 439);
+                let r = Reply::of(&replies::MX_INVALID, &[&sender, &domain]);
                 return self.refuse(r, Delay::Transaction);
             }
             Lookup::Found(list) => list.into_iter().filter(|m| !m.is_null()).take(MAX_MX_HOSTS).map(|m| m.exchange).collect(),
@@ -120,7 +121,7 @@ impl Session {
                 if !enforce {
                     return Verdict::Continue;
                 }
-                let r = Reply::new(553, "5.1.8", format!("sender <{sender}> from {domain} has no MX record"), 434);
+                let r = Reply::of(&replies::MX_NONE, &[&sender, &domain]);
                 return self.refuse(r, Delay::Transaction);
             }
             Lookup::Failed(why) => {
@@ -128,7 +129,7 @@ impl Session {
                 if !enforce || why == "NOTIMP" {
                     return Verdict::Continue;
                 }
-                return Verdict::Reply(Reply::new(451, "4.4.3", format!("sender <{sender}> from {domain} MX lookup error"), 436));
+                return Verdict::Reply(Reply::of(&replies::MX_LOOKUP_ERROR, &[&sender, &domain]));
             }
         };
         let lookups = hosts.iter().map(|h| dns.ip_addrs(h)).collect();
@@ -154,11 +155,11 @@ impl Session {
         }
         if failed {
             self.emit(&catalog::MX_INCOMPLETE, &[]);
-            let r = Reply::new(451, "4.1.8", format!("sender <{sender}> from {domain} MX lookup error"), 907);
+            let r = Reply::of(&replies::MX_ERROR, &[&sender, &domain]);
             return self.refuse(r, Delay::Transaction);
         }
         self.emit(&catalog::MX_EMPTY, &[]);
-        let r = Reply::new(553, "5.1.8", format!("sender <{sender}> from {domain} MX invalid"), 439);
+        let r = Reply::of(&replies::MX_INVALID, &[&sender, &domain]);
         self.refuse(r, Delay::Transaction)
     }
 }

@@ -14,6 +14,7 @@ use crate::checks::uri::{extract_hosts, UriHost};
 use crate::config::UriPolicy;
 use crate::flags::{client, mail, message, rcpt};
 use crate::log::catalog;
+use crate::reply::catalog as replies;
 use crate::reply::{Reply, Verdict};
 use crate::session::{Session, CONTENT_LIMIT};
 
@@ -108,7 +109,7 @@ impl Session {
         }
         let text = format!("black listed {} by {}", f.name, f.list);
         match policy.config.uri_bl_policy {
-            UriPolicy::Reject => Verdict::Reply(Reply::new(550, "5.7.1", format!("rejected content, {text}"), 895)),
+            UriPolicy::Reject => Verdict::Reply(Reply::of(&replies::URI_BL, &[&text])),
             UriPolicy::Discard => {
                 self.emit(&catalog::URI_DISCARDED, &[&text]);
                 Verdict::Discard

@@ -1,10 +1,17 @@
 //! SMTP replies our checks send, and the verdict a check returns.
 //!
 //! Every reply ends with ` #<n> <session-id>` as smtpf's do, so a sender quoting our bounce gives
-//! the admin the log message number and the session to grep for.
+//! the admin the message number and the session to grep for. The numbers, codes and texts live in
+//! [`catalog`]; a check builds its reply from an entry with [`Reply::of`].
+
+pub mod catalog;
+
+use std::fmt::Display;
 
 use crate::ids::SessionId;
+use crate::log::render;
 use crate::milter::codec::Response;
+use catalog::ReplyMsg;
 
 /// A reply code, enhanced status, text and smtpf message number.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -19,22 +26,23 @@ pub struct Reply {
 const MAX_REPLY: usize = 980;
 
 impl Reply {
-    /// Builds a reply.
-    pub fn new(code: u16, ecode: &str, text: impl Into<String>, num: u16) -> Reply {
-        Reply { code, ecode: ecode.to_string(), text: text.into(), num }
+    /// Builds a reply from its catalog entry, filling the entry's `%s` with `args`.
+    pub fn of(msg: &ReplyMsg, args: &[&dyn Display]) -> Reply {
+        Reply { code: msg.code, ecode: msg.ecode.to_string(), text: render(msg.format, args), num: msg.num }
+    }
+
+    /// The same reply with another code of its class (greylisting's 421 instead of 451 makes
+    /// the MTA close the session).
+    pub fn with_code(mut self, code: u16) -> Reply {
+        self.code = code;
+        self
     }
 
     /// The reply as the SMTP client will see it.
     pub fn line(&self, sid: &SessionId) -> String {
         let mut s = format!("{} {} {} #{} {}", self.code, self.ecode, self.text, self.num, sid);
         s.retain(|c| c != '\r' && c != '\n');
-        if s.len() > MAX_REPLY {
-            let mut cut = MAX_REPLY;
-            while !s.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            s.truncate(cut);
-        }
+        crate::text::truncate_chars(&mut s, MAX_REPLY);
         s
     }
 
@@ -103,15 +111,17 @@ mod tests {
     #[test]
     fn line_ends_with_number_and_session() {
         let sid = SessionId::new(&LocalTime::from_unix(0), 1, 1);
-        let r = Reply::new(451, "4.7.0", "try again later", 552);
+        let r = Reply::of(&catalog::GREY_TEMPFAIL, &[]);
         assert_eq!(r.line(&sid), format!("451 4.7.0 try again later #552 {sid}"));
         assert!(r.is_refusal());
+        let r = Reply::of(&catalog::MX_NONE, &[&"a@b.example", &"b.example"]).with_code(550);
+        assert_eq!(r.line(&sid), format!("550 5.1.8 sender <a@b.example> from b.example has no MX record #434 {sid}"));
     }
 
     #[test]
     fn percent_is_doubled_and_lines_are_bounded() {
         let sid = SessionId::new(&LocalTime::from_unix(0), 1, 1);
-        let r = Reply::new(550, "5.7.1", "100% spam\r\nInjected: x", 1);
+        let r = Reply::of(&catalog::URI_BL, &[&"100% spam\r\nInjected: x"]);
         match r.response(&sid) {
             Response::ReplyCode(s) => {
                 assert!(s.contains("100%% spamInjected"));
@@ -119,7 +129,7 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        let long = Reply::new(550, "5.7.1", "é".repeat(2000), 1);
+        let long = Reply::of(&catalog::URI_BL, &[&"é".repeat(2000)]);
         assert!(long.line(&sid).len() <= 980);
     }
 }
