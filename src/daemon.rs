@@ -11,13 +11,12 @@ use std::time::Duration;
 
 use tokio::sync::{watch, Notify};
 
-use crate::config::Config;
+use crate::config::{Config, KEYS};
 use crate::log::{catalog, Logger};
 use crate::milter::listen::{Listener, Prepared};
 use crate::policy::{Policy, PolicyError};
 use crate::server::{accept_loop, Kill};
 use crate::shared::Shared;
-use crate::store::redis::redact;
 use crate::store::{sqlite_version, Store, StoreSpec};
 use crate::systemd;
 
@@ -172,31 +171,13 @@ impl Running {
     pub fn apply(&self, mut new: Config) -> Result<(), String> {
         let policy = self.shared.policy();
         let current = &policy.config;
-        for key in current.restart_only_changes(&new) {
-            let old = match key {
-                "milter-socket" => current.milter_socket.to_string(),
-                "milter-socket-mode" => format!("{:04o}", current.milter_socket_mode),
-                "run-user" => current.run_user.clone().unwrap_or_default(),
-                "run-group" => current.run_group.clone().unwrap_or_default(),
-                "cache-gc-interval" => format!("{}s", current.cache_gc_interval.as_secs()),
-                "cache-type" => current.cache_type.word().to_string(),
-                "cache-redis-url" => redact(&current.cache_redis_url),
-                "cache-key-prefix" => format!("\"{}\"", current.cache_key_prefix),
-                "cache-timeout" => format!("{}ms", current.cache_timeout.as_millis()),
-                _ => current.effective_cache_path().display().to_string(),
-            };
-            self.shared.log.emit(&catalog::RELOAD_NEEDS_RESTART, None, &[&key, &old]);
+        let changed = current.restart_only_changes(&new);
+        for key in KEYS.iter().filter(|k| changed.contains(&k.name)) {
+            if let Some(restart) = &key.restart {
+                self.shared.log.emit(&catalog::RELOAD_NEEDS_RESTART, None, &[&key.name, &(restart.show)(current)]);
+            }
         }
-        new.milter_socket = current.milter_socket.clone();
-        new.milter_socket_mode = current.milter_socket_mode;
-        new.run_user = current.run_user.clone();
-        new.run_group = current.run_group.clone();
-        new.cache_path = current.cache_path.clone();
-        new.cache_gc_interval = current.cache_gc_interval;
-        new.cache_type = current.cache_type;
-        new.cache_redis_url = current.cache_redis_url.clone();
-        new.cache_key_prefix = current.cache_key_prefix.clone();
-        new.cache_timeout = current.cache_timeout;
+        new.keep_restart_only(current);
         let shown = new.path.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "(embedded defaults)".into());
         let target_changed = new.log_target != current.log_target;
         let built = match Policy::build(new) {

@@ -8,6 +8,7 @@ use std::path::Path;
 /// Layer of each module above the ground floor (vocabulary, engines, protocol, store, log).
 const LAYERS: &[(&str, u8)] = &[
     ("config", 1),
+    ("config::values", 1),
     ("policy", 2),
     ("shared", 3),
     ("session", 4),

@@ -37,6 +37,24 @@ fn configuration_reference_lists_every_key() {
 }
 
 #[test]
+fn documented_defaults_are_the_defaults() {
+    // Every default shown in docs/configuration.md, written into a file, is the embedded config.
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/configuration.md")).unwrap();
+    let table = between(&doc, "<!-- keys:begin -->", "<!-- keys:end -->");
+    let mut file = String::new();
+    for row in table.lines().skip(2) {
+        let cells: Vec<&str> = row.split(" | ").collect();
+        let (key, default) = (cells[0].trim_start_matches("| ").trim_matches('`'), cells[1].trim_matches('`'));
+        if default != "(see text)" {
+            file.push_str(&format!("{key} = {default}\n"));
+        }
+    }
+    assert!(file.lines().count() >= 39, "{file}");
+    let c = smtpf_milter::config::Config::from_toml(&file, None).unwrap_or_else(|e| panic!("{e}\n{file}"));
+    assert_eq!(c, smtpf_milter::config::Config::default(), "{file}");
+}
+
+#[test]
 fn readme_shows_the_two_commands() {
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
     assert!(readme.contains("cargo run --release -- --config contrib/smtpf-milter.toml"));
