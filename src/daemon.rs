@@ -325,19 +325,20 @@ fn privileges(config: &Config, log: &Logger) -> Result<Option<Owner>, String> {
     Ok(Some(Owner { uid, gid, name }))
 }
 
-/// Runs the daemon in the foreground until SIGTERM/SIGINT; SIGHUP reloads. Returns the exit code.
 /// Raises the soft limit on open files to the hard limit: every MTA connection is a descriptor,
 /// and the usual soft limit of 1024 would refuse connections (#602) long before memory runs out.
 /// Under systemd `LimitNOFILE=` sets both; elsewhere this is what the administrator allowed.
-fn raise_open_file_limit() {
+/// Returns the soft limit now in force (None when it cannot be read). The benchmark uses it too.
+pub fn raise_open_file_limit() -> Option<u64> {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
-        if soft < hard {
-            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
-        }
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).ok()?;
+    if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+        return Some(hard);
     }
+    Some(soft)
 }
 
+/// Runs the daemon in the foreground until SIGTERM/SIGINT; SIGHUP reloads. Returns the exit code.
 pub async fn run(config: Config, log: Logger) -> i32 {
     use tokio::signal::unix::{signal, SignalKind};
     log.emit(&catalog::VERSION, None, &[&VERSION, &"MIT OR Apache-2.0"]);

@@ -6,11 +6,8 @@
 //! timeout, network trouble). Nothing here panics on bad names or bad networks.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ProtocolConfig, ResolveHosts, ResolverConfig, ResolverOpts};
@@ -19,6 +16,8 @@ use hickory_resolver::net::{DnsError, NetError, NoRecords};
 use hickory_resolver::proto::op::ResponseCode;
 use hickory_resolver::proto::rr::{Name, RData, RecordType};
 use hickory_resolver::TokioResolver;
+
+use crate::sync::lock;
 
 /// The outcome of one lookup, keeping apart what the checks treat differently: a name with data,
 /// a name that exists without data of the asked type, a name that does not exist, and a lookup
@@ -133,7 +132,7 @@ const MEMO_MAX_TTL: Duration = Duration::from_secs(3600);
 
 impl Memo {
     fn get(&self, key: &(RecordType, Box<str>), now: Instant) -> Option<(Answer, Instant)> {
-        let answers = self.answers.lock().unwrap_or_else(|e| e.into_inner());
+        let answers = lock(&self.answers);
         let r = answers.get(key).filter(|r| r.until > now)?;
         let answer = match &r.answer {
             Answer::Records(records) => Answer::Records(records.clone()),
@@ -145,7 +144,7 @@ impl Memo {
 
     fn put(&self, key: (RecordType, Box<str>), answer: Answer, until: Instant) {
         let until = until.min(Instant::now() + MEMO_MAX_TTL);
-        let mut answers = self.answers.lock().unwrap_or_else(|e| e.into_inner());
+        let mut answers = lock(&self.answers);
         if answers.len() >= MEMO_ANSWERS {
             let now = Instant::now();
             answers.retain(|_, r| r.until > now);
@@ -377,31 +376,6 @@ fn rcode_word(code: ResponseCode) -> String {
     }
 }
 
-/// Runs futures concurrently on the current task and returns their outputs in input order, so
-/// a check can ask several lists or hosts at once without spawning tasks.
-pub async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
-    let mut pending: Vec<Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
-    let mut outputs: Vec<Option<F::Output>> = pending.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut waiting = false;
-        for (future, output) in pending.iter_mut().zip(outputs.iter_mut()) {
-            if output.is_none() {
-                match future.as_mut().poll(cx) {
-                    Poll::Ready(value) => *output = Some(value),
-                    Poll::Pending => waiting = true,
-                }
-            }
-        }
-        if waiting {
-            Poll::Pending
-        } else {
-            Poll::Ready(())
-        }
-    })
-    .await;
-    outputs.into_iter().flatten().collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -467,22 +441,5 @@ mod tests {
         let servers: [SocketAddr; 2] = ["127.0.0.1:5353".parse().unwrap(), "[::1]:53".parse().unwrap()];
         let dns = Dns::new(&servers, Duration::from_secs(3)).unwrap();
         assert_eq!(dns.timeout(), Duration::from_secs(3));
-    }
-
-    #[tokio::test]
-    async fn join_all_keeps_order() {
-        let futures = vec![
-            Box::pin(async {
-                tokio::time::sleep(Duration::from_millis(30)).await;
-                1
-            }) as Pin<Box<dyn Future<Output = i32>>>,
-            Box::pin(async { 2 }),
-            Box::pin(async {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                3
-            }),
-        ];
-        assert_eq!(join_all(futures).await, vec![1, 2, 3]);
-        assert!(join_all(Vec::<std::future::Ready<i32>>::new()).await.is_empty());
     }
 }

@@ -19,5 +19,6 @@ pub mod server;
 pub mod session;
 pub mod shared;
 pub mod store;
+pub mod sync;
 pub mod systemd;
 pub mod text;

@@ -10,6 +10,7 @@ use crate::ids::unix_now;
 use crate::log::Logger;
 use crate::policy::Policy;
 use crate::store::Store;
+use crate::sync::{read, write};
 
 /// What every session of the daemon shares.
 pub struct Shared {
@@ -43,13 +44,13 @@ impl Shared {
 
     /// The policy (config, access-map, lists, resolver) in force now.
     pub fn policy(&self) -> Arc<Policy> {
-        self.policy.read().unwrap_or_else(|e| e.into_inner()).clone()
+        read(&self.policy).clone()
     }
 
     /// Puts a new policy in force for sessions that start from now on.
     pub fn set_policy(&self, policy: Policy) {
         self.log.set_verbose(policy.config.verbose.clone());
-        *self.policy.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(policy);
+        *write(&self.policy) = Arc::new(policy);
     }
 
     /// Hands the opened store to the sessions (once, at start-up).

@@ -35,17 +35,7 @@ async fn data_answer(sock: &std::path::Path) -> Vec<Response> {
 #[test]
 fn records_survive_kill_9_and_the_grey_tool_manages_them() {
     let dir = tempfile::tempdir().unwrap();
-    let sock = dir.path().join("m.sock");
-    let cfg = dir.path().join("c.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "milter-socket = \"unix:{}\"\ncache-path = \"{}\"\nmail-require-mx = false\ndupmsg-ttl = 0\n",
-            sock.display(),
-            dir.path().join("c.sq3").display()
-        ),
-    )
-    .unwrap();
+    let (sock, cfg) = common::config_file(dir.path(), "mail-require-mx = false\ndupmsg-ttl = 0\n");
     let rt = tokio::runtime::Runtime::new().unwrap();
 
     let mut first = start(&cfg, &sock);

@@ -175,7 +175,7 @@ async fn answers_are_cached_so_a_burst_costs_one_query() {
     let server = TestDns::builder().a("cached.example.test", "192.0.2.1").start().await;
     let dns = dns(&server, TIMEOUT);
     let burst: Vec<_> = (0..20).map(|_| dns.a("cached.example.test")).collect();
-    for outcome in smtpf_milter::dns::join_all(burst).await {
+    for outcome in futures_util::future::join_all(burst).await {
         assert_eq!(outcome, Lookup::Found(vec![Ipv4Addr::new(192, 0, 2, 1)]));
     }
     let clone = dns.clone();

@@ -189,17 +189,7 @@ fn explain_prints_level_format_and_meaning() {
 #[test]
 fn binary_runs_serves_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let sock = dir.path().join("m.sock");
-    let cfg = dir.path().join("c.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "milter-socket = \"unix:{}\"\ncache-path = \"{}\"\nmail-require-mx = false\ngrey-key = \"\"\n",
-            sock.display(),
-            dir.path().join("c.sq3").display()
-        ),
-    )
-    .unwrap();
+    let (sock, cfg) = common::config_file(dir.path(), "mail-require-mx = false\ngrey-key = \"\"\n");
     // Whatever happens in this test, the daemon does not outlive it.
     let mut child = spawn_daemon(&cfg, &sock, std::process::Stdio::piped());
     assert!(sock.exists(), "daemon listening");

@@ -10,7 +10,9 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use crate::dns::{join_all, Dns, Lookup};
+use futures_util::future::join_all;
+
+use crate::dns::{Dns, Lookup};
 
 /// The `dns-bl-threshold` default: with no weights every hit scores 1, so any hit lists the
 /// client, as smtpf does.
@@ -358,7 +360,7 @@ async fn query(dns: &Dns, zones: &[Zone], prefix: &str) -> ListResult {
         }
     }
     let names: Vec<String> = suffixes.iter().map(|suffix| format!("{prefix}.{suffix}")).collect();
-    let answers = join_all(names.iter().map(|name| dns.a(name)).collect()).await;
+    let answers = join_all(names.iter().map(|name| dns.a(name))).await;
 
     let mut result = ListResult::default();
     let mut reported: Vec<usize> = Vec::new();

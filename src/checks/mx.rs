@@ -132,8 +132,7 @@ impl Session {
                 return Verdict::Reply(Reply::of(&replies::MX_LOOKUP_ERROR, &[&sender, &domain]));
             }
         };
-        let lookups = hosts.iter().map(|h| dns.ip_addrs(h)).collect();
-        let answers = crate::dns::join_all(lookups).await;
+        let answers = futures_util::future::join_all(hosts.iter().map(|h| dns.ip_addrs(h))).await;
         let mut usable: Vec<IpAddr> = Vec::new();
         let mut failed = false;
         for answer in answers {

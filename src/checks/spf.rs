@@ -38,7 +38,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::pin::Pin;
 use std::time::Duration;
 
-use crate::dns::{join_all, Dns, Lookup};
+use futures_util::future::join_all;
+
+use crate::dns::{Dns, Lookup};
 
 /// The seven results of RFC 7208 §2.6. The names, as [`fmt::Display`] writes them, are the
 /// words smtpf logs in `spf-mail=` and `spf-helo=`, so log readers and greylisting rules written
@@ -340,8 +342,7 @@ async fn matches(
             let lookups = hosts
                 .iter()
                 .filter(|mx| !mx.is_null())
-                .map(|mx| address_match(dns, &mx.exchange, identity.ip, *v4_prefix, *v6_prefix))
-                .collect();
+                .map(|mx| address_match(dns, &mx.exchange, identity.ip, *v4_prefix, *v6_prefix));
             let answers = join_all(lookups).await;
             if answers.iter().any(|answer| answer == &Lookup::Found(true)) {
                 Ok(true)

@@ -86,7 +86,7 @@ impl Session {
                 }
             }
         });
-        let results = futures_join(checks.collect()).await;
+        let results = futures_util::future::join_all(checks).await;
         let mut found: Option<Found> = None;
         for (name, implicit, lists) in results {
             for (option, result) in lists {
@@ -124,9 +124,4 @@ async fn maybe_ip(dns: &crate::dns::Dns, zones: &[crate::checks::dnslist::Zone],
         return None;
     }
     Some(query_ip(dns, zones, ip).await)
-}
-
-/// Runs futures concurrently and collects their outputs in order.
-async fn futures_join<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
-    crate::dns::join_all(futures).await
 }

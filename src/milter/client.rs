@@ -9,7 +9,7 @@ use std::path::Path;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpStream, UnixStream};
 
-use super::codec::{decode_response, encode_command, proto, read_frame, Command, FrameError, Response, MAX_PAYLOAD};
+use super::codec::{decode_response, encode_command, read_frame, Command, FrameError, Response, MAX_PAYLOAD};
 
 /// What Postfix 3.x offers in its option negotiation.
 pub const POSTFIX_ACTIONS: u32 = 0x1ff;
@@ -112,37 +112,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> MtaClient<S> {
 
     /// Whether the milter promised not to answer this command.
     pub fn expects_reply(&self, cmd: &Command) -> bool {
-        let nr = match cmd {
-            Command::Macro { .. } | Command::Abort | Command::Quit | Command::QuitNewConnection => return false,
-            Command::OptNeg { .. } | Command::EndOfMessage(_) => return true,
-            Command::Connect { .. } => proto::NR_CONN,
-            Command::Helo { .. } => proto::NR_HELO,
-            Command::Mail { .. } => proto::NR_MAIL,
-            Command::Rcpt { .. } => proto::NR_RCPT,
-            Command::Data => proto::NR_DATA,
-            Command::Header { .. } => proto::NR_HDR,
-            Command::EndOfHeaders => proto::NR_EOH,
-            Command::Body(_) => proto::NR_BODY,
-            Command::Unknown(_) => proto::NR_UNKN,
-        };
-        self.protocol & nr == 0
+        match cmd {
+            Command::Macro { .. } | Command::Abort | Command::Quit | Command::QuitNewConnection => false,
+            other => other.no_reply_flag().is_none_or(|flag| self.protocol & flag == 0),
+        }
     }
 
     /// Whether the milter asked not to be sent this step at all.
     pub fn skipped(&self, cmd: &Command) -> bool {
-        let flag = match cmd {
-            Command::Connect { .. } => proto::NOCONNECT,
-            Command::Helo { .. } => proto::NOHELO,
-            Command::Mail { .. } => proto::NOMAIL,
-            Command::Rcpt { .. } => proto::NORCPT,
-            Command::Data => proto::NODATA,
-            Command::Header { .. } => proto::NOHDRS,
-            Command::EndOfHeaders => proto::NOEOH,
-            Command::Body(_) => proto::NOBODY,
-            Command::Unknown(_) => proto::NOUNKNOWN,
-            _ => return false,
-        };
-        self.protocol & flag != 0
+        cmd.skip_flag().is_some_and(|flag| self.protocol & flag != 0)
     }
 
     /// Sends a command as an MTA would: not at all if the milter skipped that step, and reads the

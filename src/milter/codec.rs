@@ -119,6 +119,39 @@ pub enum Command {
 }
 
 impl Command {
+    /// The protocol flag by which a milter promises not to answer this step (`SMFIP_NR_*`);
+    /// None for commands that always or never get an answer. Both sides read it from here.
+    pub fn no_reply_flag(&self) -> Option<u32> {
+        Some(match self {
+            Command::Connect { .. } => proto::NR_CONN,
+            Command::Helo { .. } => proto::NR_HELO,
+            Command::Mail { .. } => proto::NR_MAIL,
+            Command::Rcpt { .. } => proto::NR_RCPT,
+            Command::Data => proto::NR_DATA,
+            Command::Header { .. } => proto::NR_HDR,
+            Command::EndOfHeaders => proto::NR_EOH,
+            Command::Body(_) => proto::NR_BODY,
+            Command::Unknown(_) => proto::NR_UNKN,
+            _ => return None,
+        })
+    }
+
+    /// The protocol flag by which a milter asks not to be sent this step at all (`SMFIP_NO*`).
+    pub fn skip_flag(&self) -> Option<u32> {
+        Some(match self {
+            Command::Connect { .. } => proto::NOCONNECT,
+            Command::Helo { .. } => proto::NOHELO,
+            Command::Mail { .. } => proto::NOMAIL,
+            Command::Rcpt { .. } => proto::NORCPT,
+            Command::Data => proto::NODATA,
+            Command::Header { .. } => proto::NOHDRS,
+            Command::EndOfHeaders => proto::NOEOH,
+            Command::Body(_) => proto::NOBODY,
+            Command::Unknown(_) => proto::NOUNKNOWN,
+            _ => return None,
+        })
+    }
+
     /// The command byte on the wire.
     pub fn code(&self) -> u8 {
         match self {

@@ -139,19 +139,7 @@ pub fn negotiate(version: u32, actions: u32, protocol: u32, needs: Needs) -> Res
 impl Negotiated {
     /// Whether we promised not to answer this command.
     pub fn no_reply(&self, cmd: &Command) -> bool {
-        let flag = match cmd {
-            Command::Connect { .. } => proto::NR_CONN,
-            Command::Helo { .. } => proto::NR_HELO,
-            Command::Mail { .. } => proto::NR_MAIL,
-            Command::Rcpt { .. } => proto::NR_RCPT,
-            Command::Data => proto::NR_DATA,
-            Command::Header { .. } => proto::NR_HDR,
-            Command::EndOfHeaders => proto::NR_EOH,
-            Command::Body(_) => proto::NR_BODY,
-            Command::Unknown(_) => proto::NR_UNKN,
-            _ => return false,
-        };
-        self.protocol & flag != 0
+        cmd.no_reply_flag().is_some_and(|flag| self.protocol & flag != 0)
     }
 }
 

@@ -27,7 +27,7 @@
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, LazyLock, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
@@ -37,6 +37,7 @@ use tokio::task::JoinHandle;
 
 use super::{unix_now, PrefixStats, Record, StoreCounters, StoreError};
 use crate::log::{catalog, Logger};
+use crate::sync::lock;
 
 /// First sight (KEYS[1]; ARGV: now, encoded record, seconds to keep it, created). A live record
 /// (its expiry after `now`) is returned instead of storing ours, its creation time lowered to
@@ -158,10 +159,6 @@ struct Health {
     failed: AtomicU64,
     since: AtomicI64,
     last_failure_ms: AtomicU64,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Whether the connection itself is suspect after this error (rather than one command failing).

@@ -34,7 +34,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -43,6 +43,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
 use tokio::sync::oneshot;
 
 use super::{unix_now, PrefixStats, Record, StoreCounters, StoreError};
+use crate::sync::lock;
 
 mod cache;
 mod filter;
@@ -209,11 +210,6 @@ struct Inner {
     checkpoint_stop: Mutex<Option<mpsc::Sender<()>>>,
     /// Set by `close`: the hot cache must not answer for a closed store.
     closed: std::sync::atomic::AtomicBool,
-}
-
-/// Locks a mutex even if a thread panicked while holding it; the data here stays consistent.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn backend(e: rusqlite::Error) -> StoreError {

@@ -181,11 +181,27 @@ pub fn spawn_daemon(config: &std::path::Path, socket: &std::path::Path, stderr: 
         .spawn()
         .unwrap();
     let guard = KillOnDrop(Some(child));
+    wait_for_socket(socket, "the daemon");
+    guard
+}
+
+/// Waits up to 5 s for something to accept connections on a unix socket; panics naming `what`.
+pub fn wait_for_socket(socket: &std::path::Path, what: &str) {
     for _ in 0..500 {
         if std::os::unix::net::UnixStream::connect(socket).is_ok() {
-            return guard;
+            return;
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    panic!("daemon did not start listening on {}", socket.display());
+    panic!("{what} did not start listening on {}", socket.display());
+}
+
+/// Writes `c.toml` in `dir`: a unix milter socket and a state file there, then `extra` keys.
+/// Returns the socket's and the file's paths, for tests that run the real binary.
+pub fn config_file(dir: &std::path::Path, extra: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let sock = dir.join("m.sock");
+    let cfg = dir.join("c.toml");
+    let text = format!("milter-socket = \"unix:{}\"\ncache-path = \"{}\"\n{extra}", sock.display(), dir.join("c.sq3").display());
+    std::fs::write(&cfg, text).unwrap();
+    (sock, cfg)
 }

@@ -25,8 +25,8 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use super::lock;
 use crate::store::Record;
+use crate::sync::lock;
 
 /// One remembered key: its record (None: known absent or deleted) and the sequence number of the
 /// write that set it (0 for a slot filled from a read).

@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use super::cache::HotCache;
-use super::lock;
+use crate::sync::{lock, read, write};
 
 /// Bits per key the filter is sized for: about 1 % false "maybe" answers with 7 probes.
 const BITS_PER_KEY: usize = 10;
@@ -105,7 +105,7 @@ impl KeyFilter {
 
     /// False only when `key` is certainly not in the file.
     pub(super) fn may_contain(&self, key: &str) -> bool {
-        match &*self.bits.read().unwrap_or_else(|e| e.into_inner()) {
+        match &*read(&self.bits) {
             Some(bits) => bits.has(hash_key(key)),
             None => true,
         }
@@ -123,7 +123,7 @@ impl KeyFilter {
             if let Some(pending) = log.as_mut() {
                 pending.push(hash);
             }
-            match &*self.bits.read().unwrap_or_else(|e| e.into_inner()) {
+            match &*read(&self.bits) {
                 Some(bits) => {
                     bits.set(hash);
                     bits.inserted.load(Ordering::Relaxed) > bits.capacity
@@ -141,7 +141,7 @@ impl KeyFilter {
         if !self.enabled {
             return;
         }
-        *self.bits.write().unwrap_or_else(|e| e.into_inner()) = None;
+        *write(&self.bits) = None;
         self.rebuild();
     }
 
@@ -172,7 +172,7 @@ impl KeyFilter {
                 for hash in logged {
                     bits.set(hash);
                 }
-                *self.bits.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(bits));
+                *write(&self.bits) = Some(Arc::new(bits));
                 Ok(())
             }
             Err(e) => Err(e),
