@@ -1,14 +1,17 @@
 //! The accept loop and the per-connection loop: bytes ⇄ frames ⇄ session.
 //!
-//! One task per MTA connection. Each read is bounded by `milter-timeout` and each frame by the
-//! protocol limit; a protocol error ends that connection with a numbered line and nothing else.
+//! One task per MTA connection. Each read and each write is bounded by `milter-timeout` and each
+//! frame by the protocol limit; a protocol error, a peer that stops reading, or even a bug hit by
+//! what the peer sent ends that connection with a numbered line and nothing else.
 //! Shutdown is graceful: stop accepting, let sessions finish, and after the deadline close the rest
 //! between two commands so that each still logs its #721.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use tokio::io::{AsyncBufRead, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::{watch, Notify};
 
@@ -40,17 +43,16 @@ pub async fn accept_loop(
         };
         match accepted {
             Ok(conn) => {
-                shared.active.fetch_add(1, Ordering::SeqCst);
-                let shared = shared.clone();
+                let open = OpenConnection::count(shared.clone(), idle.clone());
                 let kill = kill.clone();
-                let idle = idle.clone();
                 tokio::spawn(async move {
+                    // Dropped when the task ends, panic included: `cn=` and the shutdown's wait
+                    // for open sessions never count a connection that is gone.
+                    let _open = open;
+                    let shared = _open.shared.clone();
                     match conn {
-                        Connection::Unix(s) => serve_connection(s, shared.clone(), kill).await,
-                        Connection::Tcp(s) => serve_connection(s, shared.clone(), kill).await,
-                    }
-                    if shared.active.fetch_sub(1, Ordering::SeqCst) == 1 {
-                        idle.notify_waiters();
+                        Connection::Unix(s) => serve_connection(s, shared, kill).await,
+                        Connection::Tcp(s) => serve_connection(s, shared, kill).await,
                     }
                 });
             }
@@ -60,6 +62,36 @@ pub async fn accept_loop(
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
+    }
+}
+
+/// One open MTA connection in the daemon's count, for as long as this value lives.
+struct OpenConnection {
+    shared: Arc<Shared>,
+    idle: Arc<Notify>,
+}
+
+impl OpenConnection {
+    fn count(shared: Arc<Shared>, idle: Arc<Notify>) -> OpenConnection {
+        shared.active.fetch_add(1, Ordering::SeqCst);
+        OpenConnection { shared, idle }
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        if self.shared.active.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.idle.notify_waiters();
+        }
+    }
+}
+
+/// The text of a caught panic.
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    match (payload.downcast_ref::<&str>(), payload.downcast_ref::<String>()) {
+        (Some(s), _) => s.to_string(),
+        (_, Some(s)) => s.clone(),
+        _ => "panic".to_string(),
     }
 }
 
@@ -122,10 +154,15 @@ pub async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(stream: S, shar
                 break;
             }
         };
-        let step = match session.handle(cmd).await {
-            Ok(s) => s,
-            Err(why) => {
+        // A bug reached by what the peer sent ends this connection only, with a line saying so.
+        let step = match AssertUnwindSafe(session.handle(cmd)).catch_unwind().await {
+            Ok(Ok(s)) => s,
+            Ok(Err(why)) => {
                 shared.log.emit(&catalog::PROTOCOL_ERROR, Some(&session.sid), &[&why]);
+                break;
+            }
+            Err(panic) => {
+                shared.log.emit(&catalog::SESSION_PANIC, Some(&session.sid), &[&panic_text(panic.as_ref())]);
                 break;
             }
         };
@@ -137,10 +174,19 @@ pub async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(stream: S, shar
                 for r in &responses {
                     encode_response(r, &mut out);
                 }
-                if let Err(e) = w.write_all(&out).await {
-                    session.io_error();
-                    shared.log.emit(&catalog::IO_ERROR, Some(&session.sid), &[&e]);
-                    break;
+                // A peer that stops reading must not hold the session: writes obey milter-timeout.
+                match tokio::time::timeout(read_timeout, w.write_all(&out)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        session.io_error();
+                        shared.log.emit(&catalog::IO_ERROR, Some(&session.sid), &[&e]);
+                        break;
+                    }
+                    Err(_) => {
+                        session.io_error();
+                        shared.log.emit(&catalog::WRITE_TIMEOUT, Some(&session.sid), &[&read_timeout.as_secs()]);
+                        break;
+                    }
                 }
             }
         }
@@ -149,6 +195,9 @@ pub async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(stream: S, shar
             buf = Vec::with_capacity(4096);
         }
     }
-    let _ = w.shutdown().await;
-    session.end();
+    // The shutdown write obeys the timeout too; the summary line is written whatever happened.
+    let _ = tokio::time::timeout(read_timeout, w.shutdown()).await;
+    if let Err(panic) = AssertUnwindSafe(async { session.end() }).catch_unwind().await {
+        shared.log.emit(&catalog::SESSION_PANIC, Some(&session.sid), &[&panic_text(panic.as_ref())]);
+    }
 }

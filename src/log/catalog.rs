@@ -246,6 +246,10 @@ catalog! {
         "The shared store (Redis) cannot be reached, refuses or answers later than cache-timeout, at start-up or while running. Greylisting and duplicate detection let mail through meanwhile; the first failed call is also logged by its check (#542/#544/#546), later ones only counted. The milter reconnects on its own, with backoff.";
     CACHE_RECOVERED = 2025 Info Always, false, "cache %s available again after %lu seconds; %lu store calls failed open meanwhile",
         "The shared store answers again after #2024 (no call has failed for a quiet period of twice cache-timeout, at least 1 s, and a PING succeeded): how long it was unavailable and how many store calls let mail through unchecked meanwhile.";
+    WRITE_TIMEOUT = 2040 Warn Always, true, "MTA did not read our answer for %lu seconds, closing",
+        "The MTA stopped reading the milter connection: our answer could not be written within milter-timeout. The connection is closed so that it cannot hold the session (or a shutdown) forever.";
+    SESSION_PANIC = 2041 Err Always, true, "internal error in this session, closing its connection: %s",
+        "A bug in smtpf-milter hit by what this session sent (please report it with this line). Only this connection is closed; the MTA applies milter_default_action to it, and every other session goes on.";
 }
 
 /// Looks up a message by number.

@@ -91,12 +91,21 @@ impl Verbose {
 
 /// Fills a printf-style format with arguments: each conversion (`%s`, `%lu`, `%.*s`, `%x`, ...)
 /// takes the next argument; `%%` is a percent sign. Missing arguments render as `?`.
+///
+/// Arguments often carry text from outside (HELO names, addresses, header values), so each is
+/// escaped as it is written: control characters become `\r`, `\n`, `\t` or `\xNN`, so one event
+/// is always one line; inside a double-quoted field of the format (`h="%s"`) `"` and `\` are
+/// escaped too, so every quoted field parses back.
 pub fn render(format: &str, args: &[&dyn Display]) -> String {
     let mut out = String::with_capacity(format.len() + 32 * args.len());
     let mut args = args.iter();
     let mut chars = format.chars().peekable();
+    let mut quoted = false;
     while let Some(c) = chars.next() {
         if c != '%' {
+            if c == '"' {
+                quoted = !quoted;
+            }
             out.push(c);
             continue;
         }
@@ -114,12 +123,39 @@ pub fn render(format: &str, args: &[&dyn Display]) -> String {
         }
         match args.next() {
             Some(a) => {
+                let start = out.len();
                 let _ = write!(out, "{a}");
+                escape_tail(&mut out, start, quoted);
             }
             None => out.push('?'),
         }
     }
     out
+}
+
+/// Escapes `out[start..]` in place when it holds anything that needs it (most arguments do not,
+/// and cost one scan).
+fn escape_tail(out: &mut String, start: usize, quoted: bool) {
+    let needs = |b: u8| b < 0x20 || b == 0x7f || (quoted && (b == b'"' || b == b'\\'));
+    if !out.as_bytes()[start..].iter().any(|&b| needs(b)) {
+        return;
+    }
+    let raw = out.split_off(start);
+    for c in raw.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '"' | '\\' if quoted => {
+                out.push('\\');
+                out.push(c);
+            }
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                let _ = write!(out, "\\x{:02x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
 }
 
 /// Where lines go.
@@ -410,6 +446,18 @@ mod tests {
         assert_eq!(render("grey listed {%s} for %ld seconds", &[&"grey:a,b", &600]), "grey listed {grey:a,b} for 600 seconds");
         assert_eq!(render("%.*s x=%lu 100%% %x", &[&"k", &7, &"ff"]), "k x=7 100% ff");
         assert_eq!(render("a %s b %s", &[&1]), "a 1 b ?");
+    }
+
+    #[test]
+    fn render_escapes_what_could_forge_a_line_or_a_field() {
+        // A folded header or CR/LF in a HELO cannot start a new line.
+        assert_eq!(render("m=%s", &[&"<a@b>\r\n\tFAKE #721 end"]), "m=<a@b>\\r\\n\\tFAKE #721 end");
+        // A quote cannot close a quoted field early; a backslash is doubled there.
+        assert_eq!(render("h=\"%s\" x=%s", &[&"ev\"il x=\"y", &"a\"b"]), "h=\"ev\\\"il x=\\\"y\" x=a\"b");
+        assert_eq!(render("h=\"%s\"", &[&"a\\b"]), "h=\"a\\\\b\"");
+        // Other control bytes show as hex; text without them is untouched (UTF-8 included).
+        assert_eq!(render("%s", &[&"a\u{0}b\u{1b}c\u{7f}"]), "a\\x00b\\x1bc\\x7f");
+        assert_eq!(render("\"%s\" %s", &[&"caf\u{e9}", &"ok"]), "\"caf\u{e9}\" ok");
     }
 
     #[test]

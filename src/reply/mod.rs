@@ -92,15 +92,25 @@ pub enum HeaderChange {
 }
 
 impl HeaderChange {
-    /// The milter response carrying it.
+    /// The milter response carrying it. A value may hold text from outside (a HELO name, an
+    /// address in the greylisting key), so CR, LF, NUL and other control characters are replaced
+    /// by a space here: no header we add can carry a second header or end the header block.
     pub fn response(&self) -> Response {
         match self {
-            HeaderChange::Add { name, value } => Response::AddHeader { name: name.clone(), value: value.clone() },
+            HeaderChange::Add { name, value } => Response::AddHeader { name: name.clone(), value: header_safe(value) },
             HeaderChange::Remove { index, name } => {
                 Response::ChangeHeader { index: *index, name: name.clone(), value: String::new() }
             }
         }
     }
+}
+
+/// `value` with every control character but TAB replaced by a space.
+fn header_safe(value: &str) -> String {
+    if !value.chars().any(|c| c.is_control() && c != '\t') {
+        return value.to_string();
+    }
+    value.chars().map(|c| if c.is_control() && c != '\t' { ' ' } else { c }).collect()
 }
 
 #[cfg(test)]
@@ -121,7 +131,8 @@ mod tests {
     #[test]
     fn percent_is_doubled_and_lines_are_bounded() {
         let sid = SessionId::new(&LocalTime::from_unix(0), 1, 1);
-        let r = Reply::of(&catalog::URI_BL, &[&"100% spam\r\nInjected: x"]);
+        // Built by hand: the catalog's rendering already escapes control characters.
+        let r = Reply { code: 550, ecode: "5.7.1".into(), text: "100% spam\r\nInjected: x".into(), num: 895 };
         match r.response(&sid) {
             Response::ReplyCode(s) => {
                 assert!(s.contains("100%% spamInjected"));
@@ -129,6 +140,18 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+        let long = Reply::of(&catalog::URI_BL, &[&"é".repeat(2000)]);
+        assert!(long.line(&sid).len() <= 980);
+    }
+
+    #[test]
+    fn added_header_values_cannot_carry_line_breaks() {
+        let add = HeaderChange::Add { name: "X-Grey-Report".into(), value: "key=a\r\nInjected: yes\0\tend".into() };
+        assert_eq!(
+            add.response(),
+            Response::AddHeader { name: "X-Grey-Report".into(), value: "key=a  Injected: yes \tend".into() }
+        );
+        let sid = SessionId::new(&LocalTime::from_unix(0), 1, 1);
         let long = Reply::of(&catalog::URI_BL, &[&"é".repeat(2000)]);
         assert!(long.line(&sid).len() <= 980);
     }

@@ -1,0 +1,135 @@
+//! What a spammer or a broken MTA can send cannot forge a log line, inject a header, crash a
+//! session or hold a connection: each case here was reproduced against an earlier build.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{open_session, send_message, Message, TestDaemon};
+use smtpf_milter::milter::codec::{Command, Family, Response};
+
+/// Every captured line is one event: no line break inside (the forged text shows escaped, inside
+/// the field it came in).
+fn assert_one_event_per_line(d: &TestDaemon) {
+    for line in d.lines() {
+        assert!(!line.contains('\n') && !line.contains('\r'), "line break inside a log line: {line:?}");
+    }
+}
+
+#[tokio::test]
+async fn peer_text_cannot_forge_log_lines_or_break_quoted_fields() {
+    let d = TestDaemon::start("").await;
+    let mut c = d.client().await;
+    c.negotiate(6, 0x1ff, 0x1fffff).await.unwrap();
+    let forged = "x\r\nsmtpf-milter[1]: FAKE #721 end";
+    c.macros(b'C', &[("{client_ptr}", forged)]).await.unwrap();
+    let connect = Command::Connect { hostname: forged.into(), family: Family::Inet, port: 25, address: "192.0.2.66".into() };
+    c.command(&connect).await.unwrap();
+    c.command(&Command::Helo { name: "ev\"il x=\"y\r\nFAKE #637 start".into() }).await.unwrap();
+    c.macros(b'M', &[("i", forged)]).await.unwrap();
+    c.command(&Command::Mail { sender: format!("<a{forged}@example.org>"), params: vec![] }).await.unwrap();
+    c.command(&Command::Rcpt { recipient: format!("<b{forged}@example.net>"), params: vec![] }).await.unwrap();
+    c.command(&Command::Data).await.unwrap();
+    c.command(&Command::Header { name: "Message-ID".into(), value: format!("<m@x>\r\n\t{forged}") }).await.unwrap();
+    c.command(&Command::EndOfHeaders).await.unwrap();
+    c.command(&Command::EndOfMessage(Vec::new())).await.unwrap();
+    c.command(&Command::Quit).await.unwrap();
+    let end = d.wait_for("#721 end i=", 1).await;
+    assert_one_event_per_line(&d);
+    // The quote in the HELO stays inside h="...": the field parses back with \" as an escape.
+    assert!(end[0].contains(r#"h="ev\"il x=\"y\r\nFAKE #637 start""#), "{}", end[0]);
+    let message = d.grep("#720 message tid=");
+    assert!(message[0].contains(r"m=<m@x>\r\n\tx\r\nsmtpf-milter[1]: FAKE #721 end"), "{message:?}");
+}
+
+#[tokio::test]
+async fn the_report_header_cannot_carry_a_second_header() {
+    let d = TestDaemon::start("grey-key = \"helo,mail,rcpt\"\ngrey-drop = false\n").await;
+    let helo = "h.example\r\nInjected: yes";
+    let attempt = |d: &TestDaemon| {
+        let sock = d.socket.clone();
+        async move {
+            let mut c = smtpf_milter::milter::client::MtaClient::connect_unix(&sock).await.unwrap();
+            open_session(&mut c, "[192.0.2.67]", "192.0.2.67", helo).await;
+            c.command(&Command::Mail { sender: "<a@example.org>".into(), params: vec![] }).await.unwrap();
+            c.command(&Command::Rcpt { recipient: "<b@example.net>".into(), params: vec![] }).await.unwrap();
+            let data = c.command(&Command::Data).await.unwrap();
+            if data != vec![Response::Continue] {
+                return (data, Vec::new());
+            }
+            c.command(&Command::EndOfHeaders).await.unwrap();
+            (data, c.command(&Command::EndOfMessage(Vec::new())).await.unwrap())
+        }
+    };
+    let (first, _) = attempt(&d).await;
+    assert!(matches!(&first[..], [Response::ReplyCode(t)] if t.starts_with("451 4.7.0 try again later #552")), "{first:?}");
+    d.running().shared().advance_clock(601);
+    let (_, eom) = attempt(&d).await;
+    let value = eom
+        .iter()
+        .find_map(|r| match r {
+            Response::AddHeader { name, value } if name == "X-Grey-Report" => Some(value.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no report header: {eom:?}"));
+    assert!(!value.contains('\r') && !value.contains('\n'), "{value:?}");
+    assert!(value.contains("key=h.example  injected: yes,a@example.org,b@example.net"), "{value:?}");
+    assert_one_event_per_line(&d);
+}
+
+#[tokio::test]
+async fn a_multi_byte_client_address_neither_panics_nor_leaks_the_connection_count() {
+    let d = TestDaemon::start("").await;
+    let mut c = d.client().await;
+    c.negotiate(6, 0x1ff, 0x1fffff).await.unwrap();
+    // The fifth byte falls inside 'é': slicing there used to panic the session.
+    let connect = Command::Connect { hostname: "x.example".into(), family: Family::Inet, port: 25, address: "ééé".into() };
+    c.command(&connect).await.unwrap();
+    let answer = c.command(&Command::Helo { name: "x.example".into() }).await;
+    assert!(answer.is_ok(), "the session still answers: {answer:?}");
+    c.command(&Command::Quit).await.unwrap();
+    d.wait_for("#721 end", 1).await;
+    assert!(d.grep("#2041").is_empty(), "{:?}", d.grep("#2041"));
+
+    // The count of open connections came back down: the next session sees itself alone.
+    let mut next = d.client().await;
+    open_session(&mut next, "mail.example.org", "192.0.2.68", "mail.example.org").await;
+    let start = d.wait_for("#637 start", 2).await;
+    assert!(start[1].contains(" cn=1 "), "{}", start[1]);
+    assert_eq!(send_message(&mut next, &Message::simple("Q1")).await, vec![Response::Continue]);
+    next.command(&Command::Quit).await.unwrap();
+    d.wait_for("#721 end", 2).await;
+    let mut d = d;
+    let begun = Instant::now();
+    assert_eq!(d.stop(Duration::from_secs(20)).await.closed_at_deadline, 0);
+    assert!(begun.elapsed() < Duration::from_secs(5), "stop waited {:?} with no session open", begun.elapsed());
+}
+
+#[tokio::test]
+async fn a_peer_that_stops_reading_is_closed_after_milter_timeout() {
+    let d = TestDaemon::start("milter-timeout = 1\n").await;
+    let mut c = d.client().await;
+    // Ask for an answer at every step, then send HELOs and never read the answers.
+    c.negotiate(6, 0x1ff, 0).await.unwrap();
+    c.command(&Command::Connect {
+        hostname: "slow.example".into(),
+        family: Family::Inet,
+        port: 25,
+        address: "192.0.2.69".into(),
+    })
+    .await
+    .unwrap();
+    let mut helo = Vec::new();
+    let payload = b"Hslow.example\0";
+    helo.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    helo.extend_from_slice(payload);
+    let burst: Vec<u8> = helo.iter().copied().cycle().take(helo.len() * 200_000).collect();
+    // Written from a task: it blocks once the milter stops reading, and fails once it closes.
+    let writer = tokio::spawn(async move {
+        let _ = c.send_raw(&burst).await;
+    });
+    let lines = d.wait_for("#2040", 1).await;
+    assert!(lines[0].contains("did not read our answer for 1 seconds"), "{}", lines[0]);
+    d.wait_for("#721 end", 1).await;
+    writer.abort();
+}
