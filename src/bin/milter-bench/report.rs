@@ -1,5 +1,12 @@
 //! What the bench prints: the report of a load run or of `--idle`, as text for people or as one
 //! line of JSON for bench/run.sh, and the memory figures of the process measured.
+//!
+//! The JSON is written by serde_json from the `*Json` structs below, whose field order is the
+//! key order: bench/run.sh reads the one-line output with grep and sed (`"warm_up":{"transactions":`
+//! among them), so keys keep their order and the output stays compact. Figures printed with a
+//! fixed number of decimals in the text keep them in the JSON too (see [`fixed`]).
+
+use serde::{Serialize, Serializer};
 
 use crate::load::{Tally, EVENTS, TRANSACTION};
 
@@ -35,24 +42,99 @@ impl Memory {
         format!("rss {} peak {} ({}{pid})", kib(self.rss_kib), kib(self.peak_kib), self.of)
     }
 
-    fn json(&self) -> String {
-        let n = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_else(|| "null".into());
-        format!(
-            "\"memory_of\":{:?},\"memory_pid\":{},\"milter_rss_kib\":{},\"milter_peak_rss_kib\":{}",
-            self.of,
-            self.pid.map(|p| p.to_string()).unwrap_or_else(|| "null".into()),
-            n(self.rss_kib),
-            n(self.peak_kib)
-        )
+    fn json(&self) -> MemoryJson {
+        MemoryJson { memory_of: self.of, memory_pid: self.pid, milter_rss_kib: self.rss_kib, milter_peak_rss_kib: self.peak_kib }
     }
+}
+
+/// The memory figures as they appear, flattened, in both JSON reports.
+#[derive(Serialize)]
+struct MemoryJson {
+    memory_of: &'static str,
+    memory_pid: Option<i32>,
+    milter_rss_kib: Option<u64>,
+    milter_peak_rss_kib: Option<u64>,
 }
 
 fn ms(us: u64) -> f64 {
     us as f64 / 1000.0
 }
 
-fn quote(s: &str) -> String {
-    format!("{s:?}")
+/// `x` with `places` decimals, as the text report rounds it (`{:.3}`), so that the JSON number is
+/// the same figure; serde_json then writes it without the trailing zeros.
+fn fixed(x: f64, places: usize) -> f64 {
+    format!("{x:.places$}").parse().unwrap_or(x)
+}
+
+/// Pairs written as one JSON object in the order given (refusals by step, latency by event),
+/// where a map type would sort the keys.
+struct InOrder<'a, K, V>(&'a [(K, V)]);
+
+impl<K: Serialize, V: Serialize> Serialize for InOrder<'_, K, V> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().map(|(k, v)| (k, v)))
+    }
+}
+
+/// The JSON of a load run.
+#[derive(Serialize)]
+struct RunJson<'a> {
+    target: &'a str,
+    connections: usize,
+    messages: u64,
+    new_tuples: f64,
+    target_rate: Option<f64>,
+    warm_up: Option<WarmUpJson>,
+    elapsed_s: f64,
+    transactions: u64,
+    messages_per_s: f64,
+    accepted: u64,
+    refused: u64,
+    refused_at: InOrder<'a, String, u64>,
+    errors: u64,
+    first_error: Option<&'a str>,
+    responses: u64,
+    milter_connections: u64,
+    #[serde(flatten)]
+    memory: MemoryJson,
+    latency: InOrder<'a, &'static str, LatencyJson>,
+}
+
+/// The warm-up's transactions and refusals.
+#[derive(Serialize)]
+struct WarmUpJson {
+    transactions: u64,
+    refused: u64,
+}
+
+/// One event's latency figures, in milliseconds.
+#[derive(Serialize)]
+struct LatencyJson {
+    count: u64,
+    p50_ms: f64,
+    p99_ms: f64,
+    p999_ms: f64,
+    max_ms: f64,
+}
+
+/// The JSON of `--idle`.
+#[derive(Serialize)]
+struct IdleJson<'a> {
+    mode: &'static str,
+    requested: usize,
+    idle_connections: usize,
+    open_s: f64,
+    refused: u64,
+    errors: u64,
+    first_error: Option<&'a str>,
+    nofile_limit: &'a str,
+    #[serde(flatten)]
+    memory: MemoryJson,
+}
+
+/// One line of JSON; serialising these structs (strings, numbers, options) cannot fail.
+fn to_json(value: &impl Serialize) -> String {
+    serde_json::to_string(value).expect("the report serialises")
 }
 
 /// A load run's figures, gathered once the workers are done, for [`Run::print`].
@@ -115,41 +197,32 @@ impl Run<'_> {
     }
 
     fn json(&self) -> String {
-        let (total, elapsed, rate, done) = (self.total, self.elapsed, self.rate(), self.total.transactions);
-        let target_rate = self.rate.map(|r| format!("{r}")).unwrap_or_else(|| "null".into());
-        let lat = self
+        let total = self.total;
+        let latency: Vec<(&'static str, LatencyJson)> = self
             .rows()
-            .iter()
-            .map(|(n, c, a, b, d, m)| {
-                format!(
-                    "\"{n}\":{{\"count\":{c},\"p50_ms\":{},\"p99_ms\":{},\"p999_ms\":{},\"max_ms\":{}}}",
-                    ms(*a),
-                    ms(*b),
-                    ms(*d),
-                    ms(*m)
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(",");
-        let at = total.refused_at.iter().map(|(s, n)| format!("\"{s}\":{n}")).collect::<Vec<_>>().join(",");
-        let err = total.first_error.as_deref().map(quote).unwrap_or_else(|| "null".into());
-        let warm = self.warm.map(|(t, r)| format!("{{\"transactions\":{t},\"refused\":{r}}}")).unwrap_or_else(|| "null".into());
-        format!(
-            "{{\"target\":{},\"connections\":{},\"messages\":{},\"new_tuples\":{},\"target_rate\":{target_rate},\
-             \"warm_up\":{warm},\"elapsed_s\":{elapsed:.3},\"transactions\":{done},\"messages_per_s\":{rate:.1},\
-             \"accepted\":{},\"refused\":{},\"refused_at\":{{{at}}},\"errors\":{},\"first_error\":{err},\"responses\":{},\
-             \"milter_connections\":{},{},\"latency\":{{{lat}}}}}",
-            quote(self.label),
-            self.connections,
-            self.messages,
-            self.new_tuples,
-            total.accepted,
-            total.refused,
-            total.errors,
-            total.responses,
-            total.connections,
-            self.mem.json()
-        )
+            .into_iter()
+            .map(|(n, c, a, b, d, m)| (n, LatencyJson { count: c, p50_ms: ms(a), p99_ms: ms(b), p999_ms: ms(d), max_ms: ms(m) }))
+            .collect();
+        to_json(&RunJson {
+            target: self.label,
+            connections: self.connections,
+            messages: self.messages,
+            new_tuples: self.new_tuples,
+            target_rate: self.rate,
+            warm_up: self.warm.map(|(transactions, refused)| WarmUpJson { transactions, refused }),
+            elapsed_s: fixed(self.elapsed, 3),
+            transactions: total.transactions,
+            messages_per_s: fixed(self.rate(), 1),
+            accepted: total.accepted,
+            refused: total.refused,
+            refused_at: InOrder(&total.refused_at),
+            errors: total.errors,
+            first_error: total.first_error.as_deref(),
+            responses: total.responses,
+            milter_connections: total.connections,
+            memory: self.mem.json(),
+            latency: InOrder(&latency),
+        })
     }
 
     fn print_text(&self) {
@@ -208,15 +281,17 @@ impl Idle<'_> {
     }
 
     fn json(&self) -> String {
-        let Idle { requested: n, held: count, opened_s, limit, total, mem } = self;
-        format!(
-            "{{\"mode\":\"idle\",\"requested\":{n},\"idle_connections\":{count},\"open_s\":{opened_s:.3},\"refused\":{},\
-             \"errors\":{},\"first_error\":{},\"nofile_limit\":{limit:?},{}}}",
-            total.refused,
-            total.errors,
-            total.first_error.as_deref().map(quote).unwrap_or_else(|| "null".into()),
-            mem.json()
-        )
+        to_json(&IdleJson {
+            mode: "idle",
+            requested: self.requested,
+            idle_connections: self.held,
+            open_s: fixed(self.opened_s, 3),
+            refused: self.total.refused,
+            errors: self.total.errors,
+            first_error: self.total.first_error.as_deref(),
+            nofile_limit: self.limit,
+            memory: self.mem.json(),
+        })
     }
 
     fn print_text(&self) {
@@ -235,6 +310,90 @@ impl Idle<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hdrhistogram::Histogram;
+
+    fn memory() -> Memory {
+        Memory { of: "milter", pid: Some(42), rss_kib: Some(1000), peak_kib: None }
+    }
+
+    /// The layout bench/run.sh reads: one line, no spaces, keys in this order, the warm-up's
+    /// transactions first in its object, numbers rounded as the text report rounds them.
+    #[test]
+    fn run_json_layout() {
+        let mut total = Tally::new();
+        total.transactions = 10;
+        total.accepted = 9;
+        total.refused = 1;
+        total.refused_at = vec![("rcpt".into(), 1), ("data".into(), 0)];
+        total.responses = 50;
+        total.connections = 3;
+        let mut h = Histogram::<u64>::new_with_bounds(1, 120_000_000, 3).unwrap();
+        h.record(1500).unwrap();
+        total.lat[2] = Some(h);
+        let mem = memory();
+        let run = Run {
+            label: "unix:/run/m.sock",
+            connections: 4,
+            messages: 10,
+            new_tuples: 0.2,
+            rate: None,
+            warm: Some((40, 2)),
+            warm_up_wait: 2.0,
+            elapsed: 1.23449,
+            total: &total,
+            mem: &mem,
+        };
+        assert_eq!(
+            run.json(),
+            "{\"target\":\"unix:/run/m.sock\",\"connections\":4,\"messages\":10,\"new_tuples\":0.2,\"target_rate\":null,\
+             \"warm_up\":{\"transactions\":40,\"refused\":2},\"elapsed_s\":1.234,\"transactions\":10,\"messages_per_s\":8.1,\
+             \"accepted\":9,\"refused\":1,\"refused_at\":{\"rcpt\":1,\"data\":0},\"errors\":0,\"first_error\":null,\"responses\":50,\
+             \"milter_connections\":3,\"memory_of\":\"milter\",\"memory_pid\":42,\"milter_rss_kib\":1000,\"milter_peak_rss_kib\":null,\
+             \"latency\":{\"mail\":{\"count\":1,\"p50_ms\":1.5,\"p99_ms\":1.5,\"p999_ms\":1.5,\"max_ms\":1.5}}}"
+        );
+        let idle = Idle { requested: 5, held: 4, opened_s: 0.5, limit: "unknown", total: &total, mem: &mem };
+        assert_eq!(
+            idle.json(),
+            "{\"mode\":\"idle\",\"requested\":5,\"idle_connections\":4,\"open_s\":0.5,\"refused\":1,\"errors\":0,\
+             \"first_error\":null,\"nofile_limit\":\"unknown\",\"memory_of\":\"milter\",\"memory_pid\":42,\
+             \"milter_rss_kib\":1000,\"milter_peak_rss_kib\":null}"
+        );
+    }
+
+    /// Text from outside (a socket spec, a milter's error message) is escaped as JSON requires:
+    /// control characters, quotes, backslashes and non-ASCII all read back as they were.
+    #[test]
+    fn json_strings_are_escaped() {
+        let label = "unix:/tmp/\"odd\"\\dir\u{1b}[31m/m\u{7f}.sock";
+        let error = "data: reply \"451\u{0}\"\r\n\tfrom caf\u{e9} \u{2603} \u{1F600} \u{200b}\u{1b}";
+        let mut total = Tally::new();
+        total.errors = 1;
+        total.first_error = Some(error.to_string());
+        let mem = memory();
+        let run = Run {
+            label,
+            connections: 1,
+            messages: 1,
+            new_tuples: 0.0,
+            rate: Some(2.5),
+            warm: None,
+            warm_up_wait: 2.0,
+            elapsed: 0.0,
+            total: &total,
+            mem: &mem,
+        };
+        let idle = Idle { requested: 1, held: 0, opened_s: 0.0, limit: "1024", total: &total, mem: &mem };
+        for json in [run.json(), idle.json()] {
+            assert!(!json.contains('\n') && !json.contains('\u{1b}'), "one line, no raw control characters: {json}");
+            let v: serde_json::Value = serde_json::from_str(&json).unwrap_or_else(|e| panic!("invalid JSON ({e}): {json}"));
+            assert_eq!(v["first_error"], error);
+            assert_eq!(v["errors"], 1);
+        }
+        let v: serde_json::Value = serde_json::from_str(&run.json()).unwrap();
+        assert_eq!(v["target"], label);
+        assert_eq!(v["target_rate"], 2.5);
+        assert_eq!(v["latency"], serde_json::json!({}));
+    }
 
     #[test]
     fn proc_status() {
