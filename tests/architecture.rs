@@ -57,6 +57,10 @@ fn modules() -> BTreeMap<String, String> {
 /// inline), comments ignored.
 fn imports(code: &str, known: &BTreeSet<String>, me: &str) -> BTreeSet<String> {
     let code: String = code.lines().map(|l| l.split("//").next().unwrap_or("")).collect::<Vec<_>>().join("\n");
+    // `super::x` names a sibling of this module (or of this file's own module for `mod.rs`
+    // files, which the caller folds into the parent name): written as `crate::parent::x`.
+    let parent = me.rsplit_once("::").map(|(p, _)| p).unwrap_or("");
+    let code = code.replace("super::", &if parent.is_empty() { "crate::".to_string() } else { format!("crate::{parent}::") });
     let mut paths = Vec::new();
     for (i, _) in code.match_indices("crate::") {
         let rest = &code[i + "crate::".len()..];

@@ -13,16 +13,6 @@ use crate::load::{hello, pool_client, Tally};
 use crate::report::{self, Memory};
 use crate::target::{open, Target};
 
-/// Raises the open-file limit to the hard limit (idle mode holds many connections).
-fn raise_nofile() -> Option<u64> {
-    use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).ok()?;
-    if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
-        return Some(hard);
-    }
-    Some(soft)
-}
-
 /// `--idle N`: hold N idle connections and report the milter's memory.
 pub async fn idle(
     target: &Target,
@@ -31,7 +21,8 @@ pub async fn idle(
     pid: impl Fn(&OnceLock<i32>) -> Option<i32>,
     json: bool,
 ) -> ExitCode {
-    let limit = raise_nofile();
+    // Idle mode holds many connections: the same raise as the daemon's.
+    let limit = smtpf_milter::daemon::raise_open_file_limit();
     let peer_pid = Arc::new(OnceLock::new());
     let sem = Arc::new(Semaphore::new(64));
     let start = Instant::now();
