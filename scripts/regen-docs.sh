@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build -q
-bin=target/debug/smtpf-milter
+bin=${CARGO_TARGET_DIR:-target}/debug/smtpf-milter
 python3 - "$bin" <<'PY'
 import subprocess, sys
 bin = sys.argv[1]
