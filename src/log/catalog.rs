@@ -285,6 +285,17 @@ mod tests {
     }
 
     #[test]
+    fn gate_words_are_verbose_words_and_documented() {
+        let doc = crate::config::KEYS.iter().find(|k| k.name == "verbose").unwrap().meaning;
+        for m in ALL {
+            if let Gate::Verb(word) = m.gate {
+                assert!(crate::log::VERBOSE_WORDS.contains(&word), "#{}: {word} is not a verbose word", m.num);
+                assert!(doc.contains(word), "#{}: the verbose key's text does not name {word}", m.num);
+            }
+        }
+    }
+
+    #[test]
     fn debug_lines_are_gated_by_a_word() {
         for m in ALL {
             if m.level == Level::Debug {
