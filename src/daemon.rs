@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::sync::{watch, Notify};
 
 use crate::config::{Config, KEYS};
-use crate::log::{catalog, Logger};
+use crate::log::{catalog, library, Logger};
 use crate::milter::listen::{Listener, Prepared};
 use crate::policy::{Policy, PolicyError};
 use crate::server::{accept_loop, Kill};
@@ -31,6 +31,8 @@ pub struct Running {
     idle: Arc<Notify>,
     accept_task: tokio::task::JoinHandle<()>,
     address: String,
+    /// Library events (the resolver's warnings) go to this daemon's log while it runs.
+    _library: library::Attached,
 }
 
 /// How a graceful stop ended.
@@ -44,6 +46,8 @@ pub struct StopReport {
 /// returns an error (the text is for the exit message).
 pub async fn start(config: Config, log: Logger) -> Result<Running, String> {
     let workers = tokio::runtime::Handle::current().metrics().num_workers();
+    // From here on the resolver's own warnings reach this daemon's log (#2026-#2028).
+    let library = library::attach(&log);
     let policy = build_policy(config.clone(), &log)?;
     let shared = Shared::new(policy, log.clone(), workers);
     let owner = privileges(&config, &log)?;
@@ -130,7 +134,7 @@ pub async fn start(config: Config, log: Logger) -> Result<Running, String> {
         }
     });
     log.emit(&catalog::READY, None, &[]);
-    Ok(Running { shared, stop_tx, kill_tx, idle, accept_task, address })
+    Ok(Running { shared, stop_tx, kill_tx, idle, accept_task, address, _library: library })
 }
 
 impl Running {

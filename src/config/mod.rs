@@ -141,7 +141,7 @@ config_keys! {
     log_target: Target = "log-target", default("\"stderr\""), values::log_target,
         "\"stderr\" (the journal under systemd) or \"syslog\" (facility mail, ident smtpf-milter, next to the MTA's lines).";
     verbose: Verbose = "verbose", default("\"info\""), values::verbose,
-        "smtpf verbose words, comma separated or a list: info (default), debug, all, or module words milter, access, dns, rbl, uri, mx, spf, grey, dupmsg, cache; -word turns one off.";
+        "smtpf verbose words, comma separated or a list: info (default), debug, all, or module words milter, access, dns, rbl, uri, mx, spf, grey, dupmsg, cache, library (the DNS resolver's own info and debug events, #2028); -word turns one off.";
     /// Which store holds greylist and duplicate records.
     cache_type: CacheType = "cache-type", default("\"sqlite\""), values::cache_type, restart(|c: &Config| c.cache_type.word().to_string()),
         "Where greylist and duplicate records live: \"sqlite\" (the cache-path file, one host) or \"redis\" (cache-redis-url, shared by several MX hosts; docs/several-mx.md). Restart to change.";

@@ -246,6 +246,12 @@ catalog! {
         "The shared store (Redis) cannot be reached, refuses or answers later than cache-timeout, at start-up or while running. Greylisting and duplicate detection let mail through meanwhile; the first failed call is also logged by its check (#542/#544/#546), later ones only counted. The milter reconnects on its own, with backoff.";
     CACHE_RECOVERED = 2025 Info Always, false, "cache %s available again after %lu seconds; %lu store calls failed open meanwhile",
         "The shared store answers again after #2024 (no call has failed for a quiet period of twice cache-timeout, at least 1 s, and a PING succeeded): how long it was unavailable and how many store calls let mail through unchecked meanwhile.";
+    LIBRARY_ERROR = 2026 Err Always, false, "%s: %s",
+        "An error reported by a library the milter uses (the DNS resolver, hickory): the library's module, then its message and fields, on one line (line breaks and control characters escaped, cut after 2048 bytes). E.g. a DNS answer whose records have another class than the question was rejected. What the milter did about the failure has its own line (a list lookup that failed is #2020).";
+    LIBRARY_WARNING = 2027 Warn Always, false, "%s: %s",
+        "A warning from a library (the DNS resolver, hickory), written like #2026. E.g. hickory_net::udp::udp_client_stream: ignoring response with wrong message id: a DNS answer that does not match the query (spoofed, or late after a retry) was thrown away and the resolver kept waiting.";
+    LIBRARY_DEBUG = 2028 Debug Verb("library"), false, "%s: %s",
+        "Info and debug events of the libraries, written like #2026 (verbose word library, or debug): several lines per DNS query. Trace events are never written. Off, they cost nothing: the resolver checks a level before it formats anything.";
     WRITE_TIMEOUT = 2040 Warn Always, true, "MTA did not read our answer for %lu seconds, closing",
         "The MTA stopped reading the milter connection: our answer could not be written within milter-timeout. The connection is closed so that it cannot hold the session (or a shutdown) forever.";
     SESSION_PANIC = 2041 Err Always, true, "internal error in this session, closing its connection: %s",

@@ -7,9 +7,12 @@
 //! Design note: lines do not go through a global `tracing` subscriber. Each server owns a `Logger`
 //! handle, which lets tests run several servers in one process and capture each one's lines, and
 //! keeps the target switchable at reload. Writes to stderr/syslog happen on a dedicated thread fed
-//! by a bounded queue, so a slow journal never stalls a milter session.
+//! by a bounded queue, so a slow journal never stalls a milter session. Events that libraries
+//! report through `tracing` reach the loggers of running daemons through a small process-wide
+//! subscriber ([`library`]), as numbered lines like any other.
 
 pub mod catalog;
+pub mod library;
 
 use std::fmt::{Display, Write as _};
 use std::io::Write as _;
@@ -24,7 +27,7 @@ use crate::ids::SessionId;
 
 /// The verbose words understood, besides `info`, `debug` and `all`.
 pub const VERBOSE_WORDS: &[&str] =
-    &["info", "debug", "all", "milter", "access", "dns", "rbl", "uri", "mx", "spf", "grey", "dupmsg", "cache"];
+    &["info", "debug", "all", "milter", "access", "dns", "rbl", "uri", "mx", "spf", "grey", "dupmsg", "cache", "library"];
 
 /// Which optional lines are written (smtpf's `verbose` option).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -258,6 +261,8 @@ impl Logger {
     /// Replaces the verbose words (reload).
     pub fn set_verbose(&self, verbose: Verbose) {
         *self.inner.verbose.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(verbose);
+        // Library debug events are recorded only while some running daemon's words ask for them.
+        library::refresh();
     }
 
     /// The verbose words in force.
