@@ -162,12 +162,10 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            let code = runtime.block_on(async {
-                let log = Logger::new(&config.log_target, config.verbose.clone());
-                smtpf_milter::daemon::run(config, log).await
-            });
-            // Give the log writer a moment to drain the last lines.
-            std::thread::sleep(std::time::Duration::from_millis(50));
+            let log = Logger::new(&config.log_target, config.verbose.clone());
+            let code = runtime.block_on(smtpf_milter::daemon::run(config, log.clone()));
+            // Every line logged so far reaches its destination before the process exits.
+            log.flush(std::time::Duration::from_secs(5));
             ExitCode::from(code as u8)
         }
     }

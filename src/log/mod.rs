@@ -174,7 +174,7 @@ pub enum Target {
 
 enum Sink {
     /// Lines are queued to the writer thread.
-    Thread(SyncSender<(u8, String)>),
+    Thread(SyncSender<Item>),
     Memory(Arc<Mutex<Vec<String>>>),
 }
 
@@ -284,11 +284,35 @@ impl Logger {
         self.write_line(msg.level, line);
     }
 
+    /// Waits (at most `limit`) until every line logged so far has been written, and reports lines
+    /// lost to a full queue (#2012). The daemon calls it last, so the final lines of a busy run
+    /// are not cut off at exit. True when the writer confirmed in time (memory loggers: always).
+    pub fn flush(&self, limit: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + limit;
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let mut item = Item::Flush(done_tx);
+        loop {
+            let sent = match &*crate::sync::read(&self.inner.sink) {
+                Sink::Memory(_) => return true,
+                Sink::Thread(tx) => tx.try_send(item),
+            };
+            match sent {
+                Ok(()) => break,
+                Err(TrySendError::Full(back)) if std::time::Instant::now() < deadline => {
+                    item = back;
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                Err(_) => return false,
+            }
+        }
+        done_rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())).is_ok()
+    }
+
     fn write_line(&self, level: Level, line: String) {
         let sink = self.inner.sink.read().unwrap_or_else(|e| e.into_inner());
         match &*sink {
             Sink::Memory(lines) => lines.lock().unwrap_or_else(|e| e.into_inner()).push(line),
-            Sink::Thread(tx) => match tx.try_send((level.syslog_severity(), line)) {
+            Sink::Thread(tx) => match tx.try_send(Item::Line(level.syslog_severity(), line)) {
                 Ok(()) => {}
                 Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
                     self.inner.dropped.fetch_add(1, Ordering::Relaxed);
@@ -323,8 +347,16 @@ const LINGER: std::time::Duration = std::time::Duration::from_millis(5);
 /// Most bytes gathered into one write to stderr; bounds the writer's buffer.
 const BATCH_BYTES: usize = 64 * 1024;
 
-fn spawn_writer(output: Output, framing: Framing, dropped: Arc<AtomicU64>) -> SyncSender<(u8, String)> {
-    let (tx, rx) = sync_channel::<(u8, String)>(QUEUE_LINES);
+/// What the writer thread is handed.
+enum Item {
+    /// A line and its syslog severity.
+    Line(u8, String),
+    /// Write out everything queued before this, then say so on the channel.
+    Flush(std::sync::mpsc::Sender<()>),
+}
+
+fn spawn_writer(output: Output, framing: Framing, dropped: Arc<AtomicU64>) -> SyncSender<Item> {
+    let (tx, rx) = sync_channel::<Item>(QUEUE_LINES);
     let pid = std::process::id();
     let counter = dropped.clone();
     let spawned = std::thread::Builder::new().name("log-writer".into()).spawn(move || {
@@ -335,18 +367,30 @@ fn spawn_writer(output: Output, framing: Framing, dropped: Arc<AtomicU64>) -> Sy
         // need no wake-up (nobody waits on the queue), so under load one write(2) carries
         // dozens of lines and sessions almost never have to wake this thread. A quiet server
         // blocks again and writes a lone line at once.
-        while let Ok(item) = rx.recv() {
+        let mut report_lost = |out: &mut LineWriter| {
             let lost = dropped.load(Ordering::Relaxed);
             if lost > reported {
                 let line = format_line(&catalog::LOG_OVERFLOW, None, &[&(lost - reported)]);
                 out.push(Level::Err.syslog_severity(), &line);
                 reported = lost;
             }
-            out.push(item.0, &item.1);
+        };
+        // A flush request is answered once everything queued before it is written.
+        let take = |out: &mut LineWriter, item: Item, report_lost: &mut dyn FnMut(&mut LineWriter)| match item {
+            Item::Line(severity, line) => out.push(severity, &line),
+            Item::Flush(done) => {
+                report_lost(out);
+                out.flush();
+                let _ = done.send(());
+            }
+        };
+        while let Ok(item) = rx.recv() {
+            report_lost(&mut out);
+            take(&mut out, item, &mut report_lost);
             loop {
                 while out.pending() < BATCH_BYTES {
                     match rx.try_recv() {
-                        Ok(item) => out.push(item.0, &item.1),
+                        Ok(item) => take(&mut out, item, &mut report_lost),
                         Err(_) => break,
                     }
                 }
