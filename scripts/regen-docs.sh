@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Regenerates the README's message table and docs/configuration.md's key table from the code.
+# Regenerates the README's message and reply tables and docs/configuration.md's key table from the code.
 # tests/docs.rs fails when they drift; run this after adding a message or a config key.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,5 +15,6 @@ def splice(path, begin, end, args):
     j = text.index(end)
     open(path, "w").write(text[:i] + "\n" + table + text[j:])
 splice("README.md", "<!-- messages:begin -->", "<!-- messages:end -->", ["explain", "--markdown"])
+splice("README.md", "<!-- replies:begin -->", "<!-- replies:end -->", ["explain", "--markdown", "--replies"])
 splice("docs/configuration.md", "<!-- keys:begin -->", "<!-- keys:end -->", ["keys", "--markdown"])
 PY

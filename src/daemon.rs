@@ -272,6 +272,9 @@ pub fn log_access_error(e: &crate::checks::access::AccessError, log: &Logger) {
 
 /// Logs what is worth knowing about a freshly built policy.
 fn log_policy_warnings(policy: &Policy, log: &Logger) {
+    for w in policy.config.warnings() {
+        log.emit(&catalog::CONFIG_WARNING, None, &[&w]);
+    }
     if policy.access.is_none() {
         log.emit(&catalog::ACCESS_DISABLED, None, &[]);
     }

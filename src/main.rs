@@ -134,6 +134,9 @@ fn main() -> ExitCode {
         }) {
             Ok(policy) => {
                 let c = &policy.config;
+                for w in c.warnings() {
+                    eprintln!("warning: {w}");
+                }
                 let shown = c.path.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "embedded defaults".into());
                 // The second line says what the enabled checks cost the MTA in round trips.
                 say(&format!(

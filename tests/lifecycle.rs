@@ -141,6 +141,31 @@ fn check_config_exit_codes_and_messages() {
 }
 
 #[test]
+fn check_config_refuses_values_that_break_features_and_warns_about_odd_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    let check = |text: &str| {
+        std::fs::write(&path, text).unwrap();
+        let out = bin().args(["--config", path.to_str().unwrap(), "check-config"]).output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    for (text, needle) in [
+        ("grey-temp-fail-ttl = 9223372036854775807\n", "c.toml:1: grey-temp-fail-ttl: must be from 1s to 366d"),
+        ("\ndns-servers = [\"127.0.0.1:0\"]\n", "c.toml:2: dns-servers: \"127.0.0.1:0\": port 0"),
+        ("cache-accept-ttl = \"99999999999999w\"\n", "c.toml:1: cache-accept-ttl: \"99999999999999w\": too large"),
+        ("dupmsg-ttl = 9223372036854775807\n", "c.toml:1: dupmsg-ttl: must be from 0s to 366d"),
+    ] {
+        let (code, err) = check(text);
+        assert_eq!(code, Some(1), "{text}: {err}");
+        assert!(err.contains(needle), "{text}: {err}");
+    }
+    let (code, err) = check("dns-timeout = 20\nmilter-timeout = 60\n");
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("warning: dns-timeout = 20s: longer than Sendmail's default milter read timeout"), "{err}");
+    assert!(err.contains("warning: milter-timeout = 1m: shorter than Postfix's milter_content_timeout"), "{err}");
+}
+
+#[test]
 fn check_config_names_the_steps_the_mta_waits_for() {
     let dir = tempfile::tempdir().unwrap();
     let map = dir.path().join("access.cf");

@@ -43,6 +43,12 @@ pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379/0";
 /// (Postfix waits 30 s for a milter command).
 pub const MAX_CACHE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Sendmail's default timeout for reading a milter's answer (`T=R:10s`).
+const SENDMAIL_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Postfix's default `milter_content_timeout`: how long Postfix itself waits while sending content.
+const POSTFIX_CONTENT_TIMEOUT: Duration = Duration::from_secs(300);
+
 /// The conventional config file, read when `--config` is not given and it exists.
 pub const DEFAULT_CONFIG_FILE: &str = "/etc/smtpf-milter/smtpf-milter.toml";
 
@@ -307,6 +313,31 @@ impl Config {
         }
     }
 
+    /// Settings that are valid but probably not what the admin wants: each is a sentence naming
+    /// the key. Logged at start and reload (#2042) and printed by `check-config`.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.dns_timeout > SENDMAIL_READ_TIMEOUT {
+            out.push(format!(
+                "dns-timeout = {}: longer than Sendmail's default milter read timeout (T=R:10s); a slow lookup makes the MTA give up on the milter and apply its default action (Postfix waits milter_command_timeout = 30s)",
+                show_duration(self.dns_timeout)
+            ));
+        }
+        if self.milter_timeout < POSTFIX_CONTENT_TIMEOUT {
+            out.push(format!(
+                "milter-timeout = {}: shorter than Postfix's milter_content_timeout (300s); a client slow to send its message can have its milter session closed midway",
+                show_duration(self.milter_timeout)
+            ));
+        }
+        if self.grey_temp_fail_ttl < self.grey_temp_fail_period {
+            out.push(format!(
+                "grey-temp-fail-ttl ({}s) is shorter than grey-temp-fail-period ({}s): a tuple is forgotten before its retry can pass, so it is greylisted again",
+                self.grey_temp_fail_ttl, self.grey_temp_fail_period
+            ));
+        }
+        out
+    }
+
     /// Names of keys that differ from `other` but only take effect at restart.
     pub fn restart_only_changes(&self, other: &Config) -> Vec<&'static str> {
         KEYS.iter().filter(|k| k.restart.as_ref().is_some_and(|r| (r.differs)(self, other))).map(|k| k.name).collect()
@@ -408,6 +439,15 @@ mod tests {
         }
         assert_eq!(Config::from_toml("cache-timeout = \"250ms\"", None).unwrap().cache_timeout, Duration::from_millis(250));
         assert_eq!(Config::from_toml("dns-timeout = \"1500ms\"", None).unwrap().dns_timeout, Duration::from_millis(1500));
+    }
+
+    #[test]
+    fn the_defaults_draw_no_warning_and_odd_settings_do() {
+        assert!(Config::default().warnings().is_empty(), "{:?}", Config::default().warnings());
+        let c = Config::from_toml("grey-temp-fail-period = \"2h\"\ngrey-temp-fail-ttl = \"1h\"\n", None).unwrap();
+        assert_eq!(c.warnings().len(), 1);
+        assert!(c.warnings()[0].starts_with("grey-temp-fail-ttl (3600s) is shorter than grey-temp-fail-period (7200s)"));
+        assert!(Config::from_toml("dns-servers = [\"0.0.0.0\"]", None).unwrap_err().message.contains("no name server's address"));
     }
 
     #[test]

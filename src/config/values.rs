@@ -227,13 +227,21 @@ pub fn show_duration(d: Duration) -> String {
     format!("{s}s")
 }
 
-/// Parses a `dns-servers` entry: `IP`, `IP:PORT` or `[IPv6]:PORT`.
+/// Parses a `dns-servers` entry: `IP`, `IP:PORT` or `[IPv6]:PORT`; port 0 and the unspecified
+/// address are refused (nothing answers there: every lookup would time out).
 pub fn parse_dns_server(text: &str) -> std::result::Result<SocketAddr, String> {
     let t = text.trim();
-    if let Ok(ip) = t.parse::<IpAddr>() {
-        return Ok(SocketAddr::new(ip, 53));
+    let addr = match t.parse::<IpAddr>() {
+        Ok(ip) => SocketAddr::new(ip, 53),
+        Err(_) => t.parse::<SocketAddr>().map_err(|_| format!("\"{t}\" is not IP or IP:PORT"))?,
+    };
+    if addr.port() == 0 {
+        return Err(format!("\"{t}\": port 0 cannot be a name server's port"));
     }
-    t.parse::<SocketAddr>().map_err(|_| format!("\"{t}\" is not IP or IP:PORT"))
+    if addr.ip().is_unspecified() {
+        return Err(format!("\"{t}\": {} is no name server's address", addr.ip()));
+    }
+    Ok(addr)
 }
 
 // Typed settings. Each has the signature the key table expects: (file, key, value) -> setting.

@@ -256,6 +256,8 @@ catalog! {
         "The MTA stopped reading the milter connection: our answer could not be written within milter-timeout. The connection is closed so that it cannot hold the session (or a shutdown) forever.";
     SESSION_PANIC = 2041 Err Always, true, "internal error in this session, closing its connection: %s",
         "A bug in smtpf-milter hit by what this session sent (please report it with this line). Only this connection is closed; the MTA applies milter_default_action to it, and every other session goes on.";
+    CONFIG_WARNING = 2042 Warn Always, false, "config: %s",
+        "A setting that is valid but probably not what was meant (a timeout longer than the MTA waits, a record lifetime shorter than the greylisting period). The daemon runs with it; check-config prints the same warning.";
 }
 
 /// Looks up a message by number.
