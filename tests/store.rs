@@ -679,3 +679,34 @@ async fn claims_agree_in_process_and_never_overwrite_a_record_in_the_file() {
     let scanned = store.scan("grey:", NOW, 10).await.expect("scan");
     assert_eq!(scanned, vec![("grey:t".to_string(), first), ("grey:u".to_string(), rec("0", 1_699_999_000, 1_700_009_999))]);
 }
+
+/// The state file names senders and recipients: created 0600 (0640 when a run-group is named),
+/// and an existing world-readable file is closed to others.
+#[tokio::test]
+async fn the_state_file_is_never_world_readable() {
+    use smtpf_milter::config::Config;
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let dir = tempfile::tempdir().unwrap();
+    for (extra, want) in [("", 0o600), ("run-group = \"staff\"\n", 0o640)] {
+        let path = dir.path().join(format!("s{want:o}.sq3"));
+        let text = format!("cache-path = \"{}\"\n{extra}", path.display());
+        let store = Store::open(&Config::from_toml(&text, None).unwrap().store_spec(), None).await.unwrap();
+        store.put("grey:a", rec("4", 1, i64::MAX / 2)).await.unwrap();
+        store.close().await;
+        assert_eq!(mode(&path), want, "{extra}");
+        for side in ["-wal", "-shm"] {
+            let p = PathBuf::from(format!("{}{side}", path.display()));
+            if p.exists() {
+                assert_eq!(mode(&p) & 0o007, 0, "{side}");
+            }
+        }
+    }
+    let open_to_all = dir.path().join("old.sq3");
+    std::fs::write(&open_to_all, b"").unwrap();
+    std::fs::set_permissions(&open_to_all, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let text = format!("cache-path = \"{}\"\n", open_to_all.display());
+    let store = Store::open(&Config::from_toml(&text, None).unwrap().store_spec(), None).await.unwrap();
+    store.close().await;
+    assert_eq!(mode(&open_to_all), 0o600);
+}

@@ -77,6 +77,19 @@ pub struct Restart {
     pub show: fn(&Config) -> String,
 }
 
+/// The embedded default socket: a unix socket, never TCP (any local user can connect to a TCP
+/// port and play MTA). Root gets the conventional run directory; a user's demo run gets the
+/// session's runtime directory, or the working directory.
+fn default_socket() -> SocketSpec {
+    if nix::unistd::geteuid().is_root() {
+        return SocketSpec::Unix(PathBuf::from("/run/smtpf-milter/milter.sock"));
+    }
+    match std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from) {
+        Some(dir) if dir.is_absolute() && dir.as_os_str().len() < 80 => SocketSpec::Unix(dir.join("smtpf-milter.sock")),
+        _ => SocketSpec::Unix(PathBuf::from("smtpf-milter.sock")),
+    }
+}
+
 /// Reads a TOML value literal (a key's default as written in the table).
 fn toml_literal(text: &str) -> toml::Value {
     let table: toml::Table = format!("v = {text}").parse().unwrap_or_else(|e| panic!("default {text}: {e}"));
@@ -86,7 +99,7 @@ fn toml_literal(text: &str) -> toml::Value {
 macro_rules! config_keys {
     ($(
         $(#[doc = $doc:literal])*
-        $field:ident : $ty:ty = $name:literal, $kind:ident($default:literal), $parse:path, $(restart($show:expr),)?
+        $field:ident : $ty:ty = $name:literal, $kind:ident($default:literal $(, $init:expr)?), $parse:path, $(restart($show:expr),)?
             $meaning:literal;
     )*) => {
         /// The validated configuration.
@@ -118,7 +131,7 @@ macro_rules! config_keys {
                 let p = Parser { text: "", file: None };
                 Config {
                     path: None,
-                    $( $field: config_keys!(@initial $kind, p, $name, $default, $parse), )*
+                    $( $field: config_keys!(@initial $kind, p, $name, $default, $parse $(, $init)?), )*
                 }
             }
         }
@@ -128,7 +141,7 @@ macro_rules! config_keys {
     (@initial default, $p:ident, $name:literal, $default:literal, $parse:path) => {
         $parse(&$p, $name, &toml_literal($default)).unwrap_or_else(|e| panic!("the default of {}: {e}", $name))
     };
-    (@initial computed, $p:ident, $name:literal, $default:literal, $parse:path) => { Default::default() };
+    (@initial computed, $p:ident, $name:literal, $default:literal, $parse:path, $init:expr) => { $init };
     (@restart $field:ident) => { None };
     (@restart $field:ident, $show:expr) => {
         Some(Restart { differs: |a, b| a.$field != b.$field, keep: |new, old| new.$field = old.$field.clone(), show: $show })
@@ -136,8 +149,8 @@ macro_rules! config_keys {
 }
 
 config_keys! {
-    milter_socket: SocketSpec = "milter-socket", default("\"inet:8894@127.0.0.1\""), values::socket, restart(|c: &Config| c.milter_socket.to_string()),
-        "Where the MTA connects: unix:PATH, local:PATH, inet:PORT@HOST, inet:HOST:PORT, inet6:PORT@HOST. Ignored under systemd socket activation. Restart to change.";
+    milter_socket: SocketSpec = "milter-socket", computed("(see text)", default_socket()), values::socket, restart(|c: &Config| c.milter_socket.to_string()),
+        "Where the MTA connects: unix:PATH, local:PATH, inet:PORT@HOST, inet:HOST:PORT, inet6:PORT@HOST. Default: a unix socket, /run/smtpf-milter/milter.sock as root, $XDG_RUNTIME_DIR/smtpf-milter.sock or ./smtpf-milter.sock otherwise (TCP only when configured: any local user could drive a TCP milter). Ignored under systemd socket activation. Restart to change.";
     milter_socket_mode: u32 = "milter-socket-mode", default("\"0660\""), values::socket_mode, restart(|c: &Config| format!("{:04o}", c.milter_socket_mode)),
         "Permissions of a unix socket (octal string). Restart to change.";
     run_user: Option<String> = "run-user", default("\"\""), values::optional_name, restart(|c: &Config| c.run_user.clone().unwrap_or_default()),
@@ -152,7 +165,7 @@ config_keys! {
     cache_type: CacheType = "cache-type", default("\"sqlite\""), values::cache_type, restart(|c: &Config| c.cache_type.word().to_string()),
         "Where greylist and duplicate records live: \"sqlite\" (the cache-path file, one host) or \"redis\" (cache-redis-url, shared by several MX hosts; docs/several-mx.md). Restart to change.";
     /// None: the default, resolved at start-up by [`Config::effective_cache_path`].
-    cache_path: Option<PathBuf> = "cache-path", computed("(see text)"), values::cache_path, restart(|c: &Config| c.effective_cache_path().display().to_string()),
+    cache_path: Option<PathBuf> = "cache-path", computed("(see text)", None), values::cache_path, restart(|c: &Config| c.effective_cache_path().display().to_string()),
         "SQLite state file. Default: $STATE_DIRECTORY/cache.sq3 under systemd, /var/lib/smtpf-milter/cache.sq3 as root, ./smtpf-milter-cache.sq3 otherwise. Restart to change.";
     /// The Redis server (`cache-type = "redis"`); validated, credentials included.
     cache_redis_url: String = "cache-redis-url", default("\"redis://127.0.0.1:6379/0\""), values::redis_url, restart(|c: &Config| redact(&c.cache_redis_url)),
@@ -304,7 +317,12 @@ impl Config {
     /// store opens without knowing the config file.
     pub fn store_spec(&self) -> StoreSpec {
         match self.cache_type {
-            CacheType::Sqlite => StoreSpec::Sqlite { path: self.effective_cache_path(), gc_interval: self.cache_gc_interval },
+            CacheType::Sqlite => StoreSpec::Sqlite {
+                path: self.effective_cache_path(),
+                gc_interval: self.cache_gc_interval,
+                // Group-readable only when a run-group is named (an admin group reading records).
+                file_mode: if self.run_group.is_some() { 0o640 } else { 0o600 },
+            },
             CacheType::Redis => StoreSpec::Redis(RedisOptions {
                 url: self.cache_redis_url.clone(),
                 key_prefix: self.cache_key_prefix.clone(),
@@ -388,7 +406,9 @@ mod tests {
     fn defaults_are_smtpfs() {
         // Spelled out as typed values, so a slip in the table's default text shows here.
         let c = Config::default();
-        assert_eq!(c.milter_socket, SocketSpec::Inet { host: "127.0.0.1".into(), port: 8894, v6: false });
+        assert!(
+            matches!(&c.milter_socket, SocketSpec::Unix(p) if p.ends_with("smtpf-milter.sock") || p.ends_with("milter.sock"))
+        );
         assert_eq!(c.milter_socket_mode, 0o660);
         assert_eq!((c.run_user.as_deref(), c.run_group.as_deref(), c.cache_path.as_deref()), (None, None, None));
         assert_eq!((c.log_target, c.verbose.clone()), (Target::Stderr, Verbose::default()));

@@ -56,8 +56,9 @@ impl CacheType {
 /// Which store to open and how, resolved from the config (`cache-type` and its keys).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StoreSpec {
-    /// The SQLite file at `path`, expired rows collected every `gc_interval`.
-    Sqlite { path: std::path::PathBuf, gc_interval: Duration },
+    /// The SQLite file at `path`, expired rows collected every `gc_interval`, created with
+    /// `file_mode` (and never more open than that).
+    Sqlite { path: std::path::PathBuf, gc_interval: Duration, file_mode: u32 },
     /// A Redis server.
     Redis(RedisOptions),
 }
@@ -207,9 +208,10 @@ impl Store {
     /// reconnects and checks fail open meanwhile). Needs a Tokio runtime.
     pub async fn open(spec: &StoreSpec, log: Option<&Logger>) -> Result<Store, StoreError> {
         match spec {
-            StoreSpec::Sqlite { path, gc_interval } => {
-                let (path, gc) = (path.clone(), *gc_interval);
-                tokio::task::spawn_blocking(move || Store::open_sqlite(&path, gc))
+            StoreSpec::Sqlite { path, gc_interval, file_mode } => {
+                let options = SqliteOptions { gc_interval: *gc_interval, file_mode: *file_mode, ..SqliteOptions::default() };
+                let path = path.clone();
+                tokio::task::spawn_blocking(move || Store::open_sqlite_with(&path, options))
                     .await
                     .unwrap_or_else(|e| Err(StoreError::Open(e.to_string())))
             }

@@ -101,6 +101,9 @@ pub struct SqliteOptions {
     /// How often an idle writer checks whether another process changed the file, so the hot
     /// cache forgets what that change may contradict.
     pub outside_change_poll: Duration,
+    /// Permissions of a state file this store creates, and the most an existing one keeps: the
+    /// records name senders and recipients, so never world-readable (0600; 0640 with run-group).
+    pub file_mode: u32,
     /// Keep a Bloom filter of the file's keys so lookups of keys never stored skip the readers
     /// (about 2.5 bytes per stored key; see the `filter` module).
     pub key_filter: bool,
@@ -120,6 +123,7 @@ impl Default for SqliteOptions {
             hot_cache: 65_536,
             outside_change_poll: Duration::from_millis(100),
             key_filter: true,
+            file_mode: 0o600,
         }
     }
 }
@@ -212,6 +216,30 @@ struct Inner {
     closed: std::sync::atomic::AtomicBool,
 }
 
+/// Creates the state file with `mode` when it does not exist (SQLite then keeps that mode for its
+/// -wal and -shm files), and takes from an existing one any permission `mode` does not grant
+/// to group and others.
+fn restrict_file(path: &Path, mode: u32) -> Result<(), StoreError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let failed = |what: &str, e: std::io::Error| StoreError::Open(format!("cannot {what} {}: {e}", path.display()));
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(path).map_err(|e| failed("create", e))?;
+            // The umask may have taken bits away, never added them; set exactly `mode`.
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|e| failed("chmod", e))
+        }
+        Err(e) => Err(failed("inspect", e)),
+        Ok(meta) => {
+            let current = meta.permissions().mode() & 0o777;
+            let allowed = current & (0o700 | (mode & 0o077));
+            if allowed != current {
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(allowed)).map_err(|e| failed("chmod", e))?;
+            }
+            Ok(())
+        }
+    }
+}
+
 fn backend(e: rusqlite::Error) -> StoreError {
     StoreError::Backend(e.to_string())
 }
@@ -252,6 +280,7 @@ impl SqliteStore {
                 return Err(StoreError::Open(format!("{} is not a directory", dir.display())));
             }
         }
+        restrict_file(path, options.file_mode)?;
         let conn = connect(path, true, options.busy_timeout)?;
         // SQLite silently falls back to read-only on a write-protected file; refuse instead.
         if conn.is_readonly(rusqlite::MAIN_DB).map_err(open_error)? {
