@@ -45,6 +45,12 @@ pub struct StopReport {
 /// Starts serving `config`. Every failure has already been logged with its number when this
 /// returns an error (the text is for the exit message).
 pub async fn start(config: Config, log: Logger) -> Result<Running, String> {
+    start_with_store(config, log, None).await
+}
+
+/// [`start`] with a store the caller opened (Some), instead of the one the config names: for
+/// tests that need a store tuned or broken in ways no config key offers (a tiny write queue).
+pub async fn start_with_store(config: Config, log: Logger, opened: Option<Store>) -> Result<Running, String> {
     let workers = tokio::runtime::Handle::current().metrics().num_workers();
     // From here on the resolver's own warnings reach this daemon's log (#2026-#2028).
     let library = library::attach(&log);
@@ -102,7 +108,11 @@ pub async fn start(config: Config, log: Logger) -> Result<Running, String> {
             format!("cache-redis-url={shown}")
         }
     };
-    let store = match Store::open(&spec, Some(&log)).await {
+    let opening = match opened {
+        Some(store) => Ok(store),
+        None => Store::open(&spec, Some(&log)).await,
+    };
+    let store = match opening {
         Ok(s) => s,
         Err(e) => {
             match spec {

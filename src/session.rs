@@ -82,6 +82,14 @@ const KNOWN_STAGES: &[u8] = b"CHMRTLNBEU";
 /// Stages whose macros belong to a transaction and are dropped at ABORT / new MAIL.
 const TRANSACTION_STAGES: &[u8] = b"MRTLNBE";
 
+/// Most macros kept per stage: the MTA sends the dozen we ask for (Sendmail perhaps a few more).
+const MAX_MACROS_PER_STAGE: usize = 64;
+
+/// Most bytes of macro names and values kept per stage; the rest of a `D` command is ignored. A
+/// frame may carry 64 KiB of pairs: kept whole for every stage, a flood of them would cost
+/// megabytes per connection.
+const MAX_MACRO_BYTES_PER_STAGE: usize = 8 * 1024;
+
 impl Macros {
     /// Stores the macros of one `D` command. Only stages named by a command letter are kept, so
     /// a peer cannot pile up 256 stages of 64 KiB each.
@@ -89,7 +97,15 @@ impl Macros {
         if !KNOWN_STAGES.contains(&stage) {
             return;
         }
-        let pairs = pairs.into_iter().map(|(n, v)| (n.trim_start_matches('{').trim_end_matches('}').to_string(), v)).collect();
+        let mut budget = MAX_MACRO_BYTES_PER_STAGE;
+        let pairs = pairs
+            .into_iter()
+            .take(MAX_MACROS_PER_STAGE)
+            .map_while(|(n, v)| {
+                budget = budget.checked_sub(n.len() + v.len())?;
+                Some((n.trim_start_matches('{').trim_end_matches('}').to_string(), v))
+            })
+            .collect();
         match self.by_stage.iter_mut().find(|(s, _)| *s == stage) {
             Some(slot) => slot.1 = pairs,
             None => self.by_stage.push((stage, pairs)),
@@ -250,9 +266,16 @@ impl Session {
     /// Logs a failed store call (#542/#544/#546) with the error as its last field, unless it
     /// repeats an outage already logged: a shared store that is down costs one line per outage,
     /// not one per message.
+    /// Other errors are rate-limited too: at most one line a second, and the next line logged
+    /// is preceded by the count of those that were not (#2043), so an overloaded store under a
+    /// spam run costs a few lines, not thousands.
     pub fn store_error(&self, msg: &Msg, args: &[&dyn std::fmt::Display], e: &crate::store::StoreError) {
         if e.already_logged() {
             return;
+        }
+        let Some(suppressed) = self.shared.store_error_gate() else { return };
+        if let Some((count, seconds)) = suppressed {
+            self.emit(&catalog::STORE_ERRORS_SUPPRESSED, &[&count, &seconds]);
         }
         let mut all = args.to_vec();
         all.push(e);
@@ -811,5 +834,21 @@ mod tests {
             m.set(stage, vec![("x".into(), "y".repeat(100))]);
         }
         assert!(m.by_stage.len() <= KNOWN_STAGES.len());
+    }
+
+    #[test]
+    fn macros_are_bounded_by_count_and_bytes() {
+        let mut m = Macros::default();
+        // 30,000 empty pairs (a 64 KiB frame's worth) keep 64 entries at most.
+        m.set(b'C', vec![(String::new(), String::new()); 30_000]);
+        assert!(m.by_stage[0].1.len() <= MAX_MACROS_PER_STAGE);
+        // Large values stop at the byte budget; what fits is kept in order.
+        m.set(b'H', (0..20).map(|i| (format!("m{i}"), "v".repeat(1000))).collect());
+        let kept = &m.by_stage.iter().find(|(s, _)| *s == b'H').unwrap().1;
+        assert_eq!(kept.len(), 8, "8 pairs of ~1 KiB fit in 8 KiB");
+        assert_eq!(m.get("m7").map(str::len), Some(1000));
+        assert_eq!(m.get("m8"), None);
+        let bytes: usize = m.by_stage.iter().flat_map(|(_, p)| p.iter()).map(|(n, v)| n.len() + v.len()).sum();
+        assert!(bytes <= KNOWN_STAGES.len() * MAX_MACRO_BYTES_PER_STAGE);
     }
 }

@@ -4,13 +4,13 @@
 //! the middle of an SMTP session, and the next session sees the new ones.
 
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use crate::ids::unix_now;
 use crate::log::Logger;
 use crate::policy::Policy;
 use crate::store::Store;
-use crate::sync::{read, write};
+use crate::sync::{lock, read, write};
 
 /// What every session of the daemon shares.
 pub struct Shared {
@@ -25,6 +25,8 @@ pub struct Shared {
     in_second: AtomicU32,
     store: OnceLock<Store>,
     clock_offset: AtomicI64,
+    /// Store errors: the second one was last logged, how many were not logged since, from when.
+    store_errors: Mutex<(i64, u64, i64)>,
 }
 
 impl Shared {
@@ -39,6 +41,7 @@ impl Shared {
             in_second: AtomicU32::new(0),
             store: OnceLock::new(),
             clock_offset: AtomicI64::new(0),
+            store_errors: Mutex::new((0, 0, 0)),
         })
     }
 
@@ -72,6 +75,21 @@ impl Shared {
     /// Moves the daemon's clock forward (tests, and `grey` tooling dry runs).
     pub fn advance_clock(&self, seconds: i64) {
         self.clock_offset.fetch_add(seconds, Ordering::Relaxed);
+    }
+
+    /// Decides whether a store error may be logged now: None while one was logged this second
+    /// (the error is counted instead); otherwise Some, holding the count of errors not logged and
+    /// the seconds they span, when there were any.
+    pub fn store_error_gate(&self) -> Option<Option<(u64, i64)>> {
+        let now = unix_now();
+        let mut gate = lock(&self.store_errors);
+        let (last, suppressed, since) = *gate;
+        if last == now {
+            *gate = (last, suppressed + 1, if suppressed == 0 { now } else { since });
+            return None;
+        }
+        *gate = (now, 0, now);
+        Some((suppressed > 0).then(|| (suppressed, (now - since).max(1))))
     }
 
     /// Counts a new connection; returns the connections in the current second (`cs=`).

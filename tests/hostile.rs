@@ -133,3 +133,51 @@ async fn a_peer_that_stops_reading_is_closed_after_milter_timeout() {
     d.wait_for("#721 end", 1).await;
     writer.abort();
 }
+
+/// A spam run that fills the store's write queue must not switch greylisting off: a tuple never
+/// seen is temp-failed whether or not its record could be queued, and the store's complaints are
+/// a line or two, not one per message.
+#[tokio::test]
+async fn overload_never_lets_a_new_tuple_through() {
+    use smtpf_milter::config::Config;
+    use smtpf_milter::log::Logger;
+    use smtpf_milter::store::{SqliteOptions, Store};
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("m.sock");
+    let state = dir.path().join("s.sq3");
+    let text = format!(
+        "milter-socket = \"unix:{}\"\ncache-path = \"{}\"\nmail-require-mx = false\ndupmsg-ttl = 0\ngrey-drop = false\n",
+        socket.display(),
+        state.display()
+    );
+    let options = SqliteOptions { write_queue: 1, busy_timeout: Duration::from_secs(60), ..SqliteOptions::default() };
+    let store = Store::open_sqlite_with(&state, options).unwrap();
+    let config = Config::from_toml(&text, None).unwrap();
+    let (log, lines) = Logger::memory(config.verbose.clone());
+    let running = smtpf_milter::daemon::start_with_store(config, log, Some(store)).await.unwrap();
+    // Another process holds the write lock: nothing queued can be committed meanwhile.
+    let blocker = rusqlite::Connection::open(&state).unwrap();
+    blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let mut passed = 0;
+    for i in 0..20 {
+        let mut c = smtpf_milter::milter::client::MtaClient::connect_unix(&socket).await.unwrap();
+        open_session(&mut c, "[192.0.2.71]", "192.0.2.71", "bot.example").await;
+        c.command(&Command::Mail { sender: format!("<s{i}@example.org>"), params: vec![] }).await.unwrap();
+        c.command(&Command::Rcpt { recipient: "<b@example.net>".into(), params: vec![] }).await.unwrap();
+        let data = c.command(&Command::Data).await.unwrap();
+        match &data[..] {
+            [Response::ReplyCode(t)] if t.starts_with("451 4.7.0 try again later #552") => {}
+            other => {
+                passed += 1;
+                eprintln!("tuple {i} got {other:?}");
+            }
+        }
+        c.command(&Command::Quit).await.unwrap();
+    }
+    assert_eq!(passed, 0, "new tuples let through while the store was busy");
+    let log: Vec<String> = lines.lock().unwrap().clone();
+    let busy = log.iter().filter(|l| l.contains("#544") && l.contains("store busy")).count();
+    assert!((1..=2).contains(&busy), "{busy} #544 lines for 20 refused writes:\n{}", log.join("\n"));
+    blocker.execute_batch("COMMIT").unwrap();
+    running.stop(Duration::from_secs(5)).await;
+}

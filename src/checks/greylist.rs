@@ -17,7 +17,7 @@ use crate::log::catalog;
 use crate::reply::catalog as replies;
 use crate::reply::{HeaderChange, Reply, Verdict};
 use crate::session::Session;
-use crate::store::{Record, Store};
+use crate::store::{Record, Store, StoreError};
 
 /// Outcome of one key.
 enum KeyOutcome {
@@ -180,6 +180,13 @@ impl Session {
                     // grey-content: DATA is let through so that the body can be hashed.
                     Ok(None) if content => return KeyOutcome::Defer,
                     Ok(None) => return KeyOutcome::Wait(period),
+                    // Overload (the write queue is full) is exactly when a spam run is on: a tuple
+                    // never seen is temp-failed all the same, and its retry finds the queue drained.
+                    Err(e @ StoreError::Busy) => {
+                        self.store_error(&catalog::CACHE_PUT_ERROR, &[&key, &"4"], &e);
+                        return if content { KeyOutcome::Defer } else { KeyOutcome::Wait(period) };
+                    }
+                    // A broken store fails open: mail is never refused because we cannot write.
                     Err(e) => {
                         self.store_error(&catalog::CACHE_PUT_ERROR, &[&key, &"4"], &e);
                         return KeyOutcome::Pass { first: None };

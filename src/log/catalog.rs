@@ -258,6 +258,8 @@ catalog! {
         "A bug in smtpf-milter hit by what this session sent (please report it with this line). Only this connection is closed; the MTA applies milter_default_action to it, and every other session goes on.";
     CONFIG_WARNING = 2042 Warn Always, false, "config: %s",
         "A setting that is valid but probably not what was meant (a timeout longer than the MTA waits, a record lifetime shorter than the greylisting period). The daemon runs with it; check-config prints the same warning.";
+    STORE_ERRORS_SUPPRESSED = 2043 Warn Always, true, "%lu more store errors in the last %lu seconds were not logged one by one",
+        "Store errors (#542/#544/#546) are logged at most once a second; this line, written before the next one, counts those in between. Under overload (store busy: request queue full) greylisting still temp-fails tuples it has never seen; other errors let the message through.";
 }
 
 /// Looks up a message by number.

@@ -451,7 +451,7 @@ impl SqliteStore {
         self.inner.cache.claim(key, record, now, |seq| {
             self.inner.filter.insert(key);
             let w = Write::PutIfAbsent { key: key.to_owned(), record: queued, now, seq, found: None, reply: None };
-            let pushed = self.inner.detached.push(w, &self.inner.writes);
+            let pushed = self.inner.detached.push_claim(w, &self.inner.writes);
             match &pushed {
                 Ok(()) => Counters::add(&self.inner.counters.submitted, 1),
                 Err(StoreError::Busy) => Counters::add(&self.inner.counters.refused_busy, 1),

@@ -53,9 +53,20 @@ impl Detached {
 
     /// Queues `w`; Busy when the side queue is full, Closed when the writer is gone.
     pub(super) fn push(&self, w: Write, writes: &std::sync::mpsc::SyncSender<WriterMsg>) -> Result<(), StoreError> {
+        self.push_within(w, writes, self.limit)
+    }
+
+    /// Queues a greylisting first sight: these may use four times the queue (a bounded overflow,
+    /// about 200 bytes each), because a spam run brings them by the thousand exactly when their
+    /// records matter most; refreshes and duplicate records give way first.
+    pub(super) fn push_claim(&self, w: Write, writes: &std::sync::mpsc::SyncSender<WriterMsg>) -> Result<(), StoreError> {
+        self.push_within(w, writes, self.limit.saturating_mul(4))
+    }
+
+    fn push_within(&self, w: Write, writes: &std::sync::mpsc::SyncSender<WriterMsg>, limit: usize) -> Result<(), StoreError> {
         let was_empty = {
-            let mut q = super::lock(&self.queue);
-            if q.len() >= self.limit {
+            let mut q = crate::sync::lock(&self.queue);
+            if q.len() >= limit {
                 return Err(StoreError::Busy);
             }
             q.push(w);
@@ -72,7 +83,7 @@ impl Detached {
     }
 
     fn take_into(&self, batch: &mut Vec<Write>) {
-        batch.append(&mut super::lock(&self.queue));
+        batch.append(&mut crate::sync::lock(&self.queue));
     }
 }
 
