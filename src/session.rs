@@ -97,15 +97,16 @@ impl Macros {
         if !KNOWN_STAGES.contains(&stage) {
             return;
         }
+        // A fresh vector, not `collect` on the decoded one: that would reuse the decoded buffer
+        // in place, keeping room for every pair the frame had (1.5 MiB for 64 KiB of empty pairs).
         let mut budget = MAX_MACRO_BYTES_PER_STAGE;
-        let pairs = pairs
-            .into_iter()
-            .take(MAX_MACROS_PER_STAGE)
-            .map_while(|(n, v)| {
-                budget = budget.checked_sub(n.len() + v.len())?;
-                Some((n.trim_start_matches('{').trim_end_matches('}').to_string(), v))
-            })
-            .collect();
+        let mut kept = Vec::with_capacity(pairs.len().min(MAX_MACROS_PER_STAGE));
+        for (n, v) in pairs.into_iter().take(MAX_MACROS_PER_STAGE) {
+            let Some(left) = budget.checked_sub(n.len() + v.len()) else { break };
+            budget = left;
+            kept.push((n.trim_start_matches('{').trim_end_matches('}').to_string(), v));
+        }
+        let pairs = kept;
         match self.by_stage.iter_mut().find(|(s, _)| *s == stage) {
             Some(slot) => slot.1 = pairs,
             None => self.by_stage.push((stage, pairs)),
@@ -842,6 +843,7 @@ mod tests {
         // 30,000 empty pairs (a 64 KiB frame's worth) keep 64 entries at most.
         m.set(b'C', vec![(String::new(), String::new()); 30_000]);
         assert!(m.by_stage[0].1.len() <= MAX_MACROS_PER_STAGE);
+        assert!(m.by_stage[0].1.capacity() <= MAX_MACROS_PER_STAGE, "the decoded buffer is not kept");
         // Large values stop at the byte budget; what fits is kept in order.
         m.set(b'H', (0..20).map(|i| (format!("m{i}"), "v".repeat(1000))).collect());
         let kept = &m.by_stage.iter().find(|(s, _)| *s == b'H').unwrap().1;
