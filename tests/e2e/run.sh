@@ -259,6 +259,21 @@ for mta in $mtas; do
     fi
 done
 
+# ---- forged log lines: a folded Message-ID whose continuation looks like one of our lines stays
+# inside the #720 line that quotes it, escaped (the tuple passed above, so the message gets there).
+for mta in $mtas; do
+    out=$(send $mta 192.0.2.60 --from "alice-$mta@example.org" --to bob@example.net \
+        --header "Message-Id: <fold-$mta@example.org>"$'\n\t'"smtpf-milter[1]: FAKE-$mta #721 end i=6.6.6.6" \
+        --body "a folded header through $mta")
+    qid=$(queue_id $mta "$out")
+    if [ -n "$qid" ] && wait_log "FAKE-$mta" \
+        && ! grep "FAKE-$mta" "$mlog" | grep -vq "#720 message .*m=<fold-$mta@example.org>\\\\[rn]"; then
+        pass "$mta: a folded Message-ID cannot forge a log line (its continuation is escaped inside #720)"
+    else
+        fail "$mta forged log line" "$out" "$(grep -n "FAKE-$mta" "$mlog")"
+    fi
+done
+
 # ---- dns-bl: 192.0.2.66 is listed in bl.test (unbound answers 127.0.0.2).
 # At CONNECT both MTAs answer with a text of their own (Postfix "554 ... not accepting
 # connections", Sendmail "554 ... not accepting messages"); our "#525" reply is in the log. With
