@@ -260,6 +260,8 @@ catalog! {
         "A setting that is valid but probably not what was meant (a timeout longer than the MTA waits, a record lifetime shorter than the greylisting period). The daemon runs with it; check-config prints the same warning.";
     STORE_ERRORS_SUPPRESSED = 2043 Warn Always, true, "%lu more store errors in the last %lu seconds were not logged one by one",
         "Store errors (#542/#544/#546) are logged at most once a second; this line, written before the next one, counts those in between. Under overload (store busy: request queue full) greylisting still temp-fails tuples it has never seen; other errors let the message through.";
+    SYSLOG_LOST = 2044 Err Always, false, "syslog: %lu lines lost while %s was unavailable",
+        "The syslog receiver (rsyslog, journald) went away, e.g. while it restarted, and these lines could not be sent. The daemon reconnects on its own (at most one attempt a second) and writes this line first once it can.";
 }
 
 /// Looks up a message by number.

@@ -17,6 +17,7 @@ pub mod library;
 use std::fmt::{Display, Write as _};
 use std::io::Write as _;
 use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, RwLock};
@@ -212,6 +213,21 @@ impl Logger {
         logger
     }
 
+    /// A logger writing to the syslog socket at `path` instead of `/dev/log` (tests, or a site
+    /// whose syslog listens elsewhere). The socket need not exist yet: lines sent before it does
+    /// are counted and reported (#2044) once it answers.
+    pub fn syslog_at(path: &Path, verbose: Verbose) -> Logger {
+        let dropped = Arc::new(AtomicU64::new(0));
+        let out = Output::Syslog(SyslogSocket {
+            path: path.to_path_buf(),
+            sock: SyslogSocket::connect(path).ok(),
+            lost: 0,
+            retry_at: std::time::Instant::now(),
+        });
+        let sink = Sink::Thread(spawn_writer(out, Framing::Syslog, dropped.clone()));
+        Logger { inner: Arc::new(LoggerInner { sink: RwLock::new(sink), verbose: RwLock::new(Arc::new(verbose)), dropped }) }
+    }
+
     /// A logger that keeps lines in memory; returns the shared buffer.
     pub fn memory(verbose: Verbose) -> (Logger, Arc<Mutex<Vec<String>>>) {
         let lines = Arc::new(Mutex::new(Vec::new()));
@@ -233,9 +249,13 @@ impl Logger {
                 (Sink::Thread(spawn_writer(Output::Stderr, framing, dropped.clone())), None)
             }
             Target::Syslog => {
-                let sock = UnixDatagram::unbound().and_then(|s| s.connect("/dev/log").map(|_| s));
-                match sock {
-                    Ok(s) => (Sink::Thread(spawn_writer(Output::Syslog(s), Framing::Syslog, dropped.clone())), None),
+                let path = PathBuf::from(SYSLOG_SOCKET);
+                match SyslogSocket::connect(&path) {
+                    Ok(s) => {
+                        let out =
+                            Output::Syslog(SyslogSocket { path, sock: Some(s), lost: 0, retry_at: std::time::Instant::now() });
+                        (Sink::Thread(spawn_writer(out, Framing::Syslog, dropped.clone())), None)
+                    }
                     Err(e) => {
                         let framing =
                             if std::env::var_os("JOURNAL_STREAM").is_some() { Framing::Journal } else { Framing::Plain };
@@ -334,7 +354,61 @@ pub fn format_line(msg: &Msg, sid: Option<&SessionId>, args: &[&dyn Display]) ->
 
 enum Output {
     Stderr,
-    Syslog(UnixDatagram),
+    Syslog(SyslogSocket),
+}
+
+/// The local syslog socket, reconnected when the receiver restarts (as glibc's syslog(3) does):
+/// rsyslog or journald going away must not silence the daemon for the rest of its life.
+struct SyslogSocket {
+    path: PathBuf,
+    sock: Option<UnixDatagram>,
+    /// Lines that could not be sent since the socket went away.
+    lost: u64,
+    /// No reconnection attempt before this, so a dead receiver costs one attempt a second.
+    retry_at: std::time::Instant,
+}
+
+impl SyslogSocket {
+    fn connect(path: &Path) -> std::io::Result<UnixDatagram> {
+        UnixDatagram::unbound().and_then(|s| s.connect(path).map(|_| s))
+    }
+
+    /// Sends one datagram; on failure reconnects once and retries, else counts the line lost.
+    /// After a gap, the first line that gets through is preceded by one saying how many did not
+    /// (#2044). `framed` frames a line of our own for that report.
+    fn send(&mut self, datagram: &[u8], framed: impl Fn(&str) -> Vec<u8>) {
+        if let Some(sock) = &self.sock {
+            if sock.send(datagram).is_ok() {
+                return;
+            }
+            self.sock = None;
+            self.retry_at = std::time::Instant::now();
+        }
+        let now = std::time::Instant::now();
+        if now < self.retry_at {
+            self.lost += 1;
+            return;
+        }
+        match Self::connect(&self.path) {
+            Ok(sock) => {
+                if self.lost > 0 {
+                    let report = format_line(&catalog::SYSLOG_LOST, None, &[&self.lost, &self.path.display()]);
+                    let _ = sock.send(&framed(&report));
+                    self.lost = 0;
+                }
+                if sock.send(datagram).is_ok() {
+                    self.sock = Some(sock);
+                } else {
+                    self.lost += 1;
+                    self.retry_at = now + std::time::Duration::from_secs(1);
+                }
+            }
+            Err(_) => {
+                self.lost += 1;
+                self.retry_at = now + std::time::Duration::from_secs(1);
+            }
+        }
+    }
 }
 
 /// Queue depth before lines are dropped instead of delaying sessions.
@@ -410,6 +484,21 @@ fn spawn_writer(output: Output, framing: Framing, dropped: Arc<AtomicU64>) -> Sy
     tx
 }
 
+/// The local syslog socket.
+const SYSLOG_SOCKET: &str = "/dev/log";
+
+/// `<PRI>smtpf-milter[pid]: `: facility mail (2); rsyslog and journald add the timestamp and host.
+fn syslog_prefix(severity: u8, pid: u32) -> String {
+    format!("<{}>smtpf-milter[{}]: ", 2 * 8 + severity as u32, pid)
+}
+
+/// One whole syslog datagram for a line.
+fn syslog_datagram(severity: u8, pid: u32, line: &str) -> Vec<u8> {
+    let mut d = syslog_prefix(severity, pid).into_bytes();
+    d.extend_from_slice(line.as_bytes());
+    d
+}
+
 /// Frames queued lines for their destination and writes them: stderr lines are gathered into
 /// one buffer per batch, syslog lines go out as one datagram each (the protocol's unit).
 struct LineWriter {
@@ -458,8 +547,7 @@ impl LineWriter {
                 self.buf.extend_from_slice(self.stamp.1.as_bytes());
             }
             Framing::Syslog => {
-                // Facility mail (2); rsyslog and journald add the timestamp and host themselves.
-                let _ = write!(self.buf, "<{}>smtpf-milter[{}]: ", 2 * 8 + severity as u32, self.pid);
+                let _ = write!(self.buf, "{}", syslog_prefix(severity, self.pid));
             }
         }
         self.buf.extend_from_slice(line.as_bytes());
@@ -474,12 +562,13 @@ impl LineWriter {
         if self.buf.is_empty() {
             return;
         }
-        match &self.output {
+        let pid = self.pid;
+        match &mut self.output {
             Output::Stderr => {
                 let _ = std::io::stderr().lock().write_all(&self.buf);
             }
             Output::Syslog(sock) => {
-                let _ = sock.send(&self.buf);
+                sock.send(&self.buf, |line| syslog_datagram(Level::Err.syslog_severity(), pid, line));
             }
         }
         self.buf.clear();
@@ -495,6 +584,40 @@ mod tests {
         assert_eq!(render("grey listed {%s} for %ld seconds", &[&"grey:a,b", &600]), "grey listed {grey:a,b} for 600 seconds");
         assert_eq!(render("%.*s x=%lu 100%% %x", &[&"k", &7, &"ff"]), "k x=7 100% ff");
         assert_eq!(render("a %s b %s", &[&1]), "a 1 b ?");
+    }
+
+    #[test]
+    fn syslog_comes_back_after_the_receiver_restarts_and_says_what_was_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.sock");
+        let receiver = UnixDatagram::bind(&path).unwrap();
+        receiver.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+        let log = Logger::syslog_at(&path, Verbose::default());
+        let recv = |r: &UnixDatagram| {
+            let mut buf = [0u8; 2048];
+            let n = r.recv(&mut buf).unwrap();
+            String::from_utf8_lossy(&buf[..n]).into_owned()
+        };
+        log.emit(&catalog::RELOADED, None, &[&"first"]);
+        assert!(log.flush(std::time::Duration::from_secs(5)));
+        assert!(recv(&receiver).contains("#2006 reload: config first loaded"));
+        // The receiver restarts: its socket goes away and comes back under the same name.
+        drop(receiver);
+        std::fs::remove_file(&path).unwrap();
+        for i in 0..3 {
+            log.emit(&catalog::RELOADED, None, &[&format!("gone{i}")]);
+        }
+        assert!(log.flush(std::time::Duration::from_secs(5)));
+        let receiver = UnixDatagram::bind(&path).unwrap();
+        receiver.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+        // Reconnection is tried at most once a second.
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        log.emit(&catalog::RELOADED, None, &[&"back"]);
+        assert!(log.flush(std::time::Duration::from_secs(5)));
+        let report = recv(&receiver);
+        assert!(report.contains("#2044 syslog: 3 lines lost while"), "{report}");
+        assert!(report.starts_with("<19>smtpf-milter["), "{report}");
+        assert!(recv(&receiver).contains("#2006 reload: config back loaded"));
     }
 
     #[test]
