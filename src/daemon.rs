@@ -30,6 +30,8 @@ pub struct Running {
     kill_tx: watch::Sender<bool>,
     idle: Arc<Notify>,
     accept_task: tokio::task::JoinHandle<()>,
+    /// Reports store writes that failed with nobody waiting for them (#2045/#2046).
+    store_watch: tokio::task::JoinHandle<()>,
     address: String,
     /// Library events (the resolver's warnings) go to this daemon's log while it runs.
     _library: library::Attached,
@@ -143,8 +145,9 @@ pub async fn start_with_store(config: Config, log: Logger, opened: Option<Store>
             }
         }
     });
+    let store_watch = tokio::spawn(watch_store_writes(shared.clone()));
     log.emit(&catalog::READY, None, &[]);
-    Ok(Running { shared, stop_tx, kill_tx, idle, accept_task, address, _library: library })
+    Ok(Running { shared, stop_tx, kill_tx, idle, accept_task, store_watch, address, _library: library })
 }
 
 impl Running {
@@ -237,6 +240,7 @@ impl Running {
         if let Some(store) = self.shared.store() {
             store.close().await;
         }
+        self.store_watch.abort();
         StopReport { closed_at_deadline: closed }
     }
 
@@ -340,6 +344,44 @@ fn privileges(config: &Config, log: &Logger) -> Result<Option<Owner>, String> {
         None => (nix::unistd::getuid(), "root".to_string()),
     };
     Ok(Some(Owner { uid, gid, name }))
+}
+
+/// Writes queued without waiting (greylist first sights, duplicate records, refreshes) fail in
+/// the store's writer, where no session sees them: a full disk would lose records in silence.
+/// Once a second this compares the store's counters and logs the start of such a failure
+/// (#2045, with the reason), at most one line a minute while it lasts, and its end (#2046).
+async fn watch_store_writes(shared: Arc<Shared>) {
+    const REPORT_EVERY: i64 = 60;
+    let Some(store) = shared.store() else { return };
+    let mut seen = store.counters();
+    let mut outage: Option<(i64, u64, u64)> = None; // (last report, failed since it, failed in all)
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = crate::ids::unix_now();
+        let counters = store.counters();
+        let failed = counters.write_errors.saturating_sub(seen.write_errors);
+        let written = counters.written.saturating_sub(seen.written);
+        match &mut outage {
+            None if failed > 0 => {
+                shared.log.emit(&catalog::STORE_WRITES_FAILED, None, &[&failed, &1, &counters.last_write_error]);
+                outage = Some((now, 0, failed));
+            }
+            Some((last, pending, total)) if failed > 0 => {
+                *pending += failed;
+                *total += failed;
+                if now - *last >= REPORT_EVERY {
+                    shared.log.emit(&catalog::STORE_WRITES_FAILED, None, &[pending, &(now - *last), &counters.last_write_error]);
+                    (*last, *pending) = (now, 0);
+                }
+            }
+            Some((_, _, total)) if written > 0 => {
+                shared.log.emit(&catalog::STORE_WRITES_RECOVERED, None, &[total]);
+                outage = None;
+            }
+            _ => {}
+        }
+        seen = counters;
+    }
 }
 
 /// Raises the soft limit on open files to the hard limit: every MTA connection is a descriptor,

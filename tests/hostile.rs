@@ -181,3 +181,61 @@ async fn overload_never_lets_a_new_tuple_through() {
     blocker.execute_batch("COMMIT").unwrap();
     running.stop(Duration::from_secs(5)).await;
 }
+
+/// Records written without waiting fail where no session sees them (a full disk, a locked file):
+/// the loss is logged when it starts (#2045, with the reason) and when it ends (#2046).
+#[tokio::test]
+async fn failed_background_writes_are_logged_not_lost_in_silence() {
+    use smtpf_milter::config::Config;
+    use smtpf_milter::log::Logger;
+    use smtpf_milter::store::{SqliteOptions, Store};
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("m.sock");
+    let state = dir.path().join("s.sq3");
+    let text = format!(
+        "milter-socket = \"unix:{}\"\ncache-path = \"{}\"\nmail-require-mx = false\ndupmsg-ttl = 0\ngrey-drop = false\n",
+        socket.display(),
+        state.display()
+    );
+    let options = SqliteOptions { busy_timeout: Duration::from_millis(50), ..SqliteOptions::default() };
+    let store = Store::open_sqlite_with(&state, options).unwrap();
+    let config = Config::from_toml(&text, None).unwrap();
+    let (log, lines) = Logger::memory(config.verbose.clone());
+    let running = smtpf_milter::daemon::start_with_store(config, log, Some(store)).await.unwrap();
+    let first_sight = |i: u32| {
+        let socket = socket.clone();
+        async move {
+            let mut c = smtpf_milter::milter::client::MtaClient::connect_unix(&socket).await.unwrap();
+            open_session(&mut c, "[192.0.2.72]", "192.0.2.72", "h.example").await;
+            c.command(&Command::Mail { sender: format!("<w{i}@example.org>"), params: vec![] }).await.unwrap();
+            c.command(&Command::Rcpt { recipient: "<b@example.net>".into(), params: vec![] }).await.unwrap();
+            let data = c.command(&Command::Data).await.unwrap();
+            assert!(matches!(&data[..], [Response::ReplyCode(t)] if t.starts_with("451")), "{data:?}");
+            c.command(&Command::Quit).await.unwrap();
+        }
+    };
+    let grep = |needle: &str| lines.lock().unwrap().iter().filter(|l| l.contains(needle)).cloned().collect::<Vec<_>>();
+    let wait = |needle: &'static str| {
+        let grep = &grep;
+        async move {
+            for _ in 0..500 {
+                if let Some(l) = grep(needle).first() {
+                    return l.clone();
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            panic!("no {needle} line");
+        }
+    };
+    let blocker = rusqlite::Connection::open(&state).unwrap();
+    blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    first_sight(1).await;
+    let failed = wait("#2045").await;
+    assert!(failed.contains("record writes failed in the last 1 seconds: database is locked"), "{failed}");
+    blocker.execute_batch("COMMIT").unwrap();
+    first_sight(2).await;
+    let back = wait("#2046").await;
+    assert!(back.contains("writes succeed again; 1 record writes failed meanwhile"), "{back}");
+    assert_eq!(grep("#2045").len(), 1);
+    running.stop(Duration::from_secs(5)).await;
+}

@@ -262,6 +262,10 @@ catalog! {
         "Store errors (#542/#544/#546) are logged at most once a second; this line, written before the next one, counts those in between. Under overload (store busy: request queue full) greylisting still temp-fails tuples it has never seen; other errors let the message through.";
     SYSLOG_LOST = 2044 Err Always, false, "syslog: %lu lines lost while %s was unavailable",
         "The syslog receiver (rsyslog, journald) went away, e.g. while it restarted, and these lines could not be sent. The daemon reconnects on its own (at most one attempt a second) and writes this line first once it can.";
+    STORE_WRITES_FAILED = 2045 Err Always, false, "cache: %lu record writes failed in the last %lu seconds: %s",
+        "Records written without waiting (greylist first sights, duplicate-message records, refreshes) could not be stored: disk full, a read-only or locked file. Those records are lost (a greylisted sender may be temp-failed once more); mail keeps flowing. Logged when it starts, then at most once a minute with the count, until #2046.";
+    STORE_WRITES_RECOVERED = 2046 Info Always, false, "cache: writes succeed again; %lu record writes failed meanwhile",
+        "The state store stores records again after #2045: how many writes were lost in all.";
 }
 
 /// Looks up a message by number.

@@ -181,6 +181,9 @@ pub struct StoreCounters {
     pub gc_deleted: u64,
     /// Garbage-collection passes that stopped on an error.
     pub gc_errors: u64,
+    /// The backend's text for the latest failed write (empty: none yet), for the line that
+    /// reports failed writes nobody waited for (#2045).
+    pub last_write_error: String,
 }
 
 /// The store checks use: one handle, cheap to clone, shared by every session.

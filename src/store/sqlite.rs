@@ -170,11 +170,21 @@ struct Counters {
     gc_runs: AtomicU64,
     gc_deleted: AtomicU64,
     gc_errors: AtomicU64,
+    last_write_error: Mutex<String>,
 }
 
 impl Counters {
     fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Counts `n` failed writes and keeps the reason.
+    fn write_failed(&self, n: u64, reason: &str) {
+        Counters::add(&self.write_errors, n);
+        let mut last = lock(&self.last_write_error);
+        if *last != reason {
+            *last = reason.to_string();
+        }
     }
 
     fn snapshot(&self) -> StoreCounters {
@@ -188,6 +198,7 @@ impl Counters {
             gc_runs: get(&self.gc_runs),
             gc_deleted: get(&self.gc_deleted),
             gc_errors: get(&self.gc_errors),
+            last_write_error: lock(&self.last_write_error).clone(),
         }
     }
 }

@@ -397,16 +397,18 @@ impl Writer {
                         }
                         Err(f) => {
                             failed = true;
-                            Counters::add(&self.counters.write_errors, 1);
-                            w.answer(Err(StoreError::Backend(f.error.to_string())));
+                            let reason = f.error.to_string();
+                            self.counters.write_failed(1, &reason);
+                            w.answer(Err(StoreError::Backend(reason)));
                         }
                     }
                 }
             }
             Err(f) => {
                 failed = true;
-                Counters::add(&self.counters.write_errors, n);
-                let e = StoreError::Backend(f.error.to_string());
+                let reason = f.error.to_string();
+                self.counters.write_failed(n, &reason);
+                let e = StoreError::Backend(reason);
                 batch.drain(..).for_each(|w| w.answer(Err(e.clone())));
             }
         }
