@@ -710,3 +710,33 @@ async fn the_state_file_is_never_world_readable() {
     store.close().await;
     assert_eq!(mode(&open_to_all), 0o600);
 }
+
+/// A burst while readers are busy must not leave a WAL of hundreds of megabytes: once it passes
+/// the bound it is cut back as soon as the readers let go, without waiting for more writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wal_is_cut_back_after_a_burst() {
+    let (_dir, path) = temp();
+    // A bound of 1 MiB (256 pages) instead of 16, so a test-sized burst passes it.
+    let options = SqliteOptions { write_queue: 100_000, wal_bound_pages: 256, ..patient() };
+    let store = Store::open_sqlite_with(&path, options).expect("open");
+    let wal = PathBuf::from(format!("{}-wal", path.display()));
+    let wal_size = || std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+    // A reader in the middle of a long read keeps every checkpoint short.
+    let reader = Connection::open(&path).unwrap();
+    reader.execute_batch("BEGIN; SELECT count(*) FROM mcc;").unwrap();
+    let n = 20_000u64;
+    for i in 0..n {
+        while store
+            .put_detached(&format!("grey:burst{i:08}-{}", i.wrapping_mul(2_654_435_761) % 1_000_003), rec("4", 1, i64::MAX / 2))
+            == Err(StoreError::Busy)
+        {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    wait_for("the burst committed", || store.counters().written >= n).await;
+    let peak = wal_size();
+    assert!(peak > 2 << 20, "the burst made a WAL of only {peak} bytes; the test needs more");
+    reader.execute_batch("COMMIT").unwrap();
+    wait_for("the WAL cut back", || wal_size() <= 1 << 20).await;
+    store.close().await;
+}

@@ -101,6 +101,9 @@ pub struct SqliteOptions {
     /// How often an idle writer checks whether another process changed the file, so the hot
     /// cache forgets what that change may contradict.
     pub outside_change_poll: Duration,
+    /// WAL pages (4 KiB each) past which the checkpoint thread cuts the WAL back (see
+    /// `checkpoint_loop`); 4096 is 16 MiB.
+    pub wal_bound_pages: i64,
     /// Permissions of a state file this store creates, and the most an existing one keeps: the
     /// records name senders and recipients, so never world-readable (0600; 0640 with run-group).
     pub file_mode: u32,
@@ -124,6 +127,7 @@ impl Default for SqliteOptions {
             outside_change_poll: Duration::from_millis(100),
             key_filter: true,
             file_mode: 0o600,
+            wal_bound_pages: WAL_BOUND_PAGES,
         }
     }
 }
@@ -337,8 +341,10 @@ impl SqliteStore {
             .map_err(open_error)?;
         threads.push(spawn("store-writer", move || w.run())?);
         let (checkpoint_stop, checkpoint_rx) = mpsc::channel::<()>();
-        let checkpointer = connect(path, false, options.busy_timeout)?;
-        threads.push(spawn("store-checkpoint", move || checkpoint_loop(checkpointer, checkpoint_rx))?);
+        // Its own short busy timeout: a bounding checkpoint waits for readers a moment at most.
+        let checkpointer = connect(path, false, CHECKPOINT_WAIT)?;
+        let bound = options.wal_bound_pages;
+        threads.push(spawn("store-checkpoint", move || checkpoint_loop(checkpointer, checkpoint_rx, bound))?);
         for (i, r) in reader_conns.into_iter().enumerate() {
             let rx = read_rx.clone();
             threads.push(spawn(&format!("store-reader-{i}"), move || reader_loop(r, rx))?);
@@ -579,14 +585,33 @@ fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>
 /// How often the WAL is copied back into the database file.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
+/// A WAL longer than this is cut back: truncated once everything in it is in the database file,
+/// or restarted (so the next commit writes from its start) when readers kept a checkpoint short.
+const WAL_BOUND_PAGES: i64 = 4096;
+
+/// How long a bounding checkpoint may wait for readers (they read one row at a time).
+const CHECKPOINT_WAIT: Duration = Duration::from_millis(20);
+
 /// The checkpoint thread: a passive checkpoint every second, on a connection of its own, so the
 /// fsync it implies never delays the writer's commits (and the sessions waiting on them); it
 /// neither blocks nor waits for readers or the writer. Stops when its channel is dropped.
-fn checkpoint_loop(conn: Connection, stop: mpsc::Receiver<()>) {
+///
+/// Under a steady load some reader is almost always in the middle of a read, and SQLite only
+/// rewinds the WAL when none is: passive checkpoints alone let it grow by hundreds of megabytes
+/// during a burst. So when it passes `bound_pages` ([`WAL_BOUND_PAGES`] by default), a TRUNCATE checkpoint (everything was
+/// copied) or a RESTART checkpoint (readers held some back) waits up to [`CHECKPOINT_WAIT`] for
+/// readers and cuts it back; if they are still busy it is simply tried again next second.
+fn checkpoint_loop(conn: Connection, stop: mpsc::Receiver<()>, bound_pages: i64) {
     background_priority();
     while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_EVERY) {
-        // A busy or failed checkpoint is simply tried again next time.
-        let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+        // (busy, pages in the WAL, pages copied back); a failed checkpoint is tried again later.
+        let passive = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)));
+        if let Ok((log, copied)) = passive {
+            if log > bound_pages {
+                let mode = if copied >= log { "TRUNCATE" } else { "RESTART" };
+                let _ = conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |_| Ok(()));
+            }
+        }
     }
 }
 
