@@ -724,7 +724,7 @@ async fn the_wal_is_cut_back_after_a_burst() {
     // A reader in the middle of a long read keeps every checkpoint short.
     let reader = Connection::open(&path).unwrap();
     reader.execute_batch("BEGIN; SELECT count(*) FROM mcc;").unwrap();
-    let n = 20_000u64;
+    let n = 40_000u64;
     for i in 0..n {
         while store
             .put_detached(&format!("grey:burst{i:08}-{}", i.wrapping_mul(2_654_435_761) % 1_000_003), rec("4", 1, i64::MAX / 2))
