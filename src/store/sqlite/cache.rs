@@ -18,8 +18,12 @@
 //! - A failed commit clears the whole cache, pending slots included, since the file then lacks
 //!   writes the cache has.
 //!
-//! Memory is bounded by `capacity` slots: when full, every committed slot is dropped at once
-//! (cheap, rare, and correct since the file has them all).
+//! Memory is bounded by `capacity` slots, in two generations of at most half each: new slots go
+//! into the current one; when it is full it becomes the previous one (whose slots still answer)
+//! and the old previous one is dropped, off the lock. So a full cache costs one pointer swap,
+//! not a scan, and never goes cold all at once: the tail latency of a busy MX does not jump when
+//! it fills. Dropping is correct since the file has every committed slot; a slot still pending
+//! is carried over (rare: writes commit within milliseconds).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,9 +39,51 @@ struct Slot {
     seq: u64,
 }
 
+/// The two generations of slots; a key is in at most one of them.
+#[derive(Default)]
+struct Slots {
+    current: HashMap<String, Slot>,
+    previous: HashMap<String, Slot>,
+    /// The highest write sequence in `current` and in `previous`: a generation whose highest is
+    /// committed holds no pending slot, so it can be dropped without looking inside.
+    current_max_seq: u64,
+    previous_max_seq: u64,
+}
+
+impl Slots {
+    fn get(&self, key: &str) -> Option<&Slot> {
+        self.current.get(key).or_else(|| self.previous.get(key))
+    }
+
+    fn contains_key(&self, key: &str) -> bool {
+        self.current.contains_key(key) || self.previous.contains_key(key)
+    }
+
+    fn insert(&mut self, key: String, slot: Slot) {
+        self.current_max_seq = self.current_max_seq.max(slot.seq);
+        self.previous.remove(&key);
+        self.current.insert(key, slot);
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.current.len() + self.previous.len()
+    }
+
+    fn clear(&mut self) {
+        self.current.clear();
+        self.previous.clear();
+    }
+
+    fn retain(&mut self, mut keep: impl FnMut(&Slot) -> bool) {
+        self.current.retain(|_, s| keep(s));
+        self.previous.retain(|_, s| keep(s));
+    }
+}
+
 /// Shared by the store handle (reads, writes) and the writer thread (commits, clears).
 pub(super) struct HotCache {
-    slots: Mutex<HashMap<String, Slot>>,
+    slots: Mutex<Slots>,
     /// Bumped by every clear; a read that began in an older generation is not stored.
     generation: AtomicU64,
     /// The last write sequence handed out.
@@ -66,7 +112,7 @@ impl HotCache {
     /// A cache of at most `capacity` slots; 0 turns it off (every read goes to the file).
     pub(super) fn new(capacity: usize) -> HotCache {
         HotCache {
-            slots: Mutex::new(HashMap::new()),
+            slots: Mutex::new(Slots::default()),
             generation: AtomicU64::new(0),
             next_seq: AtomicU64::new(0),
             committed: AtomicU64::new(0),
@@ -193,7 +239,7 @@ impl HotCache {
             slots.clear();
         } else {
             let committed = self.committed.load(Ordering::Acquire);
-            slots.retain(|_, s| s.seq > committed);
+            slots.retain(|s| s.seq > committed);
         }
     }
 
@@ -203,22 +249,31 @@ impl HotCache {
         lock(&self.slots).len()
     }
 
-    /// Keeps the map under its capacity by dropping every committed slot when it is full. The
-    /// map is swapped for a fresh one holding only the pending slots, and the old one is freed on
-    /// a thread of its own: freeing tens of thousands of records takes milliseconds, which must
-    /// not be spent holding the lock every session's lookups need.
-    fn make_room(&self, slots: &mut HashMap<String, Slot>) {
-        if slots.len() < self.capacity {
+    /// Keeps the slots under the capacity: when the current generation holds half of it, it
+    /// becomes the previous one and the old previous one is dropped (its pending slots, if it
+    /// may have any, are carried over). Freeing tens of thousands of records takes
+    /// milliseconds, so it happens on a thread of its own, not under the lock every session's
+    /// lookups need.
+    fn make_room(&self, slots: &mut Slots) {
+        if slots.current.len() < (self.capacity / 2).max(1) {
             return;
         }
+        // Keys of the dropped generation are forgotten: a read that began before must not
+        // store its (possibly older) answer for one of them.
         self.generation.fetch_add(1, Ordering::AcqRel);
         let committed = self.committed.load(Ordering::Acquire);
-        let mut old = std::mem::take(slots);
-        slots.extend(old.extract_if(|_, s| s.seq > committed));
+        let mut dropped = std::mem::replace(&mut slots.previous, std::mem::take(&mut slots.current));
+        let dropped_max_seq = std::mem::replace(&mut slots.previous_max_seq, slots.current_max_seq);
+        slots.current_max_seq = 0;
+        if dropped_max_seq > committed {
+            for (key, slot) in dropped.extract_if(|_, s| s.seq > committed) {
+                slots.insert(key, slot);
+            }
+        }
         // Without a thread the memory is freed right here instead (a failed spawn drops it).
         let _ = std::thread::Builder::new().name("store-cache-free".into()).spawn(move || {
             super::background_priority();
-            drop(old)
+            drop(dropped)
         });
     }
 }
@@ -324,5 +379,26 @@ mod tests {
         assert!(c.write("k", Some(rec("0", 500)), |_| Err(())).is_err());
         assert!(known(&c, "k", 0).is_none());
         assert_eq!(w(&c, "j", None), 1, "the refused write used no sequence number");
+    }
+
+    #[test]
+    fn a_full_cache_keeps_its_newer_half_and_stays_bounded() {
+        let c = HotCache::new(100);
+        for i in 0..1000 {
+            let seq = w(&c, &format!("k{i}"), Some(rec("0", 500)));
+            c.committed_up_to(seq);
+            assert!(c.len() <= 100, "{} slots after {i} writes", c.len());
+        }
+        // The newest keys are still answered, the previous generation's too; the oldest are gone.
+        assert!(known(&c, "k999", 0).is_some());
+        assert!(known(&c, "k960", 0).is_some(), "the previous generation still answers");
+        assert!(known(&c, "k0", 0).is_none());
+        // A slot never committed is never dropped, however many generations pass.
+        let c = HotCache::new(4);
+        w(&c, "pending", Some(rec("p", 500)));
+        for i in 0..10 {
+            w(&c, &format!("x{i}"), Some(rec("0", 500)));
+        }
+        assert!(known(&c, "pending", 0).is_some(), "never committed, never dropped");
     }
 }
