@@ -169,3 +169,35 @@ fn no_import_circle() {
         }
     }
 }
+
+#[test]
+fn the_design_module_table_matches_the_tree() {
+    let design = std::fs::read_to_string("docs/DESIGN.md").unwrap();
+    let table = design.split("## Modules").nth(1).and_then(|t| t.split("\n## ").next()).expect("a Modules section");
+    let named: Vec<String> = table.split('`').skip(1).step_by(2).map(str::to_string).collect();
+    // Every file of the tree is named, itself or through its directory (`store/`).
+    fn files(dir: &Path, out: &mut Vec<String>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                files(&path, out);
+            } else {
+                out.push(path.strip_prefix("src").unwrap().to_string_lossy().to_string());
+            }
+        }
+    }
+    let mut tree = Vec::new();
+    files(Path::new("src"), &mut tree);
+    for file in tree.iter().filter(|f| !matches!(f.as_str(), "lib.rs" | "main.rs")) {
+        // A directory's mod.rs only declares what the table lists inside it.
+        let dir_of_mod = file.strip_suffix("mod.rs");
+        let covered = named.iter().any(|n| {
+            n == file || (n.ends_with('/') && file.starts_with(n.as_str())) || dir_of_mod.is_some_and(|d| n.starts_with(d))
+        });
+        assert!(covered, "src/{file} is not in docs/DESIGN.md's module table");
+    }
+    // And every path the table names exists.
+    for n in named.iter().filter(|n| n.contains('/') && (n.ends_with(".rs") || n.ends_with('/'))) {
+        assert!(Path::new("src").join(n).exists(), "docs/DESIGN.md names {n}, which is not in src/");
+    }
+}

@@ -18,13 +18,8 @@ fn spawn_serve(socket: &Path, extra: &[&str]) -> KillOnDrop {
     let spec = format!("unix:{}", socket.display());
     let child = Command::new(BENCH).args(["serve", "--socket", &spec]).args(extra).stderr(Stdio::null()).spawn().unwrap();
     let guard = KillOnDrop(Some(child));
-    for _ in 0..500 {
-        if std::os::unix::net::UnixStream::connect(socket).is_ok() {
-            return guard;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    panic!("milter-bench serve did not listen on {}", socket.display());
+    common::wait_for_socket(socket, "milter-bench serve");
+    guard
 }
 
 /// Runs `milter-bench ARGS` that must exit by itself; a run still going after 10 s fails the test

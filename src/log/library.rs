@@ -58,7 +58,7 @@ pub struct Attached {
 
 impl Drop for Attached {
     fn drop(&mut self) {
-        LOGGERS.write().unwrap_or_else(|e| e.into_inner()).retain(|(id, _)| *id != self.id);
+        crate::sync::write(&LOGGERS).retain(|(id, _)| *id != self.id);
         refresh();
     }
 }
@@ -71,7 +71,7 @@ pub fn attach(log: &Logger) -> Attached {
         let _ = tracing_core::dispatcher::set_global_default(tracing_core::Dispatch::new(LibrarySubscriber));
     });
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-    LOGGERS.write().unwrap_or_else(|e| e.into_inner()).push((id, log.clone()));
+    crate::sync::write(&LOGGERS).push((id, log.clone()));
     refresh();
     Attached { id }
 }
@@ -80,7 +80,7 @@ pub fn attach(log: &Logger) -> Attached {
 /// reload). Only a change rebuilds `tracing`'s per-call-site cache.
 pub fn refresh() {
     let wanted = {
-        let loggers = LOGGERS.read().unwrap_or_else(|e| e.into_inner());
+        let loggers = crate::sync::read(&LOGGERS);
         if loggers.is_empty() {
             OFF
         } else if loggers.iter().any(|(_, log)| log.verbose().has(WORD)) {
@@ -142,7 +142,7 @@ impl Subscriber for LibrarySubscriber {
         if !wanted(meta.level()) {
             return;
         }
-        let loggers = LOGGERS.read().unwrap_or_else(|e| e.into_inner());
+        let loggers = crate::sync::read(&LOGGERS);
         if !loggers.iter().any(|(_, log)| log.enabled(msg)) {
             return;
         }

@@ -268,11 +268,11 @@ impl Logger {
 
     /// Switches destination (reload). Memory loggers stay in memory.
     pub fn set_target(&self, target: &Target) {
-        if matches!(*self.inner.sink.read().unwrap_or_else(|e| e.into_inner()), Sink::Memory(_)) {
+        if matches!(*crate::sync::read(&self.inner.sink), Sink::Memory(_)) {
             return;
         }
         let (sink, reason) = Self::open_sink(target, &self.inner.dropped);
-        *self.inner.sink.write().unwrap_or_else(|e| e.into_inner()) = sink;
+        *crate::sync::write(&self.inner.sink) = sink;
         if let Some(reason) = reason {
             self.emit(&catalog::LOG_TARGET_ERROR, None, &[&"syslog", &reason]);
         }
@@ -280,14 +280,14 @@ impl Logger {
 
     /// Replaces the verbose words (reload).
     pub fn set_verbose(&self, verbose: Verbose) {
-        *self.inner.verbose.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(verbose);
+        *crate::sync::write(&self.inner.verbose) = Arc::new(verbose);
         // Library debug events are recorded only while some running daemon's words ask for them.
         library::refresh();
     }
 
     /// The verbose words in force.
     pub fn verbose(&self) -> Arc<Verbose> {
-        self.inner.verbose.read().unwrap_or_else(|e| e.into_inner()).clone()
+        crate::sync::read(&self.inner.verbose).clone()
     }
 
     /// Whether `msg` would be written (to skip building its arguments).
@@ -329,9 +329,9 @@ impl Logger {
     }
 
     fn write_line(&self, level: Level, line: String) {
-        let sink = self.inner.sink.read().unwrap_or_else(|e| e.into_inner());
+        let sink = crate::sync::read(&self.inner.sink);
         match &*sink {
-            Sink::Memory(lines) => lines.lock().unwrap_or_else(|e| e.into_inner()).push(line),
+            Sink::Memory(lines) => crate::sync::lock(lines).push(line),
             Sink::Thread(tx) => match tx.try_send(Item::Line(level.syslog_severity(), line)) {
                 Ok(()) => {}
                 Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
