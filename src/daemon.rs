@@ -17,7 +17,7 @@ use crate::milter::listen::{Listener, Prepared};
 use crate::policy::{Policy, PolicyError};
 use crate::server::{accept_loop, Kill};
 use crate::shared::Shared;
-use crate::store::{sqlite_version, Store, StoreSpec};
+use crate::store::{sqlite_version, Store, StoreError, StoreSpec};
 use crate::systemd;
 
 /// The version and licence logged at start-up (#604).
@@ -115,7 +115,15 @@ pub async fn start_with_store(config: Config, log: Logger, opened: Option<Store>
         None => Store::open(&spec, Some(&log)).await,
     };
     let store = match opening {
-        Ok(s) => s,
+        Ok(s) => Some(s),
+        // A full or read-only disk, missing permissions: mail must not stop because our state
+        // cannot be kept. Serve without the store (greylisting and duplicates fail open) and keep
+        // trying in the background; a file that is not a database still stops the start below.
+        Err(e @ StoreError::Unavailable(_)) => {
+            log.emit(&catalog::CACHE_OPEN_ERROR, None, &[&shown, &e]);
+            log.emit(&catalog::STORE_WAITING, None, &[&shown]);
+            None
+        }
         Err(e) => {
             match spec {
                 StoreSpec::Sqlite { .. } => log.emit(&catalog::CACHE_OPEN_ERROR, None, &[&shown, &e]),
@@ -125,10 +133,12 @@ pub async fn start_with_store(config: Config, log: Logger, opened: Option<Store>
             return Err(format!("{shown_error} open error: {e}"));
         }
     };
-    let sqlite = matches!(store, Store::Sqlite(_));
-    shared.set_store(store);
-    if sqlite {
-        log.emit(&catalog::SQLITE_VERSION, None, &[&sqlite_version()]);
+    if let Some(store) = store {
+        let sqlite = matches!(store, Store::Sqlite(_));
+        shared.set_store(store);
+        if sqlite {
+            log.emit(&catalog::SQLITE_VERSION, None, &[&sqlite_version()]);
+        }
     }
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -145,7 +155,15 @@ pub async fn start_with_store(config: Config, log: Logger, opened: Option<Store>
             }
         }
     });
-    let store_watch = tokio::spawn(watch_store_writes(shared.clone()));
+    let store_watch = tokio::spawn({
+        let shared = shared.clone();
+        async move {
+            if shared.store().is_none() {
+                wait_for_store(&shared, &spec).await;
+            }
+            watch_store_writes(shared).await
+        }
+    });
     log.emit(&catalog::READY, None, &[]);
     Ok(Running { shared, stop_tx, kill_tx, idle, accept_task, store_watch, address, _library: library })
 }
@@ -344,6 +362,21 @@ fn privileges(config: &Config, log: &Logger) -> Result<Option<Owner>, String> {
         None => (nix::unistd::getuid(), "root".to_string()),
     };
     Ok(Some(Owner { uid, gid, name }))
+}
+
+/// Opens the store that could not be opened at start (#2047): tries again after 1 s, then backs
+/// off to every 30 s, and hands it to the sessions once it opens (#2048).
+async fn wait_for_store(shared: &Arc<Shared>, spec: &StoreSpec) {
+    let mut pause = Duration::from_secs(1);
+    loop {
+        tokio::time::sleep(pause).await;
+        if let Ok(store) = Store::open(spec, Some(&shared.log)).await {
+            shared.set_store(store);
+            shared.log.emit(&catalog::STORE_OPENED, None, &[&spec.shown()]);
+            return;
+        }
+        pause = (pause * 2).min(Duration::from_secs(30));
+    }
 }
 
 /// Writes queued without waiting (greylist first sights, duplicate records, refreshes) fail in

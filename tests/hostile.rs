@@ -239,3 +239,51 @@ async fn failed_background_writes_are_logged_not_lost_in_silence() {
     assert_eq!(grep("#2045").len(), 1);
     running.stop(Duration::from_secs(5)).await;
 }
+
+/// A state file that cannot be created at start (here its directory is blocked by a file; a full
+/// or read-only disk behaves alike) does not stop mail: the daemon serves without greylisting,
+/// says so (#172, #2047), and picks the file up once it can (#2048).
+#[tokio::test]
+async fn an_unwritable_state_file_at_start_fails_open_and_recovers() {
+    use smtpf_milter::config::Config;
+    use smtpf_milter::log::Logger;
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("m.sock");
+    let blocker = dir.path().join("state");
+    std::fs::write(&blocker, b"not a directory").unwrap();
+    let text = format!(
+        "milter-socket = \"unix:{}\"\ncache-path = \"{}\"\nmail-require-mx = false\ndupmsg-ttl = 0\ngrey-drop = false\n",
+        socket.display(),
+        blocker.join("sub/cache.sq3").display()
+    );
+    let config = Config::from_toml(&text, None).unwrap();
+    let (log, lines) = Logger::memory(config.verbose.clone());
+    let running = smtpf_milter::daemon::start(config, log).await.expect("serves without its state file");
+    let grep = |needle: &str| lines.lock().unwrap().iter().filter(|l| l.contains(needle)).cloned().collect::<Vec<_>>();
+    assert!(grep("#172 cache-path=").first().is_some_and(|l| l.contains("cannot create directory")), "{:?}", grep("#172"));
+    assert_eq!(grep("#2047 cache").len(), 1);
+    let data = |i: u32| {
+        let socket = socket.clone();
+        async move {
+            let mut c = smtpf_milter::milter::client::MtaClient::connect_unix(&socket).await.unwrap();
+            open_session(&mut c, "[192.0.2.73]", "192.0.2.73", "h.example").await;
+            c.command(&Command::Mail { sender: format!("<f{i}@example.org>"), params: vec![] }).await.unwrap();
+            c.command(&Command::Rcpt { recipient: "<b@example.net>".into(), params: vec![] }).await.unwrap();
+            let answer = c.command(&Command::Data).await.unwrap();
+            c.command(&Command::Quit).await.unwrap();
+            answer
+        }
+    };
+    assert_eq!(data(1).await, vec![Response::Continue], "fail open: no store, no greylisting");
+    std::fs::remove_file(&blocker).unwrap();
+    for _ in 0..500 {
+        if !grep("#2048 cache").is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(grep("#2048 cache").len(), 1, "the state file was picked up");
+    let answer = data(2).await;
+    assert!(matches!(&answer[..], [Response::ReplyCode(t)] if t.starts_with("451 4.7.0 try again later #552")), "{answer:?}");
+    running.stop(Duration::from_secs(5)).await;
+}

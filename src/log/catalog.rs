@@ -266,6 +266,10 @@ catalog! {
         "Records written without waiting (greylist first sights, duplicate-message records, refreshes) could not be stored: disk full, a read-only or locked file. Those records are lost (a greylisted sender may be temp-failed once more); mail keeps flowing. Logged when it starts, then at most once a minute with the count, until #2046.";
     STORE_WRITES_RECOVERED = 2046 Info Always, false, "cache: writes succeed again; %lu record writes failed meanwhile",
         "The state store stores records again after #2045: how many writes were lost in all.";
+    STORE_WAITING = 2047 Err Always, false, "cache %s cannot be opened for now; serving without greylisting and duplicate detection (failing open) and trying again",
+        "At start the state file could not be opened or written (full or read-only filesystem, permissions, a directory that cannot be created; #172 has the reason). Mail is not held up: greylisting and duplicate detection let messages through until the file opens, which is tried again after 1 s and then up to every 30 s (#2048). A file that is not a database still stops the daemon.";
+    STORE_OPENED = 2048 Info Always, false, "cache %s opened; greylisting and duplicate detection resume",
+        "The state file that could not be opened at start (#2047) opened: checks that keep state are back for new messages.";
 }
 
 /// Looks up a message by number.

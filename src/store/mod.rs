@@ -114,8 +114,13 @@ impl Record {
 /// Why a store call failed. The text is short so it fits the #542/#544/#546 log lines.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreError {
-    /// The store could not be opened or validated at start-up (the daemon refuses to start, #172).
+    /// The store could not be opened or validated at start-up (the daemon refuses to start, #172):
+    /// the file is not a database, is damaged, or has another layout — a mistake to fix.
     Open(String),
+    /// The store cannot be opened or written for now: a full or read-only filesystem, missing
+    /// permissions, an I/O error, a directory that cannot be created. The daemon serves without
+    /// it (fail open) and keeps trying (#2047/#2048).
+    Unavailable(String),
     /// Too many requests are already queued; the call is refused at once instead of waiting, so a
     /// slow disk degrades to "check skipped" rather than stalled sessions.
     Busy,
@@ -139,7 +144,7 @@ impl StoreError {
 impl fmt::Display for StoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            StoreError::Open(reason) => f.write_str(reason),
+            StoreError::Open(reason) | StoreError::Unavailable(reason) => f.write_str(reason),
             StoreError::Busy => f.write_str("store busy: request queue full"),
             StoreError::Closed => f.write_str("store closed"),
             StoreError::Backend(reason) | StoreError::Outage(reason) => f.write_str(reason),

@@ -236,7 +236,7 @@ struct Inner {
 /// to group and others.
 fn restrict_file(path: &Path, mode: u32) -> Result<(), StoreError> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let failed = |what: &str, e: std::io::Error| StoreError::Open(format!("cannot {what} {}: {e}", path.display()));
+    let failed = |what: &str, e: std::io::Error| StoreError::Unavailable(format!("cannot {what} {}: {e}", path.display()));
     match std::fs::symlink_metadata(path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             std::fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(path).map_err(|e| failed("create", e))?;
@@ -259,8 +259,16 @@ fn backend(e: rusqlite::Error) -> StoreError {
     StoreError::Backend(e.to_string())
 }
 
+/// An error while opening: the filesystem's state (full, read-only, permissions, I/O) can change
+/// and the daemon waits it out; anything else (not a database, damaged) is the admin's to fix.
 fn open_error(e: rusqlite::Error) -> StoreError {
-    StoreError::Open(e.to_string())
+    use rusqlite::ErrorCode::*;
+    match e.sqlite_error_code() {
+        Some(DiskFull | ReadOnly | CannotOpen | SystemIoFailure | PermissionDenied | DatabaseBusy | DatabaseLocked) => {
+            StoreError::Unavailable(e.to_string())
+        }
+        _ => StoreError::Open(e.to_string()),
+    }
 }
 
 /// Opens one connection with the settings every connection needs. No URI parsing, so any file
@@ -290,16 +298,16 @@ impl SqliteStore {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             if !dir.exists() {
                 std::fs::create_dir_all(dir)
-                    .map_err(|e| StoreError::Open(format!("cannot create directory {}: {e}", dir.display())))?;
+                    .map_err(|e| StoreError::Unavailable(format!("cannot create directory {}: {e}", dir.display())))?;
             } else if !dir.is_dir() {
-                return Err(StoreError::Open(format!("{} is not a directory", dir.display())));
+                return Err(StoreError::Unavailable(format!("{} is not a directory", dir.display())));
             }
         }
         restrict_file(path, options.file_mode)?;
         let conn = connect(path, true, options.busy_timeout)?;
         // SQLite silently falls back to read-only on a write-protected file; refuse instead.
         if conn.is_readonly(rusqlite::MAIN_DB).map_err(open_error)? {
-            return Err(StoreError::Open("database file is read-only".into()));
+            return Err(StoreError::Unavailable("database file is read-only".into()));
         }
         // Before anything is written: a file that is not a database, or a damaged one, stops here.
         let check: String = conn.query_row("PRAGMA quick_check", [], |r| r.get(0)).map_err(open_error)?;
