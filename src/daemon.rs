@@ -135,7 +135,7 @@ pub async fn start_with_store(config: Config, log: Logger, opened: Option<Store>
     };
     if let Some(store) = store {
         let sqlite = matches!(store, Store::Sqlite(_));
-        shared.set_store(store);
+        let _ = shared.set_store(store);
         if sqlite {
             log.emit(&catalog::SQLITE_VERSION, None, &[&sqlite_version()]);
         }
@@ -161,7 +161,7 @@ pub async fn start_with_store(config: Config, log: Logger, opened: Option<Store>
             if shared.store().is_none() {
                 wait_for_store(&shared, &spec).await;
             }
-            watch_store_writes(shared).await
+            watch_store_writes(shared, spec).await
         }
     });
     log.emit(&catalog::READY, None, &[]);
@@ -371,7 +371,7 @@ async fn wait_for_store(shared: &Arc<Shared>, spec: &StoreSpec) {
     loop {
         tokio::time::sleep(pause).await;
         if let Ok(store) = Store::open(spec, Some(&shared.log)).await {
-            shared.set_store(store);
+            let _ = shared.set_store(store);
             shared.log.emit(&catalog::STORE_OPENED, None, &[&spec.shown()]);
             return;
         }
@@ -383,13 +383,29 @@ async fn wait_for_store(shared: &Arc<Shared>, spec: &StoreSpec) {
 /// the store's writer, where no session sees them: a full disk would lose records in silence.
 /// Once a second this compares the store's counters and logs the start of such a failure
 /// (#2045, with the reason), at most one line a minute while it lasts, and its end (#2046).
-async fn watch_store_writes(shared: Arc<Shared>) {
+async fn watch_store_writes(shared: Arc<Shared>, spec: StoreSpec) {
     const REPORT_EVERY: i64 = 60;
-    let Some(store) = shared.store() else { return };
+    let Some(mut store) = shared.store() else { return };
     let mut seen = store.counters();
     let mut outage: Option<(i64, u64, u64)> = None; // (last report, failed since it, failed in all)
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
+        // Deleted or replaced under us: writes would go on into an unlinked file and be lost.
+        if store.file_replaced() {
+            shared.log.emit(&catalog::STORE_REPLACED, None, &[&spec.shown()]);
+            match Store::open(&spec, Some(&shared.log)).await {
+                Ok(fresh) => {
+                    if let Some(old) = shared.set_store(fresh.clone()) {
+                        old.close().await;
+                    }
+                    shared.log.emit(&catalog::STORE_OPENED, None, &[&spec.shown()]);
+                    store = fresh;
+                    seen = store.counters();
+                }
+                Err(e) => shared.log.emit(&catalog::CACHE_OPEN_ERROR, None, &[&spec.shown(), &e]),
+            }
+            continue;
+        }
         let now = crate::ids::unix_now();
         let counters = store.counters();
         let failed = counters.write_errors.saturating_sub(seen.write_errors);

@@ -250,7 +250,7 @@ impl Session {
     }
 
     /// The state store (greylist and dupmsg records), when open.
-    pub fn store(&self) -> Option<&crate::store::Store> {
+    pub fn store(&self) -> Option<crate::store::Store> {
         self.shared.store()
     }
 

@@ -4,7 +4,7 @@
 //! the middle of an SMTP session, and the next session sees the new ones.
 
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use crate::ids::unix_now;
 use crate::log::Logger;
@@ -23,7 +23,8 @@ pub struct Shared {
     pub workers: usize,
     second: AtomicI64,
     in_second: AtomicU32,
-    store: OnceLock<Store>,
+    /// None until opened (or while a file that could not be opened is awaited).
+    store: RwLock<Option<Store>>,
     clock_offset: AtomicI64,
     /// Store errors: the second one was last logged, how many were not logged since, from when.
     store_errors: Mutex<(i64, u64, i64)>,
@@ -39,7 +40,7 @@ impl Shared {
             workers,
             second: AtomicI64::new(0),
             in_second: AtomicU32::new(0),
-            store: OnceLock::new(),
+            store: RwLock::new(None),
             clock_offset: AtomicI64::new(0),
             store_errors: Mutex::new((0, 0, 0)),
         })
@@ -56,14 +57,15 @@ impl Shared {
         *write(&self.policy) = Arc::new(policy);
     }
 
-    /// Hands the opened store to the sessions (once, at start-up).
-    pub fn set_store(&self, store: Store) {
-        let _ = self.store.set(store);
+    /// Hands an opened store to the sessions (at start-up, or when the file was reopened);
+    /// returns the one it replaces, for the caller to close.
+    pub fn set_store(&self, store: Store) -> Option<Store> {
+        write(&self.store).replace(store)
     }
 
-    /// The state store, once opened.
-    pub fn store(&self) -> Option<&Store> {
-        self.store.get()
+    /// The state store in force, once opened (a cheap handle: clones share one store).
+    pub fn store(&self) -> Option<Store> {
+        read(&self.store).clone()
     }
 
     /// Unix seconds on the daemon's clock: the system clock plus an offset that tests move to

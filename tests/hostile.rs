@@ -287,3 +287,42 @@ async fn an_unwritable_state_file_at_start_fails_open_and_recovers() {
     assert!(matches!(&answer[..], [Response::ReplyCode(t)] if t.starts_with("451 4.7.0 try again later #552")), "{answer:?}");
     running.stop(Duration::from_secs(5)).await;
 }
+
+/// A state file deleted (or replaced) under the running daemon is reopened at its path, so new
+/// records are not written into an unlinked file and lost (#2049, then #2048).
+#[tokio::test]
+async fn a_state_file_deleted_under_the_daemon_is_reopened() {
+    let d = TestDaemon::start("grey-key = \"mail,rcpt\"\ngrey-drop = false\n").await;
+    let state = d.dir.path().join("cache.sq3");
+    let data = |i: u32| {
+        let socket = d.socket.clone();
+        async move {
+            let mut c = smtpf_milter::milter::client::MtaClient::connect_unix(&socket).await.unwrap();
+            open_session(&mut c, "[192.0.2.74]", "192.0.2.74", "h.example").await;
+            c.command(&Command::Mail { sender: format!("<r{i}@example.org>"), params: vec![] }).await.unwrap();
+            c.command(&Command::Rcpt { recipient: "<b@example.net>".into(), params: vec![] }).await.unwrap();
+            let answer = c.command(&Command::Data).await.unwrap();
+            c.command(&Command::Quit).await.unwrap();
+            answer
+        }
+    };
+    assert!(matches!(&data(1).await[..], [Response::ReplyCode(t)] if t.starts_with("451")));
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", state.display()));
+    }
+    d.wait_for("#2049 cache", 1).await;
+    d.wait_for("#2048 cache", 1).await;
+    assert!(state.exists(), "the path holds a fresh file");
+    assert!(matches!(&data(2).await[..], [Response::ReplyCode(t)] if t.starts_with("451")));
+    // The new tuple's record reaches the new file.
+    let key = "grey:r2@example.org,b@example.net";
+    for _ in 0..500 {
+        let conn = rusqlite::Connection::open(&state).unwrap();
+        let found: i64 = conn.query_row("SELECT count(*) FROM mcc WHERE k = ?1", [key], |r| r.get(0)).unwrap_or(0);
+        if found == 1 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{key} never reached the reopened file");
+}

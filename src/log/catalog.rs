@@ -269,7 +269,9 @@ catalog! {
     STORE_WAITING = 2047 Err Always, false, "cache %s cannot be opened for now; serving without greylisting and duplicate detection (failing open) and trying again",
         "At start the state file could not be opened or written (full or read-only filesystem, permissions, a directory that cannot be created; #172 has the reason). Mail is not held up: greylisting and duplicate detection let messages through until the file opens, which is tried again after 1 s and then up to every 30 s (#2048). A file that is not a database still stops the daemon.";
     STORE_OPENED = 2048 Info Always, false, "cache %s opened; greylisting and duplicate detection resume",
-        "The state file that could not be opened at start (#2047) opened: checks that keep state are back for new messages.";
+        "The state file that could not be opened at start (#2047), or that was deleted or replaced under the daemon (#2049), is open: checks that keep state are back for new messages.";
+    STORE_REPLACED = 2049 Warn Always, false, "cache %s was deleted or replaced under the daemon; reopening",
+        "The state file at cache-path is no longer the file the daemon opened (deleted, or replaced by a restore or an admin's mv). Records written to the old file would be lost, so the path is opened again (#2048 when done; #172 and a retry a second later if it cannot be). Records only in the old file are gone, so a few senders may be greylisted once more.";
 }
 
 /// Looks up a message by number.

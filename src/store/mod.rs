@@ -240,6 +240,14 @@ impl Store {
         SqliteStore::open_with(path, options).map(Store::Sqlite)
     }
 
+    /// Whether the store's file was deleted or replaced under it (SQLite; never for Redis).
+    pub fn file_replaced(&self) -> bool {
+        match self {
+            Store::Sqlite(s) => s.file_replaced(),
+            Store::Redis(_) => false,
+        }
+    }
+
     /// A one-line description for start-up logs: backend and location.
     pub fn describe(&self) -> String {
         match self {

@@ -229,6 +229,14 @@ struct Inner {
     checkpoint_stop: Mutex<Option<mpsc::Sender<()>>>,
     /// Set by `close`: the hot cache must not answer for a closed store.
     closed: std::sync::atomic::AtomicBool,
+    /// Device and inode of the file when it was opened, to notice it being deleted or replaced.
+    identity: Option<(u64, u64)>,
+}
+
+/// Device and inode of the file at `path` now.
+fn file_identity(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
 /// Creates the state file with `mode` when it does not exist (SQLite then keeps that mode for its
@@ -371,8 +379,16 @@ impl SqliteStore {
                 detached,
                 checkpoint_stop: Mutex::new(Some(checkpoint_stop)),
                 closed: std::sync::atomic::AtomicBool::new(false),
+                identity: file_identity(path),
             }),
         })
+    }
+
+    /// Whether the file at the store's path is no longer the one it opened: deleted, or replaced
+    /// (a restore from backup, an admin's `mv`). Writes would go on into the old, unlinked file
+    /// and be lost, so the daemon reopens the path.
+    pub fn file_replaced(&self) -> bool {
+        self.inner.identity.is_some() && file_identity(&self.inner.path) != self.inner.identity
     }
 
     /// The file in use, for logs.
