@@ -126,7 +126,7 @@ impl Listener {
     ) -> Result<(Listener, Prepared), String> {
         match spec {
             SocketSpec::Unix(path) => {
-                let prepared = prepare_unix_path(path)?;
+                let prepared = prepare_unix_path(path, owner)?;
                 let listener = UnixListener::bind(path).map_err(|e| format!("bind: {e}"))?;
                 std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
                     .map_err(|e| format!("chmod {:o}: {e}", mode))?;
@@ -222,7 +222,9 @@ fn listener_from_fd(fd: RawFd) -> Result<Listener, String> {
 
 /// Makes a unix socket path bindable: creates the parent directory, removes a stale socket,
 /// refuses a live one or a file that is not a socket.
-pub fn prepare_unix_path(path: &Path) -> Result<Prepared, String> {
+/// A directory it creates is 0750 and, with `owner`, belongs to the run user and group, so adding
+/// the MTA's user to that group (`usermod -aG smtpf-milter postfix`) lets it reach the socket.
+pub fn prepare_unix_path(path: &Path, owner: Option<(nix::unistd::Uid, nix::unistd::Gid)>) -> Result<Prepared, String> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         if !dir.exists() {
             std::fs::DirBuilder::new()
@@ -230,6 +232,9 @@ pub fn prepare_unix_path(path: &Path) -> Result<Prepared, String> {
                 .mode(0o750)
                 .create(dir)
                 .map_err(|e| format!("cannot create directory {}: {e}", dir.display()))?;
+            if let Some((uid, gid)) = owner {
+                nix::unistd::chown(dir, Some(uid), Some(gid)).map_err(|e| format!("chown {}: {e}", dir.display()))?;
+            }
         }
     }
     let meta = match std::fs::symlink_metadata(path) {
@@ -308,5 +313,21 @@ mod tests {
         let err = Listener::bind(&SocketSpec::Unix(path.clone()), 0o660, None).await.err().unwrap();
         assert!(err.contains("not a socket"), "{err}");
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "data");
+    }
+
+    #[tokio::test]
+    async fn a_socket_directory_it_creates_belongs_to_the_run_group() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("run/milter.sock");
+        let uid = nix::unistd::getuid();
+        // As root any group can be given (1: "daemon" on Debian); otherwise our own.
+        let gid = if uid.is_root() { nix::unistd::Gid::from_raw(1) } else { nix::unistd::getgid() };
+        let (listener, _) = Listener::bind(&SocketSpec::Unix(path.clone()), 0o660, Some((uid, gid))).await.unwrap();
+        let meta = std::fs::metadata(dir.path().join("run")).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o750);
+        assert_eq!(meta.gid(), gid.as_raw(), "the MTA's user joins this group to reach the socket");
+        assert_eq!(std::fs::metadata(&path).unwrap().gid(), gid.as_raw());
+        drop(listener);
     }
 }
