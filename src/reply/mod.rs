@@ -51,11 +51,6 @@ impl Reply {
     pub fn response(&self, sid: &SessionId) -> Response {
         Response::ReplyCode(self.line(sid).replace('%', "%%"))
     }
-
-    /// Whether the reply refuses (4xx/5xx).
-    pub fn is_refusal(&self) -> bool {
-        self.code >= 400
-    }
 }
 
 /// What a check decided for one SMTP step.
@@ -123,7 +118,6 @@ mod tests {
         let sid = SessionId::new(&LocalTime::from_unix(0), 1, 1);
         let r = Reply::of(&catalog::GREY_TEMPFAIL, &[]);
         assert_eq!(r.line(&sid), format!("451 4.7.0 try again later #552 {sid}"));
-        assert!(r.is_refusal());
         let r = Reply::of(&catalog::MX_NONE, &[&"a@b.example", &"b.example"]).with_code(550);
         assert_eq!(r.line(&sid), format!("550 5.1.8 sender <a@b.example> from b.example has no MX record #434 {sid}"));
     }
