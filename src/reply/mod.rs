@@ -145,6 +145,10 @@ mod tests {
             add.response(),
             Response::AddHeader { name: "X-Grey-Report".into(), value: "key=a  Injected: yes \tend".into() }
         );
+        let plain = HeaderChange::Add { name: "X".into(), value: "a\r\nb".into() };
+        assert_eq!(plain.response(), Response::AddHeader { name: "X".into(), value: "a  b".into() }, "without a TAB too");
+        let clean = HeaderChange::Add { name: "X".into(), value: "a\tb".into() };
+        assert_eq!(clean.response(), Response::AddHeader { name: "X".into(), value: "a\tb".into() }, "TAB is kept");
         let sid = SessionId::new(&LocalTime::from_unix(0), 1, 1);
         let long = Reply::of(&catalog::URI_BL, &[&"é".repeat(2000)]);
         assert!(long.line(&sid).len() <= 980);
