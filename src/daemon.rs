@@ -395,9 +395,9 @@ async fn watch_store_writes(shared: Arc<Shared>, spec: StoreSpec) {
             shared.log.emit(&catalog::STORE_REPLACED, None, &[&spec.shown()]);
             match Store::open(&spec, Some(&shared.log)).await {
                 Ok(fresh) => {
-                    if let Some(old) = shared.set_store(fresh.clone()) {
-                        old.close().await;
-                    }
+                    // The old handle is not closed: sessions that started with it finish with
+                    // it, and its threads end when the last of them lets go.
+                    drop(shared.set_store(fresh.clone()));
                     shared.log.emit(&catalog::STORE_OPENED, None, &[&spec.shown()]);
                     store = fresh;
                     seen = store.counters();

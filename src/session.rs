@@ -90,6 +90,16 @@ const MAX_MACROS_PER_STAGE: usize = 64;
 /// megabytes per connection.
 const MAX_MACRO_BYTES_PER_STAGE: usize = 8 * 1024;
 
+/// `{client_ptr}` → `client_ptr`, in place (no allocation per macro).
+fn unbraced(mut name: String) -> String {
+    while name.ends_with('}') {
+        name.pop();
+    }
+    let lead = name.len() - name.trim_start_matches('{').len();
+    name.drain(..lead);
+    name
+}
+
 impl Macros {
     /// Stores the macros of one `D` command. Only stages named by a command letter are kept, so
     /// a peer cannot pile up 256 stages of 64 KiB each.
@@ -97,16 +107,21 @@ impl Macros {
         if !KNOWN_STAGES.contains(&stage) {
             return;
         }
-        // A fresh vector, not `collect` on the decoded one: that would reuse the decoded buffer
-        // in place, keeping room for every pair the frame had (1.5 MiB for 64 KiB of empty pairs).
         let mut budget = MAX_MACRO_BYTES_PER_STAGE;
-        let mut kept = Vec::with_capacity(pairs.len().min(MAX_MACROS_PER_STAGE));
-        for (n, v) in pairs.into_iter().take(MAX_MACROS_PER_STAGE) {
-            let Some(left) = budget.checked_sub(n.len() + v.len()) else { break };
-            budget = left;
-            kept.push((n.trim_start_matches('{').trim_end_matches('}').to_string(), v));
+        let mut pairs: Vec<(String, String)> = pairs
+            .into_iter()
+            .take(MAX_MACROS_PER_STAGE)
+            .map_while(|(n, v)| {
+                budget = budget.checked_sub(n.len() + v.len())?;
+                Some((unbraced(n), v))
+            })
+            .collect();
+        // `collect` reuses the decoded vector in place (no allocation for the usual dozen
+        // pairs), which would keep room for every pair a flooding frame had: 1.5 MiB for 64 KiB
+        // of empty pairs. Give that room back.
+        if pairs.capacity() > MAX_MACROS_PER_STAGE {
+            pairs.shrink_to_fit();
         }
-        let pairs = kept;
         match self.by_stage.iter_mut().find(|(s, _)| *s == stage) {
             Some(slot) => slot.1 = pairs,
             None => self.by_stage.push((stage, pairs)),
@@ -160,6 +175,9 @@ pub const CONTENT_LIMIT: usize = 1024 * 1024;
 pub struct Session {
     shared: Arc<Shared>,
     policy: Arc<Policy>,
+    /// The store in force when the session started, like the policy: taken once per connection,
+    /// so checks do not take the shared lock at every call (a reopened file serves new sessions).
+    store: Option<crate::store::Store>,
     pub sid: SessionId,
     negotiated: Option<Negotiated>,
     pub client: Option<Client>,
@@ -209,11 +227,13 @@ impl Session {
     /// A new session on a fresh milter connection.
     pub fn new(shared: Arc<Shared>) -> Session {
         let policy = shared.policy();
+        let store = shared.store();
         let sid = SessionId::next(&LocalTime::now());
         let trace = shared.log.verbose().has("milter");
         Session {
             shared,
             policy,
+            store,
             msg_counter: random_message_start(crate::ids::unix_now() as u64 ^ sid_hash(&sid)),
             sid,
             negotiated: None,
@@ -250,8 +270,8 @@ impl Session {
     }
 
     /// The state store (greylist and dupmsg records), when open.
-    pub fn store(&self) -> Option<crate::store::Store> {
-        self.shared.store()
+    pub fn store(&self) -> Option<&crate::store::Store> {
+        self.store.as_ref()
     }
 
     /// The current time in Unix seconds (the daemon's clock, which tests can move).

@@ -32,7 +32,7 @@ impl Session {
 
     /// Looks the message up; a duplicate gets the configured policy.
     pub(crate) async fn dupmsg_check(&mut self, key: &str) -> Verdict {
-        let Some(store) = self.store() else { return Verdict::Continue };
+        let Some(store) = self.store().cloned() else { return Verdict::Continue };
         let now = self.now();
         let found = match store.get(key, now).await {
             Ok(f) => f,
@@ -66,7 +66,7 @@ impl Session {
     /// Remembers a message we let through, so that a copy sent again is recognised. Detached:
     /// the MTA's answer does not wait for the write.
     pub(crate) async fn dupmsg_record(&mut self, key: &str) {
-        let Some(store) = self.store() else { return };
+        let Some(store) = self.store().cloned() else { return };
         let now = self.now();
         let cfg = &self.policy().config;
         let value = format!("{} {}", cfg.dupmsg_policy.code(), self.sid);

@@ -37,7 +37,7 @@ impl Session {
     pub(crate) async fn greylist_data(&mut self) -> Verdict {
         let policy = self.policy().clone();
         let cfg = &policy.config;
-        let Some(store) = self.store() else { return Verdict::Continue };
+        let Some(store) = self.store().cloned() else { return Verdict::Continue };
         if cfg.grey_key.is_empty() || cfg.grey_temp_fail_period == 0 {
             return Verdict::Continue;
         }
@@ -242,7 +242,7 @@ impl Session {
     /// for the tuple (smtpf-behaviour §1.8).
     pub(crate) async fn grey_content_eom(&mut self, hash: &str) -> Verdict {
         let Some(def) = self.grey_deferred.take() else { return Verdict::Continue };
-        let Some(store) = self.store() else { return Verdict::Continue };
+        let Some(store) = self.store().cloned() else { return Verdict::Continue };
         let cfg = self.policy().config.clone();
         let now = self.now();
         let key = def.key.as_str();

@@ -103,25 +103,34 @@ impl Verbose {
 pub fn render(format: &str, args: &[&dyn Display]) -> String {
     let mut out = String::with_capacity(format.len() + 32 * args.len());
     let mut args = args.iter();
-    let mut chars = format.chars().peekable();
+    let bytes = format.as_bytes();
     let mut quoted = false;
-    while let Some(c) = chars.next() {
-        if c != '%' {
-            if c == '"' {
+    let mut i = 0;
+    while i < bytes.len() {
+        // Copy the literal run up to the next conversion or quote in one go.
+        let run = bytes[i..].iter().position(|&b| b == b'%' || b == b'"').unwrap_or(bytes.len() - i);
+        out.push_str(&format[i..i + run]);
+        i += run;
+        match bytes.get(i) {
+            None => break,
+            Some(b'"') => {
                 quoted = !quoted;
+                out.push('"');
+                i += 1;
+                continue;
             }
-            out.push(c);
-            continue;
+            Some(_) => {}
         }
-        if chars.peek() == Some(&'%') {
-            chars.next();
+        if bytes.get(i + 1) == Some(&b'%') {
             out.push('%');
+            i += 2;
             continue;
         }
         // Skip flags, width, precision and length modifiers up to the conversion letter.
-        while let Some(&n) = chars.peek() {
-            chars.next();
-            if n.is_ascii_alphabetic() && !matches!(n, 'l' | 'h' | 'z' | 'j' | 't' | 'L' | 'q') {
+        i += 1;
+        while let Some(&n) = bytes.get(i) {
+            i += 1;
+            if n.is_ascii_alphabetic() && !matches!(n, b'l' | b'h' | b'z' | b'j' | b't' | b'L' | b'q') {
                 break;
             }
         }
@@ -140,8 +149,13 @@ pub fn render(format: &str, args: &[&dyn Display]) -> String {
 /// Escapes `out[start..]` in place when it holds anything that needs it (most arguments do not,
 /// and cost one scan).
 fn escape_tail(out: &mut String, start: usize, quoted: bool) {
-    let needs = |b: u8| b < 0x20 || b == 0x7f || (quoted && (b == b'"' || b == b'\\'));
-    if !out.as_bytes()[start..].iter().any(|&b| needs(b)) {
+    let tail = &out.as_bytes()[start..];
+    let needs = if quoted {
+        tail.iter().any(|&b| b < 0x20 || b == 0x7f || b == b'"' || b == b'\\')
+    } else {
+        tail.iter().any(|&b| b < 0x20 || b == 0x7f)
+    };
+    if !needs {
         return;
     }
     let raw = out.split_off(start);
