@@ -59,6 +59,8 @@ pub async fn start_with_store(config: Config, log: Logger, opened: Option<Store>
     let policy = build_policy(config.clone(), &log)?;
     let shared = Shared::new(policy, log.clone(), workers);
     let owner = privileges(&config, &log)?;
+    // Resolved while still the user we started as: the default state file depends on it.
+    let spec = config.store_spec();
 
     let listener = match Listener::from_systemd() {
         Some(Ok(l)) => {
@@ -98,7 +100,6 @@ pub async fn start_with_store(config: Config, log: Logger, opened: Option<Store>
 
     // Where records live: the SQLite file refuses to start when unusable (#172); an unreachable
     // Redis does not (the store logs #2024, reconnects, and checks fail open meanwhile).
-    let spec = config.store_spec();
     let shown = spec.shown();
     let shown_error = match &spec {
         StoreSpec::Sqlite { .. } => {
@@ -364,16 +365,26 @@ fn privileges(config: &Config, log: &Logger) -> Result<Option<Owner>, String> {
     Ok(Some(Owner { uid, gid, name }))
 }
 
-/// Opens the store that could not be opened at start (#2047): tries again after 1 s, then backs
-/// off to every 30 s, and hands it to the sessions once it opens (#2048).
+/// Opens the store that could not be opened at start (#2047), or again after its file was
+/// replaced (#2049): tries after 1 s, then backs off to every 30 s, and hands it to the sessions
+/// once it opens (#2048).
+/// The first failure's reason is logged (#172); later ones only wait.
 async fn wait_for_store(shared: &Arc<Shared>, spec: &StoreSpec) {
     let mut pause = Duration::from_secs(1);
+    let mut told = false;
     loop {
         tokio::time::sleep(pause).await;
-        if let Ok(store) = Store::open(spec, Some(&shared.log)).await {
-            let _ = shared.set_store(store);
-            shared.log.emit(&catalog::STORE_OPENED, None, &[&spec.shown()]);
-            return;
+        match Store::open(spec, Some(&shared.log)).await {
+            Ok(store) => {
+                let _ = shared.set_store(store);
+                shared.log.emit(&catalog::STORE_OPENED, None, &[&spec.shown()]);
+                return;
+            }
+            Err(e) if !told => {
+                shared.log.emit(&catalog::CACHE_OPEN_ERROR, None, &[&spec.shown(), &e]);
+                told = true;
+            }
+            Err(_) => {}
         }
         pause = (pause * 2).min(Duration::from_secs(30));
     }
@@ -393,17 +404,29 @@ async fn watch_store_writes(shared: Arc<Shared>, spec: StoreSpec) {
         // Deleted or replaced under us: writes would go on into an unlinked file and be lost.
         if store.file_replaced() {
             shared.log.emit(&catalog::STORE_REPLACED, None, &[&spec.shown()]);
-            match Store::open(&spec, Some(&shared.log)).await {
-                Ok(fresh) => {
-                    // The old handle is not closed: sessions that started with it finish with
-                    // it, and its threads end when the last of them lets go.
-                    drop(shared.set_store(fresh.clone()));
-                    shared.log.emit(&catalog::STORE_OPENED, None, &[&spec.shown()]);
-                    store = fresh;
-                    seen = store.counters();
-                }
-                Err(e) => shared.log.emit(&catalog::CACHE_OPEN_ERROR, None, &[&spec.shown(), &e]),
+            // The old store is closed before the path is opened again: two stores on one path
+            // would share its -wal and -shm files and copy each other's pages into their own
+            // main files. Sessions still holding it fail open until they end.
+            if let Some(old) = shared.take_store() {
+                old.close().await;
             }
+            // The old file's WAL may still lie beside the new one under the same name (SQLite
+            // keeps it when its database was moved away); opened with the new file it would be
+            // replayed into it. Set aside, not deleted, in case an admin wants it.
+            if let StoreSpec::Sqlite { path, .. } = &spec {
+                for side in ["-wal", "-shm"] {
+                    let stale = std::path::PathBuf::from(format!("{}{side}", path.display()));
+                    if stale.exists() {
+                        let aside = format!("{}{side}.replaced-{}", path.display(), crate::ids::unix_now());
+                        let _ = std::fs::rename(&stale, aside);
+                    }
+                }
+            }
+            wait_for_store(&shared, &spec).await;
+            let Some(fresh) = shared.store() else { return };
+            store = fresh;
+            seen = store.counters();
+            outage = None;
             continue;
         }
         let now = crate::ids::unix_now();

@@ -63,6 +63,12 @@ impl Shared {
         write(&self.store).replace(store)
     }
 
+    /// Withdraws the store in force (its file was replaced): new sessions run without one until
+    /// [`Shared::set_store`] hands them the reopened file.
+    pub fn take_store(&self) -> Option<Store> {
+        write(&self.store).take()
+    }
+
     /// The state store in force, once opened (a cheap handle: clones share one store).
     pub fn store(&self) -> Option<Store> {
         read(&self.store).clone()

@@ -301,3 +301,36 @@ async fn a_state_file_deleted_under_the_daemon_is_reopened() {
     }
     panic!("{key} never reached the reopened file");
 }
+
+/// A state file replaced under the daemon (a restore from backup moved into place) is the one
+/// the daemon reads afterwards: a tuple passed in the restored file passes at once.
+#[tokio::test]
+async fn a_state_file_replaced_under_the_daemon_is_read_after_the_reopen() {
+    use smtpf_milter::store::{Record, Store};
+    let d = TestDaemon::start("grey-key = \"mail,rcpt\"\ngrey-drop = false\n").await;
+    let state = d.dir.path().join("cache.sq3");
+    assert!(is_greylisted(&data_answer(&d.socket, "192.0.2.75", "q1@example.org").await));
+    // The restore: another file, with the tuple passed, moved over the one in use.
+    let restored = d.dir.path().join("restored.sq3");
+    let store = Store::open_sqlite(&restored, Duration::from_secs(300)).unwrap();
+    let now = d.running().shared().now();
+    store.put("grey:q9@example.org,b@example.net", Record::new("0", now - 900, now + 86_400)).await.unwrap();
+    store.close().await;
+    drop(store);
+    std::fs::rename(&restored, &state).unwrap();
+    d.wait_for("#2049 cache", 1).await;
+    d.wait_for("#2048 cache", 1).await;
+    let answer = data_answer(&d.socket, "192.0.2.75", "q9@example.org").await;
+    if answer != vec![Response::Continue] {
+        let conn = rusqlite::Connection::open(&state).unwrap();
+        let rows: Vec<(String, String)> = conn
+            .prepare("SELECT k, v FROM mcc")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect();
+        panic!("{answer:?}\nrows: {rows:?}\nlog:\n{}", d.lines().join("\n"));
+    }
+    assert!(d.grep("malformed").is_empty(), "{:?}", d.grep("malformed"));
+}

@@ -741,3 +741,20 @@ async fn the_wal_is_cut_back_after_a_burst() {
     wait_for("the WAL cut back", || wal_size() <= 1 << 20).await;
     store.close().await;
 }
+
+/// A state file someone else owns (an admin's `root:smtpf 0660`) is used as it is, not chmodded.
+#[tokio::test]
+async fn a_state_file_of_another_owner_keeps_its_mode() {
+    use std::os::unix::fs::PermissionsExt;
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: only root can give a file to another user");
+        return;
+    }
+    let (_dir, path) = temp();
+    Store::open_sqlite(&path, Duration::from_secs(300)).expect("create").close().await;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o664)).unwrap();
+    nix::unistd::chown(&path, Some(nix::unistd::Uid::from_raw(1)), None).unwrap();
+    let store = Store::open_sqlite(&path, Duration::from_secs(300)).expect("opened as it is");
+    store.close().await;
+    assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o664);
+}

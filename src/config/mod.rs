@@ -80,7 +80,15 @@ pub struct Restart {
 /// The embedded default socket: a unix socket, never TCP (any local user can connect to a TCP
 /// port and play MTA). Root gets the conventional run directory; a user's demo run gets the
 /// session's runtime directory, or the working directory.
+///
+/// Decided once per process (at start, before privileges are dropped), so a reload after the
+/// switch to run-user does not see another default and report a change that needs a restart.
 fn default_socket() -> SocketSpec {
+    static DEFAULT: std::sync::OnceLock<SocketSpec> = std::sync::OnceLock::new();
+    DEFAULT.get_or_init(default_socket_now).clone()
+}
+
+fn default_socket_now() -> SocketSpec {
     if nix::unistd::geteuid().is_root() {
         return SocketSpec::Unix(PathBuf::from("/run/smtpf-milter/milter.sock"));
     }

@@ -271,7 +271,7 @@ catalog! {
     STORE_OPENED = 2048 Info Always, false, "cache %s opened; greylisting and duplicate detection resume",
         "The state file that could not be opened at start (#2047), or that was deleted or replaced under the daemon (#2049), is open: checks that keep state are back for new messages.";
     STORE_REPLACED = 2049 Warn Always, false, "cache %s was deleted or replaced under the daemon; reopening",
-        "The state file at cache-path is no longer the file the daemon opened (deleted, or replaced by a restore or an admin's mv). Records written to the old file would be lost, so the path is opened again (#2048 when done; #172 and a retry a second later if it cannot be). Records only in the old file are gone, so a few senders may be greylisted once more.";
+        "The state file at cache-path is no longer the file the daemon opened (deleted, or replaced by a restore or an admin's mv). Records written to the old file would be lost, so the old store is closed, a -wal/-shm left beside the path is set aside as *.replaced-TIME (replayed into the new file it would damage it), and the path is opened again (#2048 when done; #172 and retries with backoff if it cannot be; sessions run without greylisting meanwhile). Records only in the old file are gone, so a few senders may be greylisted once more.";
 }
 
 /// Looks up a message by number.

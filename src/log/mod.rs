@@ -410,12 +410,11 @@ impl SyslogSocket {
                     let _ = sock.send(&framed(&report));
                     self.lost = 0;
                 }
-                if sock.send(datagram).is_ok() {
-                    self.sock = Some(sock);
-                } else {
+                // A line the receiver refuses (too long, say) is lost alone; the socket stays.
+                if sock.send(datagram).is_err() {
                     self.lost += 1;
-                    self.retry_at = now + std::time::Duration::from_secs(1);
                 }
+                self.sock = Some(sock);
             }
             Err(_) => {
                 self.lost += 1;
