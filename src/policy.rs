@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use crate::checks::access::{AccessError, AccessMap};
+use crate::checks::access::{AccessError, AccessMap, Tag};
 use crate::config::{Config, ConfigError};
 use crate::dns::Dns;
 use crate::milter::negotiate::Needs;
@@ -64,11 +64,13 @@ impl Policy {
         let delay = c.smtp_delay_checks;
         let lists = !c.dns_bl.is_empty();
         let greylisting = !c.grey_key.is_empty() && c.grey_temp_fail_period > 0;
+        // IREJECT refuses at once even when the other refusals wait for RCPT.
+        let ireject = |tag| self.access.as_ref().is_some_and(|m| m.may_ireject(tag));
         Needs {
             // Always read: #720 reports the size, and content checks digest it.
             body: true,
-            reply_connect: !delay && (access || lists),
-            reply_helo: !delay && access,
+            reply_connect: (!delay && (access || lists)) || ireject(Tag::Connect),
+            reply_helo: (!delay && access) || ireject(Tag::Helo),
             reply_mail: access || c.mail_require_mx,
             reply_rcpt: access || delay,
             reply_data: greylisting,

@@ -317,6 +317,12 @@ async fn a_state_file_replaced_under_the_daemon_is_read_after_the_reopen() {
     store.put("grey:q9@example.org,b@example.net", Record::new("0", now - 900, now + 86_400)).await.unwrap();
     store.close().await;
     drop(store);
+    // A backup is one file: fold the WAL in (waiting for the store's last threads to let go).
+    let conn = rusqlite::Connection::open(&restored).unwrap();
+    conn.busy_timeout(Duration::from_secs(5)).unwrap();
+    let mode: String = conn.query_row("PRAGMA journal_mode=DELETE", [], |r| r.get(0)).unwrap();
+    assert_eq!(mode, "delete");
+    drop(conn);
     std::fs::rename(&restored, &state).unwrap();
     d.wait_for("#2049 cache", 1).await;
     d.wait_for("#2048 cache", 1).await;

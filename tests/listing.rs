@@ -324,3 +324,19 @@ fn check_config_validates_the_access_map() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("access.cf:1"), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// IREJECT refuses at once whatever `smtp-delay-checks` says (docs/access-map.md): with the delay
+/// on, CONNECT and HELO must still be answered, or the refusal is dropped and the mail accepted.
+#[tokio::test]
+async fn ireject_refuses_at_once_even_with_smtp_delay_checks() {
+    let (_dir, map) = access_file("Connect:192.0.2.53        IREJECT\nHelo:worse.example        IREJECT\n");
+    let d = TestDaemon::start(&format!("smtp-delay-checks = true\naccess-map = \"{}\"", map.display())).await;
+    let mut c = d.client().await;
+    let got = open_session(&mut c, "z.example", "192.0.2.53", "z.example").await;
+    assert!(reply(&got[..1]).contains("black listed #854"), "{got:?}");
+    let mut c = d.client().await;
+    let got = open_session(&mut c, "h.example", "192.0.2.54", "worse.example").await;
+    assert_eq!(got[0], Response::Continue);
+    assert!(reply(&got[1..]).starts_with("550 5.7.1 helo worse.example black listed #926 "), "{got:?}");
+    assert!(d.grep("#539").is_empty(), "no refusal dropped: {:?}", d.grep("#539"));
+}

@@ -24,6 +24,8 @@ pub struct AccessMap {
     index: HashMap<String, Entry>,
     cidr: Vec<(Tag, CidrIndex)>,
     counts: [usize; 9],
+    /// Tags with an entry that can answer IREJECT (directly or through one of its patterns).
+    irejects: [bool; 9],
 }
 
 /// One line of the map as the index keeps it: the parsed right-hand side for lookups, and the
@@ -40,6 +42,18 @@ pub(super) struct Entry {
 pub(super) enum Rhs {
     Single(Decision),
     List(Box<PatternList>),
+}
+
+impl Rhs {
+    /// Whether this right-hand side can decide `action` (itself or in any of its patterns).
+    fn can_answer(&self, action: Action) -> bool {
+        match self {
+            Rhs::Single(d) => d.action == action,
+            Rhs::List(list) => {
+                list.rules.iter().any(|(_, d)| d.action == action) || list.default.as_ref().is_some_and(|d| d.action == action)
+            }
+        }
+    }
 }
 
 /// Patterns tried in file order, each with its decision; the default applies when none matches.
@@ -134,6 +148,9 @@ impl AccessMap {
             self.cidr[at].1.insert(net);
         }
         self.counts[tag.index()] += 1;
+        if entry.rhs.can_answer(Action::IReject) {
+            self.irejects[tag.index()] = true;
+        }
         self.index.insert(stored, entry);
         Ok(())
     }
@@ -146,6 +163,12 @@ impl AccessMap {
     /// Whether the map has no entries at all (then every lookup is `None`).
     pub fn is_empty(&self) -> bool {
         self.index.is_empty()
+    }
+
+    /// Whether some entry of `tag` can answer IREJECT, which refuses at once whatever
+    /// `smtp-delay-checks` says: the milter must then ask for a reply at that step.
+    pub fn may_ireject(&self, tag: Tag) -> bool {
+        self.irejects[tag.index()]
     }
 
     /// Number of entries of one tag, so a caller can skip a stage's lookups when there are none.
