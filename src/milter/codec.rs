@@ -119,37 +119,32 @@ pub enum Command {
 }
 
 impl Command {
-    /// The protocol flag by which a milter promises not to answer this step (`SMFIP_NR_*`);
-    /// None for commands that always or never get an answer. Both sides read it from here.
-    pub fn no_reply_flag(&self) -> Option<u32> {
+    /// The protocol flags of this SMTP step: (`SMFIP_NO*`, the milter asks not to be sent it;
+    /// `SMFIP_NR_*`, the milter promises not to answer it). None for commands that are always
+    /// sent and always or never answered. Both sides of the protocol read them from here.
+    fn step_flags(&self) -> Option<(u32, u32)> {
         Some(match self {
-            Command::Connect { .. } => proto::NR_CONN,
-            Command::Helo { .. } => proto::NR_HELO,
-            Command::Mail { .. } => proto::NR_MAIL,
-            Command::Rcpt { .. } => proto::NR_RCPT,
-            Command::Data => proto::NR_DATA,
-            Command::Header { .. } => proto::NR_HDR,
-            Command::EndOfHeaders => proto::NR_EOH,
-            Command::Body(_) => proto::NR_BODY,
-            Command::Unknown(_) => proto::NR_UNKN,
+            Command::Connect { .. } => (proto::NOCONNECT, proto::NR_CONN),
+            Command::Helo { .. } => (proto::NOHELO, proto::NR_HELO),
+            Command::Mail { .. } => (proto::NOMAIL, proto::NR_MAIL),
+            Command::Rcpt { .. } => (proto::NORCPT, proto::NR_RCPT),
+            Command::Data => (proto::NODATA, proto::NR_DATA),
+            Command::Header { .. } => (proto::NOHDRS, proto::NR_HDR),
+            Command::EndOfHeaders => (proto::NOEOH, proto::NR_EOH),
+            Command::Body(_) => (proto::NOBODY, proto::NR_BODY),
+            Command::Unknown(_) => (proto::NOUNKNOWN, proto::NR_UNKN),
             _ => return None,
         })
     }
 
-    /// The protocol flag by which a milter asks not to be sent this step at all (`SMFIP_NO*`).
+    /// The flag by which a milter promises not to answer this step (`SMFIP_NR_*`).
+    pub fn no_reply_flag(&self) -> Option<u32> {
+        self.step_flags().map(|(_, no_reply)| no_reply)
+    }
+
+    /// The flag by which a milter asks not to be sent this step at all (`SMFIP_NO*`).
     pub fn skip_flag(&self) -> Option<u32> {
-        Some(match self {
-            Command::Connect { .. } => proto::NOCONNECT,
-            Command::Helo { .. } => proto::NOHELO,
-            Command::Mail { .. } => proto::NOMAIL,
-            Command::Rcpt { .. } => proto::NORCPT,
-            Command::Data => proto::NODATA,
-            Command::Header { .. } => proto::NOHDRS,
-            Command::EndOfHeaders => proto::NOEOH,
-            Command::Body(_) => proto::NOBODY,
-            Command::Unknown(_) => proto::NOUNKNOWN,
-            _ => return None,
-        })
+        self.step_flags().map(|(skip, _)| skip)
     }
 
     /// The command byte on the wire.
@@ -714,6 +709,15 @@ pub fn decode_response(code: u8, p: &[u8]) -> Result<Response, FrameError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_step_names_its_skip_and_no_reply_flags() {
+        let helo = Command::Helo { name: "h".into() };
+        assert_eq!((helo.skip_flag(), helo.no_reply_flag()), (Some(proto::NOHELO), Some(proto::NR_HELO)));
+        assert_eq!((Command::Data.skip_flag(), Command::Data.no_reply_flag()), (Some(proto::NODATA), Some(proto::NR_DATA)));
+        let eom = Command::EndOfMessage(Vec::new());
+        assert_eq!((eom.skip_flag(), eom.no_reply_flag()), (None, None), "end of message is always sent and answered");
+    }
 
     fn all_commands() -> Vec<Command> {
         vec![
