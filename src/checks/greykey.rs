@@ -77,9 +77,10 @@ pub fn domain_suffix(name: &str) -> Option<String> {
 /// `host-12-34.dyn.example.com` → `host-#-#.dyn.example.com`.
 pub fn ptr_n(name: &str) -> String {
     let name = name.trim_end_matches('.').to_ascii_lowercase();
-    let keep = registered_domain(&name).map(|r| r.len()).unwrap_or(0);
-    let cut = name.len().saturating_sub(keep);
-    let (head, tail) = name.split_at(cut);
+    // The registered domain comes back in ASCII (punycode) form: it is kept as it is only where
+    // the name really ends with it, never by a length that could fall inside a character.
+    let keep = registered_domain(&name).filter(|r| name.ends_with(r.as_str())).map(|r| r.len()).unwrap_or(0);
+    let (head, tail) = name.split_at(name.len() - keep);
     let mut out = String::with_capacity(name.len());
     let mut in_digits = false;
     for c in head.chars() {
@@ -195,6 +196,9 @@ mod tests {
         assert_eq!(domain_suffix("localhost"), None);
         assert_eq!(ptr_n("host-12-34.dyn.example.com"), "host-#-#.dyn.example.com");
         assert_eq!(ptr_n("1.2.3.4.in.isp99.co.uk"), "#.#.#.#.in.isp99.co.uk");
+        // A name that is not ASCII (a raw IDN PTR): no panic, digits still collapse.
+        assert_eq!(ptr_n("ééééééé.bücher.de"), "ééééééé.bücher.de");
+        assert_eq!(ptr_n("dsl-12.bücher.de"), "dsl-#.bücher.de");
     }
 
     #[test]
