@@ -40,16 +40,37 @@ impl Reply {
 
     /// The reply as the SMTP client will see it.
     pub fn line(&self, sid: &SessionId) -> String {
-        let mut s = format!("{} {} {} #{} {}", self.code, self.ecode, self.text, self.num, sid);
-        s.retain(|c| c != '\r' && c != '\n');
-        crate::text::truncate_chars(&mut s, MAX_REPLY);
-        s
+        self.render(sid, false)
     }
 
     /// The milter response carrying it. Sendmail reads the text as a format string, so `%` is
     /// doubled (Postfix undoes the doubling).
     pub fn response(&self, sid: &SessionId) -> Response {
-        Response::ReplyCode(self.line(sid).replace('%', "%%"))
+        Response::ReplyCode(self.render(sid, true))
+    }
+
+    /// `code ecode text #num sid` within [`MAX_REPLY`] bytes: the text is what gets cut (at a
+    /// character boundary), so the number and session id a sender quotes always survive, and
+    /// the bound holds after `%` doubling too.
+    fn render(&self, sid: &SessionId, double_percent: bool) -> String {
+        let head = format!("{} {} ", self.code, self.ecode);
+        let tail = format!(" #{} {}", self.num, sid);
+        let mut room = MAX_REPLY.saturating_sub(head.len() + tail.len());
+        let mut out = head;
+        for c in self.text.chars().filter(|c| *c != '\r' && *c != '\n') {
+            let doubled = double_percent && c == '%';
+            let width = if doubled { 2 } else { c.len_utf8() };
+            if width > room {
+                break;
+            }
+            room -= width;
+            out.push(c);
+            if doubled {
+                out.push('%');
+            }
+        }
+        out.push_str(&tail);
+        out
     }
 }
 
@@ -136,6 +157,13 @@ mod tests {
         }
         let long = Reply::of(&catalog::URI_BL, &[&"é".repeat(2000)]);
         assert!(long.line(&sid).len() <= 980);
+        // The number and session id survive the cut, and the bound holds after doubling.
+        assert!(long.line(&sid).ends_with(&format!(" #895 {sid}")), "{}", long.line(&sid));
+        let percent = Reply::of(&catalog::URI_BL, &[&"%".repeat(2000)]);
+        match percent.response(&sid) {
+            Response::ReplyCode(s) => assert!(s.len() <= 980 && s.ends_with(&format!(" #895 {sid}")), "{}", s.len()),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
@@ -149,8 +177,5 @@ mod tests {
         assert_eq!(plain.response(), Response::AddHeader { name: "X".into(), value: "a  b".into() }, "without a TAB too");
         let clean = HeaderChange::Add { name: "X".into(), value: "a\tb".into() };
         assert_eq!(clean.response(), Response::AddHeader { name: "X".into(), value: "a\tb".into() }, "TAB is kept");
-        let sid = SessionId::new(&LocalTime::from_unix(0), 1, 1);
-        let long = Reply::of(&catalog::URI_BL, &[&"é".repeat(2000)]);
-        assert!(long.line(&sid).len() <= 980);
     }
 }
