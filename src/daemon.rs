@@ -98,8 +98,9 @@ pub async fn start_with_store(config: Config, log: Logger, opened: Option<Store>
         }
     }
 
-    // Where records live: the SQLite file refuses to start when unusable (#172); an unreachable
-    // Redis does not (the store logs #2024, reconnects, and checks fail open meanwhile).
+    // Where records live: a SQLite file that is not a database stops the start (#172); one that
+    // cannot be opened for now (#172, #2047) and an unreachable Redis (#2024) do not: the
+    // daemon serves, checks fail open, and the store is picked up when it answers.
     let shown = spec.shown();
     let shown_error = match &spec {
         StoreSpec::Sqlite { .. } => {

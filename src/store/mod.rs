@@ -211,9 +211,11 @@ impl fmt::Debug for Store {
 
 impl Store {
     /// Opens the backend `spec` names: a SQLite file or a Redis server. The one constructor the
-    /// daemon and the `grey` command use. SQLite problems are errors (the daemon refuses to
-    /// start, #172); an unreachable Redis is not (logged with #2024 to `log`, the store
-    /// reconnects and checks fail open meanwhile). Needs a Tokio runtime.
+    /// daemon and the `grey` command use. A SQLite file that is not a database is
+    /// [`StoreError::Open`] (the daemon refuses to start, #172); one that cannot be opened for
+    /// now is [`StoreError::Unavailable`] (the daemon serves and retries, #2047); an unreachable
+    /// Redis is no error (logged with #2024 to `log`, the store reconnects and checks fail open
+    /// meanwhile). Needs a Tokio runtime.
     pub async fn open(spec: &StoreSpec, log: Option<&Logger>) -> Result<Store, StoreError> {
         match spec {
             StoreSpec::Sqlite { path, gc_interval, file_mode } => {
