@@ -161,7 +161,8 @@ pub async fn start_with_store(config: Config, log: Logger, opened: Option<Store>
         let shared = shared.clone();
         async move {
             if shared.store().is_none() {
-                wait_for_store(&shared, &spec).await;
+                // Start-up already logged why (#172, #2047).
+                wait_for_store(&shared, &spec, true).await;
             }
             watch_store_writes(shared, spec).await
         }
@@ -256,11 +257,13 @@ impl Running {
             self.shared.log.emit(&catalog::SHUTDOWN_DEADLINE, None, &[&deadline.as_secs(), &closed]);
             self.kill_now().await;
         }
-        // Pending store writes are flushed before the process exits.
+        // The watcher first (it could hand over a store it just reopened), then pending store
+        // writes are flushed before the process exits.
+        self.store_watch.abort();
+        let _ = (&mut self.store_watch).await;
         if let Some(store) = self.shared.store() {
             store.close().await;
         }
-        self.store_watch.abort();
         StopReport { closed_at_deadline: closed }
     }
 
@@ -369,10 +372,10 @@ fn privileges(config: &Config, log: &Logger) -> Result<Option<Owner>, String> {
 /// Opens the store that could not be opened at start (#2047), or again after its file was
 /// replaced (#2049): tries after 1 s, then backs off to every 30 s, and hands it to the sessions
 /// once it opens (#2048).
-/// The first failure's reason is logged (#172); later ones only wait.
-async fn wait_for_store(shared: &Arc<Shared>, spec: &StoreSpec) {
+/// The first failure's reason is logged (#172) unless the caller has `told` it; later ones only
+/// wait.
+async fn wait_for_store(shared: &Arc<Shared>, spec: &StoreSpec, mut told: bool) {
     let mut pause = Duration::from_secs(1);
-    let mut told = false;
     loop {
         tokio::time::sleep(pause).await;
         match Store::open(spec, Some(&shared.log)).await {
@@ -423,7 +426,7 @@ async fn watch_store_writes(shared: Arc<Shared>, spec: StoreSpec) {
                     }
                 }
             }
-            wait_for_store(&shared, &spec).await;
+            wait_for_store(&shared, &spec, false).await;
             let Some(fresh) = shared.store() else { return };
             store = fresh;
             seen = store.counters();

@@ -266,6 +266,7 @@ async fn an_unwritable_state_file_at_start_fails_open_and_recovers() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(grep("#2048 cache").len(), 1, "the state file was picked up");
+    assert_eq!(grep("#172 cache-path=").len(), 1, "the reason is logged once, not again by the retries");
     let answer = data(2).await;
     assert!(is_greylisted(&answer), "{answer:?}");
     running.stop(Duration::from_secs(5)).await;

@@ -98,6 +98,23 @@ fn default_socket_now() -> SocketSpec {
     }
 }
 
+/// The state file when `cache-path` is not set: systemd's state directory, else the system's
+/// when root, else the working directory.
+fn default_cache_path() -> PathBuf {
+    if let Some(dir) = std::env::var_os("STATE_DIRECTORY") {
+        // systemd may pass several, colon separated; the first is ours.
+        let first = dir.to_string_lossy().split(':').next().unwrap_or("").to_string();
+        if !first.is_empty() {
+            return Path::new(&first).join("cache.sq3");
+        }
+    }
+    if nix::unistd::geteuid().is_root() {
+        PathBuf::from("/var/lib/smtpf-milter/cache.sq3")
+    } else {
+        PathBuf::from("smtpf-milter-cache.sq3")
+    }
+}
+
 /// Reads a TOML value literal (a key's default as written in the table).
 fn toml_literal(text: &str) -> toml::Value {
     let table: toml::Table = format!("v = {text}").parse().unwrap_or_else(|e| panic!("default {text}: {e}"));
@@ -307,18 +324,9 @@ impl Config {
         if let Some(p) = &self.cache_path {
             return p.clone();
         }
-        if let Some(dir) = std::env::var_os("STATE_DIRECTORY") {
-            // systemd may pass several, colon separated; the first is ours.
-            let first = dir.to_string_lossy().split(':').next().unwrap_or("").to_string();
-            if !first.is_empty() {
-                return Path::new(&first).join("cache.sq3");
-            }
-        }
-        if nix::unistd::geteuid().is_root() {
-            PathBuf::from("/var/lib/smtpf-milter/cache.sq3")
-        } else {
-            PathBuf::from("smtpf-milter-cache.sq3")
-        }
+        // Decided once per process, before privileges are dropped, like the default socket.
+        static DEFAULT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+        DEFAULT.get_or_init(default_cache_path).clone()
     }
 
     /// The store these keys name, resolved (the default state file's path included), so the
