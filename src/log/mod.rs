@@ -150,10 +150,12 @@ pub fn render(format: &str, args: &[&dyn Display]) -> String {
 /// and cost one scan).
 fn escape_tail(out: &mut String, start: usize, quoted: bool) {
     let tail = &out.as_bytes()[start..];
+    // 0xC2 and 0xE2 lead the UTF-8 of NEL (U+0085) and of U+2028/U+2029, which some log readers
+    // take for line breaks: such text takes the careful path below.
     let needs = if quoted {
-        tail.iter().any(|&b| b < 0x20 || b == 0x7f || b == b'"' || b == b'\\')
+        tail.iter().any(|&b| b < 0x20 || b == 0x7f || b == 0xc2 || b == 0xe2 || b == b'"' || b == b'\\')
     } else {
-        tail.iter().any(|&b| b < 0x20 || b == 0x7f)
+        tail.iter().any(|&b| b < 0x20 || b == 0x7f || b == 0xc2 || b == 0xe2)
     };
     if !needs {
         return;
@@ -170,6 +172,9 @@ fn escape_tail(out: &mut String, start: usize, quoted: bool) {
             }
             c if (c as u32) < 0x20 || c as u32 == 0x7f => {
                 let _ = write!(out, "\\x{:02x}", c as u32);
+            }
+            c if c.is_control() || c == '\u{2028}' || c == '\u{2029}' => {
+                let _ = write!(out, "\\u{{{:04x}}}", c as u32);
             }
             c => out.push(c),
         }
@@ -643,6 +648,10 @@ mod tests {
         // Other control bytes show as hex; text without them is untouched (UTF-8 included).
         assert_eq!(render("%s", &[&"a\u{0}b\u{1b}c\u{7f}"]), "a\\x00b\\x1bc\\x7f");
         assert_eq!(render("\"%s\" %s", &[&"caf\u{e9}", &"ok"]), "\"caf\u{e9}\" ok");
+        // Unicode line breaks (NEL, LS, PS) are escaped too; other text with the same lead bytes
+        // (Â, ’) is left alone.
+        assert_eq!(render("%s", &[&"a\u{85}b\u{2028}c\u{2029}d"]), "a\\u{0085}b\\u{2028}c\\u{2029}d");
+        assert_eq!(render("%s", &[&"\u{c2}\u{2019}"]), "\u{c2}\u{2019}");
     }
 
     #[test]
