@@ -151,6 +151,19 @@ fn main() -> ExitCode {
             }
         },
         Cmd::Run => {
+            // A panic's message can quote peer text (a slice of a HELO, say); the default hook
+            // prints it raw, line breaks included. One escaped line instead; the session that
+            // hit it is logged as #2041 and only its connection closes.
+            std::panic::set_hook(Box::new(|info| {
+                let what = info
+                    .payload()
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| info.payload().downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "panic".into());
+                let at = info.location().map(|l| format!("{}:{}", l.file(), l.line())).unwrap_or_default();
+                eprintln!("{}", smtpf_milter::log::render("smtpf-milter: panic at %s: %s", &[&at, &what]));
+            }));
             let config = match load(cli.config.as_deref()) {
                 Ok(c) => c,
                 Err(e) => {
