@@ -191,6 +191,16 @@ async fn overload_never_lets_a_new_tuple_through() {
     let log: Vec<String> = lines.lock().unwrap().clone();
     let busy = log.iter().filter(|l| l.contains("#544") && l.contains("store busy")).count();
     assert!((1..=2).contains(&busy), "{busy} #544 lines for 20 refused writes:\n{}", log.join("\n"));
+    // In a later second the next error is logged, after a line counting those that were not.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert!(is_greylisted(&data_answer(&socket, "192.0.2.71", "s99@example.org").await));
+    let log: Vec<String> = lines.lock().unwrap().clone();
+    let counted = log.iter().find(|l| l.contains("#2043")).unwrap_or_else(|| panic!("no #2043:\n{}", log.join("\n")));
+    assert!(counted.contains("more store errors in the last"), "{counted}");
+    let n: u64 = counted.split(" #2043 ").nth(1).and_then(|t| t.split(' ').next()).and_then(|n| n.parse().ok()).unwrap_or(0);
+    let refused = running.shared().store().unwrap().counters().refused_busy;
+    let logged = log.iter().filter(|l| l.contains("#544") && l.contains("store busy")).count();
+    assert_eq!(n + logged as u64, refused, "every refused write is either logged or counted: {counted}");
     blocker.execute_batch("COMMIT").unwrap();
     running.stop(Duration::from_secs(5)).await;
 }
