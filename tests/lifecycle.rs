@@ -248,3 +248,15 @@ fn binary_runs_serves_and_stops_on_sigterm() {
     }
     assert!(!sock.exists(), "socket removed at exit");
 }
+
+/// The daemon logs the same warnings check-config prints (#2042), at start and at reload.
+#[tokio::test]
+async fn odd_settings_are_logged_at_start_and_reload() {
+    let d = TestDaemon::start("milter-timeout = 60\n").await;
+    d.wait_for("#2042 config: milter-timeout = 1m: shorter than Postfix's milter_content_timeout", 1).await;
+    let text = std::fs::read_to_string(&d.config_path).unwrap();
+    std::fs::write(&d.config_path, format!("{text}dns-timeout = 20\n")).unwrap();
+    d.running().reload().unwrap();
+    d.wait_for("#2042 config: dns-timeout = 20s: longer than Sendmail's default milter read timeout", 1).await;
+    d.wait_for("#2042 config: milter-timeout = 1m", 2).await;
+}
