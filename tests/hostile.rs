@@ -329,9 +329,19 @@ async fn a_state_file_replaced_under_the_daemon_is_read_after_the_reopen() {
     store.close().await;
     drop(store);
     // A backup is one file: fold the WAL in (waiting for the store's last threads to let go).
+    // Switching the journal mode needs the file to itself, and SQLite answers "locked" at once
+    // rather than waiting, so the test asks again until it gets it.
     let conn = rusqlite::Connection::open(&restored).unwrap();
-    conn.busy_timeout(Duration::from_secs(5)).unwrap();
-    let mode: String = conn.query_row("PRAGMA journal_mode=DELETE", [], |r| r.get(0)).unwrap();
+    let mut mode = String::new();
+    for _ in 0..500 {
+        match conn.query_row("PRAGMA journal_mode=DELETE", [], |r| r.get::<_, String>(0)) {
+            Ok(m) => {
+                mode = m;
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
     assert_eq!(mode, "delete");
     drop(conn);
     std::fs::rename(&restored, &state).unwrap();
