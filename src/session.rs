@@ -589,7 +589,12 @@ impl Session {
         } else {
             Some(hostname.trim().to_string())
         };
-        let ptr = name.clone().or_else(|| self.macros.get("client_ptr").filter(|p| !is_unverified_name(p)).map(str::to_string));
+        // The PTR name, confirmed or not: Postfix and Sendmail send it as `{client_ptr}`; Sendmail
+        // also passes an unconfirmed name as the host name with `{client_resolve}` FORGED.
+        let ptr = name
+            .clone()
+            .or_else(|| self.macros.get("client_ptr").filter(|p| !is_unverified_name(p)).map(str::to_string))
+            .or_else(|| Some(hostname.trim().to_string()).filter(|h| !is_unverified_name(h)));
         let localhost = family == Family::Unix || ip.is_some_and(|i| i.is_loopback());
         if localhost {
             self.client_flags.set(flags::client::LOCALHOST);

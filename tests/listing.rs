@@ -194,15 +194,22 @@ async fn access_map_every_tag() {
     let sid_of =
         |d: &TestDaemon, ip: &str| -> String { d.grep(&format!("[{ip}]:4711"))[0].split(' ').next().unwrap().to_string() };
 
-    // Connect: OK white lists: #119 with the key, no further checks (even a black-listed sender).
+    // Connect: OK white lists: #119 with the key, and skips the Helo: entry; but local black-list
+    // entries for senders and recipients still hold, as in smtpf.
     let mut c = d.client().await;
     assert_eq!(
         open_session(&mut c, "partner.example", "192.0.2.50", "bad.example").await,
         vec![Response::Continue, Response::Continue]
     );
     d.wait_for("#119 host partner.example [192.0.2.50]:4711 white listed (connect:192.0.2.50)", 1).await;
-    let m = Message { from: "<spammer@example.com>", ..Message::simple("A1") };
-    assert_eq!(send_message(&mut c, &m).await, vec![Response::Continue]);
+    let sid = sid_of(&d, "192.0.2.50");
+    let r = c.command(&Command::Mail { sender: "<spammer@example.com>".into(), params: vec![] }).await.unwrap();
+    assert_eq!(reply(&r), format!("550 5.7.1 sender <spammer@example.com> black listed #127 {sid}"));
+    c.command(&Command::Abort).await.unwrap();
+    assert_eq!(send_message(&mut c, &Message::simple("A1")).await, vec![Response::Continue]);
+    c.command(&Command::Mail { sender: "<alice@example.org>".into(), params: vec![] }).await.unwrap();
+    let r = c.command(&Command::Rcpt { recipient: "<nobody@example.net>".into(), params: vec![] }).await.unwrap();
+    assert_eq!(reply(&r), format!("550 5.7.1 recipient <nobody@example.net> black listed #139 {sid}"));
 
     // REJECT with a message.
     let mut c = d.client().await;
@@ -339,4 +346,64 @@ async fn ireject_refuses_at_once_even_with_smtp_delay_checks() {
     assert_eq!(got[0], Response::Continue);
     assert!(reply(&got[1..]).starts_with("550 5.7.1 helo worse.example black listed #926 "), "{got:?}");
     assert!(d.grep("#539").is_empty(), "no refusal dropped: {:?}", d.grep("#539"));
+}
+
+/// Opens a session for a client whose PTR name is not forward-confirmed, the way Postfix tells
+/// it: host name `unknown`, `{client_resolve}` FORGED and the PTR in `{client_ptr}`.
+async fn open_forged(c: &mut smtpf_milter::milter::client::MtaClient<tokio::net::UnixStream>, ptr: &str, ip: &str) -> Vec<Response> {
+    use smtpf_milter::milter::client::{POSTFIX_ACTIONS, POSTFIX_PROTOCOL};
+    use smtpf_milter::milter::codec::Family;
+    c.negotiate(6, POSTFIX_ACTIONS, POSTFIX_PROTOCOL).await.unwrap();
+    c.macros(b'C', &[("j", "mx.example.net"), ("{client_ptr}", ptr), ("{client_resolve}", "FORGED")]).await.unwrap();
+    let mut got = c
+        .command(&Command::Connect { hostname: "unknown".into(), family: Family::Inet, port: 4711, address: ip.into() })
+        .await
+        .unwrap();
+    got.extend(c.command(&Command::Helo { name: "helo.example".into() }).await.unwrap());
+    got
+}
+
+/// smtpf matches `Connect:` name keys against the PTR even when it is not forward-confirmed: a
+/// refusing entry catches the forged-PTR client. A granting entry does not (anyone can make their
+/// PTR claim a partner's name), and a confirmed name still matches both.
+#[tokio::test]
+async fn connect_name_keys_refuse_unconfirmed_ptrs_but_do_not_white_list_them() {
+    let (_dir, map) = access_file(
+        "Connect:spam.example            REJECT\n\
+         Connect:partner.example         OK\n\
+         Connect:hold.example            TEMPFAIL\n\
+         Connect:cf.example:From:a@x.example REJECT\n\
+         From:x.example                  REJECT\n",
+    );
+    let d = TestDaemon::start(&format!("access-map = \"{}\"", map.display())).await;
+    let sid_of = |d: &TestDaemon, ip: &str| -> String { d.grep(&format!("[{ip}]:4711"))[0].split(' ').next().unwrap().to_string() };
+
+    let mut c = d.client().await;
+    let got = open_forged(&mut c, "dsl-7.pool.spam.example", "198.51.100.7").await;
+    let sid = sid_of(&d, "198.51.100.7");
+    assert_eq!(reply(&got[..1]), format!("550 5.7.1 host [198.51.100.7]:4711 black listed #120 {sid}"));
+
+    let mut c = d.client().await;
+    let got = open_forged(&mut c, "mx.hold.example", "198.51.100.9").await;
+    assert!(reply(&got[..1]).starts_with("450 4.7.1 host [198.51.100.9]:4711 temporary failure #853 "), "{got:?}");
+
+    // The same name, unconfirmed, does not white-list: the sender's REJECT entry decides.
+    let mut c = d.client().await;
+    assert_eq!(open_forged(&mut c, "mail.partner.example", "198.51.100.8").await, vec![Response::Continue; 2]);
+    assert!(d.grep("#119").is_empty(), "{:?}", d.grep("#119"));
+    let sid = sid_of(&d, "198.51.100.8");
+    let r = c.command(&Command::Mail { sender: "<a@x.example>".into(), params: vec![] }).await.unwrap();
+    assert_eq!(reply(&r), format!("550 5.7.1 sender <a@x.example> black listed #127 {sid}"));
+
+    // A combo key with an unconfirmed name refuses too, naming the host.
+    let mut c = d.client().await;
+    open_forged(&mut c, "h.cf.example", "198.51.100.10").await;
+    let sid = sid_of(&d, "198.51.100.10");
+    let r = c.command(&Command::Mail { sender: "<a@x.example>".into(), params: vec![] }).await.unwrap();
+    assert_eq!(reply(&r), format!("550 5.7.1 host [198.51.100.10]:4711 sender <a@x.example> black listed #125 {sid}"));
+
+    // Confirmed, the partner is white listed (and its sender REJECT entry still holds).
+    let mut c = d.client().await;
+    open_session(&mut c, "mail.partner.example", "198.51.100.11", "mail.partner.example").await;
+    d.wait_for("#119 host mail.partner.example [198.51.100.11]:4711 white listed (connect:partner.example)", 1).await;
 }

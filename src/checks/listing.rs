@@ -17,7 +17,7 @@ use crate::flags::{client, mail, message, rcpt};
 use crate::log::catalog;
 use crate::reply::catalog::{self as replies, ReplyMsg};
 use crate::reply::{Reply, Verdict};
-use crate::session::{Delay, Session};
+use crate::session::{Client, Delay, Session};
 
 impl Session {
     /// Connect stage: `Connect:`, then dns-wl / dns-gl / dns-bl.
@@ -27,7 +27,7 @@ impl Session {
         let Some(ip) = client_info.ip else { return Verdict::Continue };
         let who = client_info.describe();
         if let Some(map) = &policy.access {
-            if let Some(hit) = map.lookup_client(Tag::Connect, ip, client_info.name.as_deref()) {
+            if let Some(hit) = client_hit(&client_info, |name| map.lookup_client(Tag::Connect, ip, name)) {
                 match hit.action {
                     Action::Ok => {
                         self.client_flags.set(client::WHITE);
@@ -133,18 +133,17 @@ impl Session {
         }
     }
 
-    /// MAIL stage: `Connect:From:`, else `From:` (not for white clients).
+    /// MAIL stage: `Connect:From:`, else `From:`. Run for every client, white-listed or not, as in
+    /// smtpf: a local black-list entry for a sender takes precedence over a white-listed client.
     pub(crate) fn listing_mail(&mut self) -> Verdict {
-        if self.client_flags.has(client::WHITE) {
-            return Verdict::Continue;
-        }
         let policy = self.policy().clone();
         let Some(map) = &policy.access else { return Verdict::Continue };
         let (Some(client_info), Some(tx)) = (self.client.clone(), self.tx.as_ref()) else { return Verdict::Continue };
         let sender = bare_address(&tx.sender).to_string();
         let who = client_info.describe();
-        let combo =
-            client_info.ip.and_then(|ip| map.lookup_client_mail(Tag::ConnectFrom, ip, client_info.name.as_deref(), &sender));
+        let combo = client_info
+            .ip
+            .and_then(|ip| client_hit(&client_info, |name| map.lookup_client_mail(Tag::ConnectFrom, ip, name, &sender)));
         let (hit, combo): (Hit, bool) = match combo {
             Some(h) => (h, true),
             None => match map.lookup_mail(Tag::From, &sender) {
@@ -198,11 +197,9 @@ impl Session {
     }
 
     /// RCPT stage: `Connect:To:`, `From:To:`, `To:`; then a held (delayed) refusal, unless the
-    /// recipient is white listed.
+    /// recipient is white listed. Run for every client, as in smtpf (a recipient's black-list
+    /// entry holds for white-listed clients too).
     pub(crate) fn listing_rcpt(&mut self, recipient: &str) -> Verdict {
-        if self.client_flags.has(client::WHITE) {
-            return Verdict::Continue;
-        }
         let policy = self.policy().clone();
         let rcpt_addr = bare_address(recipient).to_string();
         if let (Some(map), Some(client_info), Some(tx)) = (&policy.access, self.client.clone(), self.tx.as_ref()) {
@@ -210,7 +207,7 @@ impl Session {
             let who = client_info.describe();
             let found = client_info
                 .ip
-                .and_then(|ip| map.lookup_client_mail(Tag::ConnectTo, ip, client_info.name.as_deref(), &rcpt_addr))
+                .and_then(|ip| client_hit(&client_info, |name| map.lookup_client_mail(Tag::ConnectTo, ip, name, &rcpt_addr)))
                 .map(|h| (h, 0))
                 .or_else(|| map.lookup_from_to(&sender, &rcpt_addr).map(|h| (h, 1)))
                 .or_else(|| map.lookup_mail(Tag::To, &rcpt_addr).map(|h| (h, 2)));
@@ -280,6 +277,22 @@ impl Session {
             self.emit(&catalog::DNS_LIST_FAILED, &[&option, &zone, &name, &why]);
         }
     }
+}
+
+/// A `Connect:`-keyed lookup for the client. smtpf matches name keys against the PTR name whether
+/// or not it is forward-confirmed; we do so for entries that refuse (so `Connect:bad.example
+/// REJECT` also catches a client whose PTR claims that name without its A record agreeing), but
+/// an entry that grants (OK, CONTENT) needs a confirmed name: anyone who controls a reverse zone
+/// can make a PTR say `mail.bigbank.example`.
+fn client_hit<'m>(client: &Client, lookup: impl Fn(Option<&str>) -> Option<Hit<'m>>) -> Option<Hit<'m>> {
+    if client.name.is_none() {
+        if let Some(ptr) = client.ptr.as_deref() {
+            if let Some(hit) = lookup(Some(ptr)).filter(|h| h.action.refuses()) {
+                return Some(hit);
+            }
+        }
+    }
+    lookup(client.name.as_deref())
 }
 
 /// Queries one list when configured.

@@ -119,6 +119,13 @@ pub enum Action {
 }
 
 impl Action {
+    /// Whether the entry refuses or drops mail (REJECT, IREJECT, TEMPFAIL, DISCARD) rather than
+    /// granting something. A refusing `Connect:` name entry may match a PTR name that is not
+    /// forward-confirmed (a forged name only gets its forger refused); a granting one may not.
+    pub fn refuses(self) -> bool {
+        matches!(self, Action::Reject | Action::IReject | Action::TempFail | Action::Discard)
+    }
+
     /// smtpf's reply text when the entry carries no message of its own.
     pub fn default_text(self) -> &'static str {
         match self {
