@@ -364,7 +364,7 @@ impl Session {
             }
             Command::Rcpt { recipient, .. } => {
                 self.need_tx("RCPT")?;
-                return Ok(self.rcpt(recipient, silent));
+                return Ok(self.rcpt(recipient, silent).await);
             }
             Command::Data => {
                 self.need_tx("DATA")?;
@@ -692,10 +692,13 @@ impl Session {
         self.answer(verdict, silent)
     }
 
-    fn rcpt(&mut self, recipient: String, silent: bool) -> Step {
+    async fn rcpt(&mut self, recipient: String, silent: bool) -> Step {
         self.note_queue_id();
         let recipient = bounded(recipient, 512);
         let verdict = self.listing_rcpt(&recipient);
+        if !matches!(verdict, Verdict::Reply(_)) {
+            self.mx_rcpt(&recipient).await;
+        }
         let x = self.x_text(&verdict);
         if let Some(tx) = &mut self.tx {
             if matches!(verdict, Verdict::Reply(_)) {

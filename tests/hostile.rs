@@ -22,12 +22,20 @@ async fn data_answer(socket: &std::path::Path, ip: &str, sender: &str) -> Vec<Re
 
 /// A config for a daemon started by hand (for a store of the test's own making): a unix socket
 /// in `dir`, the state file at `state`, greylisting on with 451 answers, nothing else.
-fn hand_config(dir: &std::path::Path, state: &std::path::Path) -> (std::path::PathBuf, smtpf_milter::config::Config) {
+/// A config by hand for tests that open the store themselves. The name server is a local one that
+/// answers at once (`dns`), so the MX, SPF and backup-MX lookups never wait on the machine's
+/// resolver in timing-sensitive tests.
+fn hand_config(
+    dir: &std::path::Path,
+    state: &std::path::Path,
+    dns: &common::dns::TestDns,
+) -> (std::path::PathBuf, smtpf_milter::config::Config) {
     let socket = dir.join("m.sock");
     let text = format!(
-        "milter-socket = \"unix:{}\"\ncache-path = \"{}\"\nmail-require-mx = false\ndupmsg-ttl = 0\ngrey-drop = false\n",
+        "milter-socket = \"unix:{}\"\ncache-path = \"{}\"\nmail-require-mx = false\ndupmsg-ttl = 0\ngrey-drop = false\ndns-servers = [\"{}\"]\n",
         socket.display(),
-        state.display()
+        state.display(),
+        dns.addr()
     );
     (socket, smtpf_milter::config::Config::from_toml(&text, None).unwrap())
 }
@@ -171,7 +179,8 @@ async fn overload_never_lets_a_new_tuple_through() {
     use smtpf_milter::store::{SqliteOptions, Store};
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("s.sq3");
-    let (socket, config) = hand_config(dir.path(), &state);
+    let dns = common::dns::TestDns::start("").await;
+    let (socket, config) = hand_config(dir.path(), &state, &dns);
     let options = SqliteOptions { write_queue: 1, busy_timeout: Duration::from_secs(60), ..SqliteOptions::default() };
     let store = Store::open_sqlite_with(&state, options).unwrap();
     let (log, lines) = Logger::memory(config.verbose.clone());
@@ -213,7 +222,8 @@ async fn failed_background_writes_are_logged_not_lost_in_silence() {
     use smtpf_milter::store::{SqliteOptions, Store};
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("s.sq3");
-    let (socket, config) = hand_config(dir.path(), &state);
+    let dns = common::dns::TestDns::start("").await;
+    let (socket, config) = hand_config(dir.path(), &state, &dns);
     let options = SqliteOptions { busy_timeout: Duration::from_millis(50), ..SqliteOptions::default() };
     let store = Store::open_sqlite_with(&state, options).unwrap();
     let (log, lines) = Logger::memory(config.verbose.clone());
@@ -257,7 +267,8 @@ async fn an_unwritable_state_file_at_start_fails_open_and_recovers() {
     let dir = tempfile::tempdir().unwrap();
     let blocker = dir.path().join("state");
     std::fs::write(&blocker, b"not a directory").unwrap();
-    let (socket, config) = hand_config(dir.path(), &blocker.join("sub/cache.sq3"));
+    let dns = common::dns::TestDns::start("").await;
+    let (socket, config) = hand_config(dir.path(), &blocker.join("sub/cache.sq3"), &dns);
     let (log, lines) = Logger::memory(config.verbose.clone());
     let running = smtpf_milter::daemon::start(config, log).await.expect("serves without its state file");
     let grep = |needle: &str| lines.lock().unwrap().iter().filter(|l| l.contains(needle)).cloned().collect::<Vec<_>>();

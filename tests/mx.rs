@@ -67,7 +67,8 @@ async fn nxdomain_sender_is_refused() {
     let d = daemon(&dns, "").await;
     let (r, sid) = mail_from(&d, "192.0.2.3", "c.example", "<a@nx.test>").await;
     assert_eq!(reply(&r), format!("553 5.1.8 sender <a@nx.test> from nx.test has no MX record #434 {sid}"));
-    assert_eq!(d.grep(&format!("{sid} #435 MX nx.test error NXDOMAIN")).len(), 1);
+    // smtpf answers NXDOMAIN with #434 alone: no #435 beside it.
+    assert!(d.grep(&format!("{sid} #435")).is_empty(), "{:?}", d.grep("#435"));
     assert!(d.grep("#717 sender <a@nx.test>")[0]
         .contains(&format!("x=\"553 5.1.8 sender <a@nx.test> from nx.test has no MX record #434 {sid}\"")));
 }
@@ -135,11 +136,73 @@ async fn exemptions_and_switch() {
     assert_eq!(mail_from(&d, "192.0.2.11", "c.example", "<a@nx.test>").await.0, vec![Response::Continue], "white client");
     assert_eq!(mail_from(&d, "192.0.2.12", "c.example", "<friend@nx.test>").await.0, vec![Response::Continue], "white sender");
     let d = TestDaemon::start(&format!("dns-servers = [\"{}\"]\nmail-require-mx = false", dns.addr())).await;
-    assert_eq!(
-        mail_from(&d, "192.0.2.13", "c.example", "<a@nx.test>").await.0,
-        Vec::<Response>::new(),
-        "switched off: no check answers MAIL, so none is promised"
-    );
+    let (r, sid) = mail_from(&d, "192.0.2.13", "c.example", "<a@nx.test>").await;
+    assert_eq!(r, Vec::<Response>::new(), "switched off: no check answers MAIL, so none is promised");
+    // The lookup is still made and told (smtpf: "regardless of mail-require-mx"): only the
+    // refusal is off.
+    d.wait_for(&format!("{sid} #435 MX nx.test error NXDOMAIN"), 1).await;
+    let (_, sid) = mail_from(&d, "192.0.2.14", "c.example", "<a@broken.test>").await;
+    d.wait_for(&format!("{sid} #435 MX broken.test error SERVFAIL"), 1).await;
+    let (_, sid) = mail_from(&d, "64.0.2.60", "mx.mine.test", "<a@mine.test>").await;
+    d.wait_for(&format!("{sid} #437 client.example [64.0.2.60]:4711 is MX for mine.test"), 1).await;
+    assert!(d.grep("#438").is_empty() && d.grep("#906").is_empty(), "no refusal lines");
+}
+
+/// The `mx` flag is about one sender: a later MAIL of the session for another domain clears it.
+#[tokio::test]
+async fn mx_flag_is_cleared_at_each_mail() {
+    let dns = mx_dns().await;
+    let d = daemon(&dns, "").await;
+    let mut c = d.client().await;
+    open_session(&mut c, "client.example", "64.0.2.60", "mx.mine.test").await;
+    c.command(&Command::Mail { sender: "<a@mine.test>".into(), params: vec![] }).await.unwrap();
+    c.command(&Command::Abort).await.unwrap();
+    c.command(&Command::Mail { sender: "<b@good.test>".into(), params: vec![] }).await.unwrap();
+    c.command(&Command::Quit).await.unwrap();
+    d.wait_for("#437", 1).await;
+    let end = d.wait_for("#721 end", 1).await;
+    assert!(end[0].contains(" f=\"quit\" "), "no mx left from the first sender: {end:?}");
+}
+
+/// A backup MX of ours (the client is an MX of the recipient's domain) relays mail it queued for
+/// us: smtpf does not greylist it (flag 2nd_mx). A LAN address counts: backup MX hosts often sit
+/// on private networks. Another client, same tuple shape, is greylisted.
+#[tokio::test]
+async fn backup_mx_of_the_recipient_domain_is_not_greylisted() {
+    let dns = TestDns::builder()
+        .zone("test")
+        .mx("ours.test", 10, "mx1.ours.test")
+        .mx("ours.test", 20, "backup.ours.test")
+        .mx("ours.test", 30, "lan.ours.test")
+        .a("mx1.ours.test", "64.0.2.10")
+        .a("backup.ours.test", "64.0.2.20")
+        .a("lan.ours.test", "10.1.2.3")
+        .mx("good.test", 10, "mx1.good.test")
+        .a("mx1.good.test", "64.0.2.25")
+        .start()
+        .await;
+    let d = TestDaemon::start(&format!(
+        "dns-servers = [\"{}\"]\ndns-timeout = 1\nmail-require-mx = false\ngrey-key = \"ptr,mail,rcpt\"",
+        dns.addr()
+    ))
+    .await;
+    for (ip, greylisted) in [("64.0.2.20", false), ("10.1.2.3", false), ("64.0.2.99", true)] {
+        let mut c = d.client().await;
+        open_session(&mut c, "relay.example", ip, "relay.example").await;
+        c.command(&Command::Mail { sender: "<a@good.test>".into(), params: vec![] }).await.unwrap();
+        c.command(&Command::Rcpt { recipient: "<b@ours.test>".into(), params: vec![] }).await.unwrap();
+        let data = c.command(&Command::Data).await.unwrap();
+        c.command(&Command::Quit).await.unwrap();
+        let end = d.wait_for(&format!("#721 end i={ip} "), 1).await;
+        if greylisted {
+            assert!(matches!(&data[..], [Response::ReplyCode(r)] if r.contains("#552")), "{ip}: {data:?}");
+            assert!(!end[0].contains("2nd_mx"), "{end:?}");
+        } else {
+            assert_eq!(data, vec![Response::Continue], "{ip}");
+            assert!(end[0].contains("2nd_mx"), "{end:?}");
+            d.wait_for(&format!("#2050 relay.example [{ip}]:4711 is MX for recipient domain ours.test"), 1).await;
+        }
+    }
 }
 
 #[tokio::test]

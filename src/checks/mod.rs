@@ -15,7 +15,7 @@
 //! methods), so data flows one way. Each returns a [`crate::reply::Verdict`].
 //! - [`listing`]: `listing_connect`, `listing_helo`, `listing_mail`, `listing_rcpt` (white/grey/
 //!   black listing from the access-map and the DNS lists).
-//! - [`mx`]: `mx_mail` (sender-domain MX verification at MAIL).
+//! - [`mx`]: `mx_mail` (sender-domain MX verification at MAIL), `mx_rcpt` (is the client our backup MX).
 //! - [`greylist`]: `greylist_data` (DATA), `grey_content_eom` and `grey_report_header` (end of
 //!   message).
 //! - [`dupmsg`]: `dupmsg_key`, `dupmsg_check`, `dupmsg_record` (end of message).

@@ -6,12 +6,14 @@
 //! retries once DNS works again — refusing for good on a transient DNS fault would lose mail. A
 //! domain without MX records is its own implicit MX (RFC 5321 §5.1); an RFC 7505 null MX
 //! (`MX 0 .`) says the domain takes no mail, and never falls back to its A record. On the way the
-//! check notices when the client itself is an MX of the sender's domain (flag `mx`, #437).
+//! check notices when the client itself is an MX of the sender's domain (flag `mx`, #437). At RCPT
+//! the same lookup of the recipient's domain tells whether the client is one of *our* backup MX
+//! hosts (flag `2nd_mx`), which greylisting exempts.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::address::bare_address;
-use crate::dns::{is_null_mx, Lookup};
+use crate::dns::{is_null_mx, Dns, Lookup};
 use crate::flags::{client, mail};
 use crate::log::catalog;
 use crate::reply::catalog as replies;
@@ -67,16 +69,61 @@ fn is_local(domain: &str, locals: &[String]) -> bool {
     locals.iter().any(|l| d == *l || d.strip_suffix(l.as_str()).is_some_and(|rest| rest.ends_with('.')))
 }
 
+/// What a domain's MX lookup found: the answer kinds the checks treat differently.
+enum MxAnswer {
+    /// RFC 7505 null MX: the domain takes no mail.
+    NullMx,
+    NxDomain,
+    /// The MX query itself failed (reason word).
+    Failed(String),
+    /// The hosts' addresses (all of them, special-purpose ranges included), and whether some
+    /// host's address lookup failed.
+    Hosts { addresses: Vec<IpAddr>, failed: bool },
+}
+
+/// Looks up a domain's mail exchangers and their addresses (a domain without MX records is its
+/// own implicit MX). Answers come from the resolver's cache when fresh, so asking again for the
+/// same domain costs no query.
+async fn mx_answer(dns: &Dns, domain: &str) -> MxAnswer {
+    let hosts: Vec<String> = match dns.mx(domain).await {
+        Lookup::Found(list) if is_null_mx(&list) => return MxAnswer::NullMx,
+        Lookup::Found(list) => list.into_iter().filter(|m| !m.is_null()).take(MAX_MX_HOSTS).map(|m| m.exchange).collect(),
+        Lookup::NoRecords => vec![domain.to_string()],
+        Lookup::NxDomain => return MxAnswer::NxDomain,
+        Lookup::Failed(why) => return MxAnswer::Failed(why),
+    };
+    let answers = futures_util::future::join_all(hosts.iter().map(|h| dns.ip_addrs(h))).await;
+    let mut addresses: Vec<IpAddr> = Vec::new();
+    let mut failed = false;
+    for answer in answers {
+        match answer {
+            Lookup::Found(ips) => addresses.extend(ips),
+            Lookup::Failed(_) => failed = true,
+            Lookup::NoRecords | Lookup::NxDomain => {}
+        }
+    }
+    MxAnswer::Hosts { addresses, failed }
+}
+
+/// The domain of an address (`<a@Example.COM.>` → `example.com`), if it has one.
+fn address_domain(address: &str) -> Option<String> {
+    match bare_address(address).rsplit_once('@') {
+        Some((_, d)) if !d.trim_end_matches('.').is_empty() => Some(d.trim_end_matches('.').to_ascii_lowercase()),
+        _ => None,
+    }
+}
+
 impl Session {
-    /// MAIL stage: verify the sender domain's MX.
+    /// MAIL stage: verify the sender domain's MX. The lookup is always made (as smtpf does,
+    /// whatever `mail-require-mx` says), so `#435` and the `mx` flag tell the same story with the
+    /// refusal switched off; `mail-require-mx` only decides whether a domain that cannot take
+    /// mail is refused.
     pub(crate) async fn mx_mail(&mut self) -> Verdict {
+        // The flag is about this sender's domain: a new MAIL starts without it (smtpf clears it
+        // at every MAIL too).
+        self.client_flags.clear(client::MX);
         let policy = self.policy().clone();
         let cfg = &policy.config;
-        // Switched off: no lookups at all (the `mx` flag has no other use here), so MAIL costs
-        // nothing.
-        if !cfg.mail_require_mx {
-            return Verdict::Continue;
-        }
         let trusted = [client::LOCALHOST, client::RELAY, client::AUTH, client::WHITE, client::GREY];
         if trusted.iter().any(|f| self.client_flags.has(*f)) {
             return Verdict::Continue;
@@ -85,67 +132,55 @@ impl Session {
         if tx.mail_flags.has(mail::WHITE) {
             return Verdict::Continue;
         }
+        let null_sender = bare_address(&tx.sender).is_empty();
         let sender = bare_address(&tx.sender).to_string();
-        let null_sender = sender.is_empty();
         let domain = if null_sender {
             // The null sender (a bounce): the HELO name, unless it is an address literal.
             if self.helo.is_empty() || self.helo.starts_with('[') || self.helo.parse::<IpAddr>().is_ok() {
                 return Verdict::Continue;
             }
-            self.helo.clone()
+            self.helo.trim_end_matches('.').to_ascii_lowercase()
         } else {
-            match sender.rsplit_once('@') {
-                Some((_, d)) if !d.is_empty() => d.trim_end_matches('.').to_ascii_lowercase(),
-                _ => return Verdict::Continue,
+            match address_domain(&sender) {
+                Some(d) => d,
+                None => return Verdict::Continue,
             }
         };
         if is_local(&domain, &cfg.local_domains) {
             return Verdict::Continue;
         }
-        // Rejections need a real sender; for <> the check only notes the `mx` flag.
-        let enforce = !null_sender;
-        let dns = &policy.dns;
-        let hosts: Vec<String> = match dns.mx(&domain).await {
-            Lookup::Found(list) if is_null_mx(&list) => {
+        // Refusals need the option and a real sender; otherwise the check only informs.
+        let enforce = cfg.mail_require_mx && !null_sender;
+        let (addresses, failed) = match mx_answer(&policy.dns, &domain).await {
+            MxAnswer::NullMx => {
                 if !enforce {
                     return Verdict::Continue;
                 }
                 self.emit(&catalog::MX_EMPTY, &[]);
-                let r = Reply::of(&replies::MX_INVALID, &[&sender, &domain]);
-                return self.refuse(r, Delay::Transaction);
+                return self.refuse(Reply::of(&replies::MX_INVALID, &[&sender, &domain]), Delay::Transaction);
             }
-            Lookup::Found(list) => list.into_iter().filter(|m| !m.is_null()).take(MAX_MX_HOSTS).map(|m| m.exchange).collect(),
-            Lookup::NoRecords => vec![domain.clone()],
-            Lookup::NxDomain => {
-                self.emit(&catalog::MX_ERROR, &[&domain, &"NXDOMAIN"]);
+            MxAnswer::NxDomain => {
+                // smtpf answers NXDOMAIN with #434 alone; #435 only when it does not refuse.
                 if !enforce {
+                    self.emit(&catalog::MX_ERROR, &[&domain, &"NXDOMAIN"]);
                     return Verdict::Continue;
                 }
-                let r = Reply::of(&replies::MX_NONE, &[&sender, &domain]);
-                return self.refuse(r, Delay::Transaction);
+                return self.refuse(Reply::of(&replies::MX_NONE, &[&sender, &domain]), Delay::Transaction);
             }
-            Lookup::Failed(why) => {
+            MxAnswer::Failed(why) => {
                 self.emit(&catalog::MX_ERROR, &[&domain, &why]);
                 if !enforce || why == "NOTIMP" {
                     return Verdict::Continue;
                 }
                 return Verdict::Reply(Reply::of(&replies::MX_LOOKUP_ERROR, &[&sender, &domain]));
             }
+            MxAnswer::Hosts { addresses, failed } => (addresses, failed),
         };
-        let answers = futures_util::future::join_all(hosts.iter().map(|h| dns.ip_addrs(h))).await;
-        let mut usable: Vec<IpAddr> = Vec::new();
-        let mut failed = false;
-        for answer in answers {
-            match answer {
-                Lookup::Found(ips) => usable.extend(ips.into_iter().filter(|ip| !is_restricted(*ip))),
-                Lookup::Failed(_) => failed = true,
-                Lookup::NoRecords | Lookup::NxDomain => {}
-            }
-        }
-        if let (Some(ip), Some(c)) = (self.client.as_ref().and_then(|c| c.ip), self.client.as_ref()) {
-            if usable.contains(&ip) {
-                self.client_flags.set(client::MX);
+        let usable: Vec<IpAddr> = addresses.into_iter().filter(|ip| !is_restricted(*ip)).collect();
+        if let Some(c) = self.client.as_ref() {
+            if c.ip.is_some_and(|ip| usable.contains(&ip)) {
                 let who = c.describe();
+                self.client_flags.set(client::MX);
                 self.emit(&catalog::CLIENT_IS_MX, &[&who, &domain]);
             }
         }
@@ -154,12 +189,36 @@ impl Session {
         }
         if failed {
             self.emit(&catalog::MX_INCOMPLETE, &[]);
-            let r = Reply::of(&replies::MX_ERROR, &[&sender, &domain]);
-            return self.refuse(r, Delay::Transaction);
+            return self.refuse(Reply::of(&replies::MX_ERROR, &[&sender, &domain]), Delay::Transaction);
         }
         self.emit(&catalog::MX_EMPTY, &[]);
-        let r = Reply::of(&replies::MX_INVALID, &[&sender, &domain]);
-        self.refuse(r, Delay::Transaction)
+        self.refuse(Reply::of(&replies::MX_INVALID, &[&sender, &domain]), Delay::Transaction)
+    }
+
+    /// RCPT stage: notes when the client is a mail exchanger of the recipient's domain (flag
+    /// `2nd_mx`, #2050): a backup MX relaying mail it queued for us, which greylisting must not
+    /// delay (the sender was greylisted, or not, at the backup already). Looked up once per
+    /// session until found, only when greylisting could apply, and from the resolver's cache for
+    /// every recipient of a domain already seen. Private addresses count here: a backup MX on the
+    /// LAN is still a backup MX.
+    pub(crate) async fn mx_rcpt(&mut self, recipient: &str) {
+        let cfg = &self.policy().config;
+        if cfg.grey_key.is_empty() || cfg.grey_temp_fail_period == 0 {
+            return;
+        }
+        let skip = [client::SECOND_MX, client::LOCALHOST, client::RELAY, client::AUTH, client::WHITE, client::GREY];
+        if skip.iter().any(|f| self.client_flags.has(*f)) {
+            return;
+        }
+        let (Some(ip), Some(domain)) = (self.client.as_ref().and_then(|c| c.ip), address_domain(recipient)) else { return };
+        let dns = self.policy().dns.clone();
+        if let MxAnswer::Hosts { addresses, .. } = mx_answer(&dns, &domain).await {
+            if addresses.contains(&ip) {
+                self.client_flags.set(client::SECOND_MX);
+                let who = self.client.as_ref().map(|c| c.describe()).unwrap_or_default();
+                self.emit(&catalog::CLIENT_IS_SECOND_MX, &[&who, &domain]);
+            }
+        }
     }
 }
 

@@ -117,7 +117,7 @@ catalog! {
     GREY_CONTENT_LISTED = 394 Info IfInfo, true, "grey-content listed {%s} for %ld seconds",
         "grey-content: the message's content was recorded at end of message and the tuple is temp-failed (451/421 4.7.0 #552) for this many seconds.";
     MX_ERROR = 435 Err Always, true, "MX %s error %s",
-        "The MX lookup of the sender's domain failed (domain, DNS result: NXDOMAIN, SERVFAIL, timeout, ...). With mail-require-mx, NXDOMAIN is refused with 553 #434 and other failures get 451 #436 so the sender retries.";
+        "The MX lookup of the sender's domain failed (domain, DNS result: SERVFAIL, timeout, ..., or NXDOMAIN when it is not refused). With mail-require-mx, NXDOMAIN is refused with 553 #434 (and this line is not written) and other failures get 451 #436 so the sender retries; without it the lookup is still made and only this line is written.";
     CLIENT_IS_MX = 437 Info IfInfo, true, "%s is MX for %s",
         "The client is one of the mail exchangers of the sender's domain (flag mx).";
     MX_EMPTY = 438 Warn Always, true, "empty MX list after pruning",
@@ -272,6 +272,8 @@ catalog! {
         "The state file that could not be opened at start (#2047), or that was deleted or replaced under the daemon (#2049), is open: checks that keep state are back for new messages.";
     STORE_REPLACED = 2049 Warn Always, false, "cache %s was deleted or replaced under the daemon; reopening",
         "The state file at cache-path is no longer the file the daemon opened (deleted, or replaced by a restore or an admin's mv). Records written to the old file would be lost, so the old store is closed, a -wal/-shm left beside the path is set aside as *.replaced-TIME (replayed into the new file it would damage it), and the path is opened again (#2048 when done; #172 and retries with backoff if it cannot be; sessions run without greylisting meanwhile). Records only in the old file are gone, so a few senders may be greylisted once more.";
+    CLIENT_IS_SECOND_MX = 2050 Info IfInfo, true, "%s is MX for recipient domain %s",
+        "At RCPT: the client is one of the mail exchangers of the recipient's domain, i.e. one of your own backup MX hosts relaying mail it queued for you (flag 2nd_mx). Greylisting skips such clients, as smtpf does: the mail was greylisted, or not, when it reached the backup.";
 }
 
 /// Looks up a message by number.
