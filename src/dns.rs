@@ -271,6 +271,17 @@ impl Dns {
         .await
     }
 
+    /// The PTR names of `ip` (lower case, without the trailing dot), all of them: a client may
+    /// have several, and whether they share a domain matters to greylisting.
+    pub async fn ptr(&self, ip: IpAddr) -> Lookup<Vec<String>> {
+        let zone = if ip.is_ipv4() { "in-addr.arpa" } else { "ip6.arpa" };
+        self.query(&format!("{}.{zone}", reverse_ip(ip)), RecordType::PTR, |rdata| match rdata {
+            RData::PTR(ptr) => Some(host_name(&ptr.0)),
+            _ => None,
+        })
+        .await
+    }
+
     /// One bounded lookup of `rtype`, keeping the answer records `pick` accepts.
     async fn query<T>(&self, name: &str, rtype: RecordType, pick: impl Fn(&RData) -> Option<T>) -> Lookup<Vec<T>> {
         let key = (rtype, name.trim().trim_end_matches('.').to_ascii_lowercase().into_boxed_str());
@@ -313,6 +324,31 @@ fn answer_lookup<T>(answer: &Answer, pick: &impl Fn(&RData) -> Option<T>) -> Loo
             } else {
                 Lookup::Found(values)
             }
+        }
+    }
+}
+
+/// The reversed form of `ip` under which the DNS publishes it (PTR names under in-addr.arpa / ip6.arpa, DNS lists): reversed octets for IPv4, the 32
+/// reversed lower-case nibbles of the expanded address for IPv6. An IPv4-mapped IPv6 address
+/// stays IPv6; callers wanting IPv4 lists for it convert it with `to_canonical()` first.
+pub fn reverse_ip(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, c, d] = v4.octets();
+            format!("{d}.{c}.{b}.{a}")
+        }
+        IpAddr::V6(v6) => {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            let mut name = String::with_capacity(63);
+            for byte in v6.octets().iter().rev() {
+                if !name.is_empty() {
+                    name.push('.');
+                }
+                name.push(char::from(HEX[usize::from(byte & 0x0f)]));
+                name.push('.');
+                name.push(char::from(HEX[usize::from(byte >> 4)]));
+            }
+            name
         }
     }
 }

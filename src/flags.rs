@@ -112,7 +112,9 @@ pub mod client {
     pub const GREY: u32 = 7;
     pub const WHITE: u32 = 10;
     pub const DISCARD: u32 = 11;
+    pub const IP_IN_PTR: u32 = 12;
     pub const HELO_IP: u32 = 13;
+    pub const PTR_MULTIDOMAIN: u32 = 15;
     pub const NO_PTR: u32 = 16;
     pub const NO_PTR_ERROR: u32 = 17;
     pub const SCHIZO: u32 = 19;

@@ -15,6 +15,7 @@ use crate::address::{bare_address, parse_client_address};
 use crate::checks::digest::BodyDigest;
 use crate::checks::greycontent::content_hash;
 use crate::checks::greykey::{Deferred, GreyPass};
+use crate::checks::ptrshape::ip_in_name;
 use crate::checks::spf::{check_helo, check_mail, SpfResult};
 use crate::config::Config;
 use crate::flags::{self, client_words, ClientFlags, MailFlags, MessageFlags, RcptFlags};
@@ -206,6 +207,8 @@ pub struct Session {
     started: Instant,
     ended: bool,
     trace: bool,
+    /// Whether the client's PTR names were looked up for `ptr_multidomain` (once per session).
+    pub(crate) ptr_checked: bool,
 }
 
 /// Whether a refusal may be held until RCPT under `smtp-delay-checks` (smtpf's DELAY flag), and
@@ -256,6 +259,7 @@ impl Session {
             started: Instant::now(),
             ended: false,
             trace,
+            ptr_checked: false,
         }
     }
 
@@ -606,6 +610,13 @@ impl Session {
                 Some("TEMP") => self.client_flags.set(flags::client::NO_PTR_ERROR),
                 _ if ptr.is_none() => self.client_flags.set(flags::client::NO_PTR),
                 _ => {}
+            }
+            // A name built from the address is a dynamic pool's: greylisting keys such a client
+            // by its IP, not by the pool's domain (smtpf checks IPv4 addresses only).
+            if let (Some(IpAddr::V4(v4)), Some(p)) = (ip.map(|i| i.to_canonical()), ptr.as_deref()) {
+                if ip_in_name(p, v4) {
+                    self.client_flags.set(flags::client::IP_IN_PTR);
+                }
             }
         }
         let client = Client { name, ptr, ip, port, family: Some(family) };

@@ -129,7 +129,7 @@ async fn key_without_host_answers_451_and_one_recipient_passes_all() {
 async fn verified_ptr_is_keyed_by_its_suffix_and_prefixes_aggregate() {
     let d = TestDaemon::start("dupmsg-ttl = 0\ngrey-key = \"ptr,mail,rcpt\"").await;
     let mut c = d.client().await;
-    open_session(&mut c, "out-7.pool.example.com", "192.0.2.7", "out-7.pool.example.com").await;
+    open_session(&mut c, "mta.pool.example.com", "192.0.2.7", "mta.pool.example.com").await;
     to_data(&mut c, "<a@example.com>", &["<b@example.net>"]).await;
     d.wait_for("#387 grey listed {pool.example.com,a@example.com,b@example.net} for 600 seconds", 1).await;
 
@@ -323,7 +323,7 @@ async fn content_mismatch_with_the_same_message_id_is_let_through_next_time() {
 async fn every_key_word_builds_its_element() {
     let d = TestDaemon::start("dupmsg-ttl = 0\ngrey-key = \"rcpt,helos,helo,ptrn,ptr,ip,mail\"\ngrey-drop = false").await;
     let mut c = d.client().await;
-    open_session(&mut c, "dyn-12-34.pool.example.com", "192.0.2.12", "Mail7.Client.Example.ORG").await;
+    open_session(&mut c, "dyn-56-34.pool.example.com", "192.0.2.12", "Mail7.Client.Example.ORG").await;
     let r = to_data(&mut c, "<Fred+x@Example.com>", &["<Bob@Example.NET>"]).await;
     assert!(matches!(&r[..], [Response::ReplyCode(t)] if t.starts_with("451 ")), "grey-drop off: {r:?}");
     // smtpf's fixed order: ip, ptr, ptrn, helo, helos, mail, rcpt; lower case.
@@ -383,4 +383,57 @@ async fn passed_host_record_slides_forward_at_most_hourly() {
         assert!(std::time::Instant::now() < deadline, "the refresh never reached the file");
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
+}
+
+/// One host of a dynamic pool passing greylisting must not open it for the whole pool: a PTR name
+/// built from the address (`ip_in_ptr`) is keyed by the IP, as smtpf does. A fixed host farm's
+/// name still stands for the farm.
+#[tokio::test]
+async fn a_dynamic_pool_is_keyed_by_address_not_by_its_domain() {
+    let d = TestDaemon::start("dupmsg-ttl = 0\ngrey-key = \"ptr,mail,rcpt\"").await;
+    let mut c = d.client().await;
+    open_session(&mut c, "dsl-203-0-113-60.pool.bigisp.net", "203.0.113.60", "pc1.home").await;
+    to_data(&mut c, "<a@example.org>", &["<b@example.net>"]).await;
+    d.wait_for("#387 grey listed {203.0.113.60,a@example.org,b@example.net} for 600 seconds", 1).await;
+    assert!(d.grep("#637 start dsl-203-0-113-60")[0].contains("f=\"ip_in_ptr\""));
+    d.running().shared().advance_clock(700);
+    let mut c = d.client().await;
+    open_session(&mut c, "dsl-203-0-113-60.pool.bigisp.net", "203.0.113.60", "pc1.home").await;
+    assert_eq!(to_data(&mut c, "<a@example.org>", &["<b@example.net>"]).await, vec![Response::Continue]);
+    // Another host of the same pool, another sender and recipient: greylisted on its own.
+    let mut c = d.client().await;
+    open_session(&mut c, "c-203-0-113-61.pool.bigisp.net", "203.0.113.61", "pc2.home").await;
+    let r = to_data(&mut c, "<x@example.org>", &["<y@example.net>"]).await;
+    assert!(matches!(&r[..], [Response::ReplyCode(t)] if t.contains("#552")), "{r:?}");
+    d.wait_for("#387 grey listed {203.0.113.61,x@example.org,y@example.net}", 1).await;
+
+    // A dotless PTR name has no suffix to drop: its ptrn form is the element.
+    let mut c = d.client().await;
+    open_session(&mut c, "mx7", "192.0.2.40", "mx7").await;
+    to_data(&mut c, "<a@example.org>", &["<b@example.net>"]).await;
+    d.wait_for("#387 grey listed {mx#,a@example.org,b@example.net}", 1).await;
+}
+
+/// A client whose PTR names span unrelated domains (a web host carrying many customers' names)
+/// is keyed by IP (`ptr_multidomain`); several names in one domain keep the domain key.
+#[tokio::test]
+async fn ptr_names_of_unrelated_domains_fall_back_to_the_address() {
+    let dns = common::dns::TestDns::builder()
+        .ptr("198.51.100.20", "www.shop-one.com")
+        .ptr("198.51.100.20", "www.shop-two.net")
+        .ptr("198.51.100.21", "out1.mail.farm-example.com")
+        .ptr("198.51.100.21", "out1.backup.mail.farm-example.com")
+        .start()
+        .await;
+    let d = TestDaemon::start(&format!("dns-servers = [\"{}\"]\ndupmsg-ttl = 0\ngrey-key = \"ptr,mail,rcpt\"", dns.addr())).await;
+    let mut c = d.client().await;
+    open_session(&mut c, "www.shop-one.com", "198.51.100.20", "www.shop-one.com").await;
+    to_data(&mut c, "<a@example.org>", &["<b@example.net>"]).await;
+    c.command(&Command::Quit).await.unwrap();
+    d.wait_for("#387 grey listed {198.51.100.20,a@example.org,b@example.net}", 1).await;
+    assert!(d.wait_for("#721 end i=198.51.100.20 ", 1).await[0].contains("ptr_multidomain"));
+    let mut c = d.client().await;
+    open_session(&mut c, "out1.mail.farm-example.com", "198.51.100.21", "out1.mail.farm-example.com").await;
+    to_data(&mut c, "<a@example.org>", &["<b@example.net>"]).await;
+    d.wait_for("#387 grey listed {mail.farm-example.com,a@example.org,b@example.net}", 1).await;
 }

@@ -12,7 +12,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use futures_util::future::join_all;
 
-use crate::dns::{Dns, Lookup};
+use crate::dns::{reverse_ip, Dns, Lookup};
 
 /// The `dns-bl-threshold` default: with no weights every hit scores 1, so any hit lists the
 /// client, as smtpf does.
@@ -308,31 +308,6 @@ impl ListResult {
     /// The zones that timed out or failed and why, as (zone, reason) pairs for log lines.
     pub fn failures(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
         self.failed.iter().map(|failure| (failure.zone.as_str(), failure.reason.as_str()))
-    }
-}
-
-/// The reversed form of `ip` under which lists publish it: reversed octets for IPv4, the 32
-/// reversed lower-case nibbles of the expanded address for IPv6. An IPv4-mapped IPv6 address
-/// stays IPv6; callers wanting IPv4 lists for it convert it with `to_canonical()` first.
-pub fn reverse_ip(ip: IpAddr) -> String {
-    match ip {
-        IpAddr::V4(v4) => {
-            let [a, b, c, d] = v4.octets();
-            format!("{d}.{c}.{b}.{a}")
-        }
-        IpAddr::V6(v6) => {
-            const HEX: &[u8; 16] = b"0123456789abcdef";
-            let mut name = String::with_capacity(63);
-            for byte in v6.octets().iter().rev() {
-                if !name.is_empty() {
-                    name.push('.');
-                }
-                name.push(char::from(HEX[usize::from(byte & 0x0f)]));
-                name.push('.');
-                name.push(char::from(HEX[usize::from(byte >> 4)]));
-            }
-            name
-        }
     }
 }
 

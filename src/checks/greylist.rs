@@ -11,7 +11,9 @@ use crate::address::bare_address;
 use crate::checks::access::{Action, Tag};
 use crate::checks::digest::message_id_token;
 use crate::checks::greykey::{domain_suffix, ip_element, key_address, ptr_n, report_value, Deferred, GreyPass, KeyWord};
+use crate::checks::ptrshape::multi_domain;
 use crate::checks::spf::SpfResult;
+use crate::dns::Lookup;
 use crate::flags::{client, mail, message, rcpt};
 use crate::log::catalog;
 use crate::reply::catalog as replies;
@@ -72,15 +74,27 @@ impl Session {
         }
 
         // Key elements shared by every recipient.
+        // The PTR name stands for the host only when it is forward-confirmed, SPF did not fail for
+        // the sender, and it is not a dynamic pool's name or one of several unrelated names;
+        // otherwise the `ptr`/`ptrn` elements are the IP (smtpf's rule).
         let spf_failed = matches!(self.spf_mail, Some(SpfResult::Fail | SpfResult::SoftFail));
-        let verified_ptr = client_info.name.clone().filter(|_| !self.client_flags.has(client::FORGED) && !spf_failed);
+        let not_the_host = [client::FORGED, client::IP_IN_PTR, client::PTR_MULTIDOMAIN];
+        let mut verified_ptr =
+            client_info.name.clone().filter(|_| !spf_failed && !not_the_host.iter().any(|f| self.client_flags.has(*f)));
+        if let Some(name) = verified_ptr.clone() {
+            if cfg.grey_key.iter().any(|w| matches!(w, KeyWord::Ptr | KeyWord::Ptrn)) && self.ptr_multi_domain(ip, &name).await {
+                verified_ptr = None;
+            }
+        }
+        let Some(tx) = self.tx.as_ref() else { return Verdict::Continue };
         let ip_text = ip_element(ip, cfg.grey_ipv4_prefix, cfg.grey_ipv6_prefix);
         let mut head: Vec<String> = Vec::new();
         for w in &cfg.grey_key {
             match w {
                 KeyWord::Ip => head.push(ip_text.clone()),
-                KeyWord::Ptr => match verified_ptr.as_deref().and_then(domain_suffix) {
-                    Some(s) => head.push(s),
+                // A dotless name has no suffix to drop: its `ptrn` form stands in (smtpf).
+                KeyWord::Ptr => match verified_ptr.as_deref() {
+                    Some(n) => head.push(domain_suffix(n).unwrap_or_else(|| ptr_n(n))),
                     None => head.push(ip_text.clone()),
                 },
                 KeyWord::Ptrn => match verified_ptr.as_deref() {
@@ -135,6 +149,25 @@ impl Session {
         }
         let code = if cfg.grey_drop && has_host { 421 } else { 451 };
         Verdict::Reply(Reply::of(&replies::GREY_TEMPFAIL, &[]).with_code(code))
+    }
+
+    /// Whether the client's PTR names span unrelated domains (flag `ptr_multidomain`): then its
+    /// PTR suffix names no one host farm, and greylisting keys it by IP. One PTR lookup per
+    /// session, answered from the resolver's cache (the MTA has just asked the same); a failed
+    /// lookup keeps the name, as the MTA confirmed it.
+    async fn ptr_multi_domain(&mut self, ip: std::net::IpAddr, name: &str) -> bool {
+        if self.ptr_checked {
+            return self.client_flags.has(client::PTR_MULTIDOMAIN);
+        }
+        self.ptr_checked = true;
+        let dns = self.policy().dns.clone();
+        if let Lookup::Found(names) = dns.ptr(ip).await {
+            if multi_domain(name, &names) {
+                self.client_flags.set(client::PTR_MULTIDOMAIN);
+                return true;
+            }
+        }
+        false
     }
 
     /// One key through smtpf's state machine (§1.5).

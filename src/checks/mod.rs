@@ -9,6 +9,8 @@
 //! - [`greykey`]: greylisting's words (`grey-key` elements, key spelling, deferred/passed state,
 //!   the report header's value); [`digest`]: duplicate detection's words (`dupmsg-policy`, the
 //!   body digest, the Message-ID token).
+//! - [`ptrshape`]: what a PTR name says (the address built into a dynamic pool's name, PTR names
+//!   spanning unrelated domains), for greylisting's `ptr` element.
 //!
 //! **Stage steps** are `impl Session` blocks: methods the session calls at each SMTP stage, in
 //! smtpf's order. They import the session; the session never imports them (it only calls their
@@ -30,6 +32,7 @@ pub mod greykey;
 pub mod greylist;
 pub mod listing;
 pub mod mx;
+pub mod ptrshape;
 pub mod spf;
 pub mod uri;
 pub mod uribl;

@@ -16,7 +16,7 @@ use std::time::Duration;
 use hickory_server::net::runtime::Time;
 use hickory_server::net::xfer::Protocol;
 use hickory_server::proto::op::{Header, HeaderCounts, Metadata, ResponseCode};
-use hickory_server::proto::rr::rdata::{A, AAAA, CNAME, MX, SOA, TXT};
+use hickory_server::proto::rr::rdata::{A, AAAA, CNAME, MX, PTR, SOA, TXT};
 use hickory_server::proto::rr::{Name, RData, Record, RecordType};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponseBuilder;
@@ -134,6 +134,15 @@ impl TestDnsBuilder {
     pub fn txt_parts(mut self, name: &str, parts: &[&str]) -> Self {
         let parts = if parts.is_empty() { vec![String::new()] } else { parts.iter().map(|p| p.to_string()).collect() };
         self.records.push((key(name), RData::TXT(TXT::new(parts))));
+        self
+    }
+
+    /// A PTR record for `ip` (under in-addr.arpa or ip6.arpa) naming `host`; call again for a
+    /// client with several PTR names.
+    pub fn ptr(mut self, ip: &str, host: &str) -> Self {
+        let ip: IpAddr = ip.parse().unwrap_or_else(|_| panic!("bad IP address {ip:?}"));
+        let zone = if ip.is_ipv4() { "in-addr.arpa" } else { "ip6.arpa" };
+        self.records.push((format!("{}.{zone}", reversed(ip)), RData::PTR(PTR(name_of(&key(host))))));
         self
     }
 
