@@ -10,8 +10,10 @@ use std::fmt;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// libsnert's base62 alphabet, including its `Y`/`y` in place of `T`/`t`: copied so ids read the same.
-const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSYUVWXYZabcdefghijklmnopqrsyuvwxyz";
+/// The base62 digits of time62, as libsnert 1.76 (which smtpf 2.6 requires) writes them. Older
+/// libsnert releases had `Y`/`y` in place of `T`/`t`, so that one character stood for two values
+/// and an id could not be read back.
+const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
 /// Local broken-down time, because smtpf stamps ids with local time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,11 +62,12 @@ pub fn unix_now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
-/// The 6-character time62 stamp: year%62, month, day-1, hour, minute, second.
+/// The 6-character time62 stamp: years since 1900 modulo 62 (C's `tm_year % 62`, as libsnert
+/// writes it), month, day-1, hour, minute, second.
 pub fn time62(t: &LocalTime) -> [u8; 6] {
     let pick = |v: i64| BASE62[v.rem_euclid(62) as usize];
     [
-        pick(t.year as i64),
+        pick(t.year as i64 - 1900),
         pick(t.month as i64),
         pick(t.mday as i64 - 1),
         pick(t.hour as i64),
@@ -154,18 +157,33 @@ mod tests {
 
     #[test]
     fn time62_uses_libsnert_alphabet() {
-        // 2026 % 62 = 42 -> 'g'; month 10 (November) -> 'A'; day 22 -> index 21 'L';
-        // hour 29 does not exist, so check the Y quirk via minutes: 29 -> 'Y', 55 -> 'y'.
+        // (2026 - 1900) % 62 = 2 -> '2'; month 10 (November) -> 'A'; day 22 -> index 21 'L';
+        // minute 29 -> 'T' and second 55 -> 't' (libsnert before 1.76 wrote 'Y' and 'y').
         let s = time62(&t(2026, 10, 22, 3, 29, 55));
-        assert_eq!(&s, b"gAL3Yy");
+        assert_eq!(&s, b"2AL3Tt");
+        assert_eq!(time62(&t(1962, 0, 1, 0, 0, 0))[0], b'0', "the year wraps every 62 years");
+        assert_eq!(time62(&t(2023, 0, 1, 0, 0, 0))[0], b'z');
+    }
+
+    /// Every value has its own digit, so an id reads back to the time it was made.
+    #[test]
+    fn time62_reads_back() {
+        let read = |c: u8| BASE62.iter().position(|d| *d == c).unwrap() as u32;
+        for (i, d) in BASE62.iter().enumerate() {
+            assert_eq!(read(*d) as usize, i, "digit {} is used twice", *d as char);
+        }
+        for sec in 0..60 {
+            let s = time62(&t(2026, 11, 31, 23, 59 - sec, sec));
+            assert_eq!([read(s[1]), read(s[2]) + 1, read(s[3]), read(s[4]), read(s[5])], [11, 31, 23, 59 - sec, sec]);
+        }
     }
 
     #[test]
     fn session_id_layout() {
         let id = SessionId::new(&t(2026, 10, 22, 3, 29, 55), 4321, 7);
-        assert_eq!(id.as_str(), "gAL3Yy043210000700");
+        assert_eq!(id.as_str(), "2AL3Tt043210000700");
         assert_eq!(id.as_str().len(), 18);
-        assert_eq!(id.transaction(&t(2026, 10, 22, 3, 30, 0), 63), "gAL3U0043210000711");
+        assert_eq!(id.transaction(&t(2026, 10, 22, 3, 30, 0), 63), "2AL3U0043210000711");
     }
 
     #[test]
