@@ -247,6 +247,38 @@ async fn duplicate_discard_and_reject_policies() {
     assert_eq!(r, vec![Response::ReplyCode(format!("550 5.3.4 duplicate message rejected #340 {s}"))]);
 }
 
+/// smtpf records a message for duplicate detection only from clients that are not localhost,
+/// relays or white listed: a site's own resends (a mailing list run twice, a monitoring probe)
+/// are never discarded or refused. An authenticated client counts as a relay.
+#[tokio::test]
+async fn duplicates_of_trusted_clients_are_never_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let map = dir.path().join("access.cf");
+    std::fs::write(&map, "Connect:192.0.2.60 OK\n").unwrap();
+    let d = TestDaemon::start(&format!("grey-key = \"\"\ndupmsg-policy = \"reject\"\naccess-map = \"{}\"", map.display())).await;
+    // White listed by the access-map, and localhost: both copies go through, nothing is stored.
+    for ip in ["192.0.2.60", "127.0.0.1"] {
+        assert_eq!(send_copy(&d, ip, b"own\r\n").await, vec![Response::Continue], "{ip}");
+        assert_eq!(send_copy(&d, ip, b"own\r\n").await, vec![Response::Continue], "{ip}, again");
+    }
+    // Authenticated (Postfix sends {auth_authen} with MAIL).
+    for _ in 0..2 {
+        let mut c = d.client().await;
+        open_session(&mut c, "h.example", "192.0.2.61", "h.example").await;
+        c.macros(b'M', &[("{auth_authen}", "alice")]).await.unwrap();
+        to_data(&mut c, "<a@example.org>", &["<Bob@example.net>", "<carol@example.net>"]).await;
+        let r = finish(&mut c, &[("Message-ID", "<dup-1@example.org> (x)")], b"auth\r\n").await;
+        assert_eq!(r, vec![Response::Continue]);
+    }
+    let conn = rusqlite::Connection::open(d.dir.path().join("cache.sq3")).unwrap();
+    let rows: i64 = conn.query_row("SELECT count(*) FROM mcc WHERE k LIKE 'dupmsg:%'", [], |r| r.get(0)).unwrap();
+    assert_eq!(rows, 0, "no record for trusted clients");
+    // Any other client's message is recorded, and its copy refused.
+    send_copy(&d, "192.0.2.62", b"theirs\r\n").await;
+    let r = send_copy(&d, "192.0.2.63", b"theirs\r\n").await;
+    assert!(matches!(&r[..], [Response::ReplyCode(t)] if t.starts_with("550 5.3.4 duplicate message rejected #340 ")), "{r:?}");
+}
+
 // ---- content greylisting ------------------------------------------------------------------
 
 /// One message through a fresh session; returns (answer to DATA, answer to end of message).

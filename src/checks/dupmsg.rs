@@ -10,7 +10,7 @@
 //! run smtpf-milter last in the milter chain and accept that trade.
 
 use crate::checks::digest::{message_id_token, DupPolicy, DUPLICATE_HEADER};
-use crate::flags::message;
+use crate::flags::{client, message};
 use crate::log::catalog;
 use crate::reply::catalog as replies;
 use crate::reply::{HeaderChange, Reply, Verdict};
@@ -65,7 +65,18 @@ impl Session {
 
     /// Remembers a message we let through, so that a copy sent again is recognised. Detached:
     /// the MTA's answer does not wait for the write.
+    ///
+    /// smtpf records a message after the client lost our 250 (it will send it again), and with
+    /// `dupmsg-track-all` every accepted message, but never one from localhost, a relay or a
+    /// white-listed client: their resends are the site's own business. A milter does not see
+    /// the client's I/O (the MTA writes the 250), so the end of a message we let through is the
+    /// closest point; the client exemptions are smtpf's, authenticated clients counting as
+    /// relays.
     pub(crate) async fn dupmsg_record(&mut self, key: &str) {
+        let exempt = [client::LOCALHOST, client::RELAY, client::AUTH, client::WHITE];
+        if exempt.iter().any(|f| self.client_flags.has(*f)) {
+            return;
+        }
         let Some(store) = self.store().cloned() else { return };
         let now = self.now();
         let cfg = &self.policy().config;
