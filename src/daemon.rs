@@ -13,7 +13,7 @@ use tokio::sync::{watch, Notify};
 
 use crate::config::{Config, KEYS};
 use crate::log::{catalog, library, Logger};
-use crate::milter::listen::{Listener, Prepared};
+use crate::milter::listen::{ListenError, Listener, Prepared};
 use crate::policy::{Policy, PolicyError};
 use crate::server::{accept_loop, Kill};
 use crate::shared::Shared;
@@ -81,7 +81,15 @@ pub async fn start_with_store(config: Config, log: Logger, opened: Option<Store>
                     l
                 }
                 Err(e) => {
-                    log.emit(&catalog::INTERFACE_ERROR, None, &[spec, &e]);
+                    match &e {
+                        ListenError::Chown { path, uid, gid, error } => {
+                            log.emit(&catalog::CHOWN_ERROR, None, &[&path.display(), uid, gid, error])
+                        }
+                        ListenError::Chmod { path, mode, error } => {
+                            log.emit(&catalog::CHMOD_ERROR, None, &[&path.display(), &format_args!("{mode:o}"), error])
+                        }
+                        ListenError::Other(_) => log.emit(&catalog::INTERFACE_ERROR, None, &[spec, &e]),
+                    }
                     return Err(format!("interface={spec} error: {e}"));
                 }
             }
@@ -153,7 +161,7 @@ pub async fn start_with_store(config: Config, log: Logger, opened: Option<Store>
         async move {
             accept_loop(&listener, shared, stop_rx, kill, idle).await;
             if let Err((path, e)) = listener.cleanup() {
-                log.emit(&catalog::UNLINK_ERROR, None, &[&path.display(), &e]);
+                log.emit(&catalog::UNLINK_ERROR, None, &[&path.display(), &crate::log::os_error(&e)]);
             }
         }
     });

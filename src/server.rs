@@ -58,7 +58,8 @@ pub async fn accept_loop(
             }
             Err(e) => {
                 // Typically EMFILE: pause instead of spinning, open sessions carry on.
-                shared.log.emit(&catalog::ACCEPT_ERROR, None, &[&e, &shared.active.load(Ordering::Relaxed)]);
+                let cn = shared.active.load(Ordering::Relaxed);
+                shared.log.emit(&catalog::ACCEPT_ERROR, None, &[&crate::log::os_error(&e), &shared.workers, &cn]);
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }

@@ -239,7 +239,7 @@ async fn rfc5782_test_points_ipv4_and_ipv6() {
 
     let result = dnslist::query_ip(&dns, &list, ip("127.0.0.2")).await;
     assert!(result.listed(DEFAULT_THRESHOLD));
-    assert_eq!(result.first_hit(), Some("bl.test"));
+    assert_eq!(result.first_hit(), Some("bl.test."));
     assert_eq!(result.reported().map(|h| h.answer), Some(Ipv4Addr::new(127, 0, 0, 2)));
     assert_eq!(result.score, 1);
     assert!(result.failed.is_empty());
@@ -276,7 +276,7 @@ async fn masks_hit_and_miss() {
     assert!(!dnslist::query_ip(&dns, &list, ip("192.0.2.1")).await.listed(DEFAULT_THRESHOLD));
     let result = dnslist::query_ip(&dns, &list, ip("192.0.2.2")).await;
     assert!(result.listed(DEFAULT_THRESHOLD));
-    assert_eq!(result.first_hit(), Some("multi.test"), "reported without the mask");
+    assert_eq!(result.first_hit(), Some("multi.test."), "reported without the mask");
     let wide = zones("multi.test/0x46");
     assert!(dnslist::query_ip(&dns, &wide, ip("192.0.2.3")).await.listed(DEFAULT_THRESHOLD));
     assert!(dnslist::query_ip(&dns, &wide, ip("192.0.2.1")).await.listed(DEFAULT_THRESHOLD));
@@ -311,7 +311,7 @@ async fn filters_weights_and_thresholds() {
     assert!(!result.listed(2));
 
     let result = dnslist::query_ip(&dns, &list, ip("192.0.2.3")).await;
-    assert_eq!(hit_zones(&result), vec!["zen.test", "zen.test", "wl.test"], "hits in configuration order");
+    assert_eq!(hit_zones(&result), vec!["zen.test.", "zen.test.", "wl.test."], "hits in configuration order");
     assert_eq!(result.score, 3 + 1 - 2);
     assert!(result.listed(2));
     assert!(!result.listed(3));
@@ -364,10 +364,10 @@ async fn silent_and_failing_zones_are_reported_not_listed() {
     let result = dnslist::query_ip(&dns, &list, ip("192.0.2.1")).await;
     let took = started.elapsed();
     assert!(took < SHORT * 3, "took {took:?}");
-    assert_eq!(hit_zones(&result), vec!["good.test"]);
+    assert_eq!(hit_zones(&result), vec!["good.test."]);
     assert!(result.listed(DEFAULT_THRESHOLD));
     let failed: Vec<(&str, &str)> = result.failures().collect();
-    assert_eq!(failed, vec![("slow.test", "timeout"), ("broken.test", "SERVFAIL")]);
+    assert_eq!(failed, vec![("slow.test.", "timeout"), ("broken.test.", "SERVFAIL")]);
 
     // NXDOMAIN everywhere that answers: not listed and nothing failed but the broken zones.
     let result = dnslist::query_ip(&dns, &zones("empty.test good.test"), ip("192.0.2.9")).await;
@@ -395,7 +395,7 @@ async fn zones_are_queried_concurrently() {
     assert!(took < SHORT * 3, "took {took:?}");
     assert_eq!(result.failed.len(), 5);
     assert!(result.failed.iter().all(|f| f.reason == "timeout"));
-    assert_eq!(hit_zones(&result), vec!["good.test"]);
+    assert_eq!(hit_zones(&result), vec!["good.test."]);
 }
 
 #[tokio::test]
@@ -410,7 +410,7 @@ async fn domain_lists() {
     let list = zones("uribl.test, multi.test/0x08");
 
     let result = dnslist::query_domain(&dns, &list, "Spammy.Example.").await;
-    assert_eq!(hit_zones(&result), vec!["uribl.test", "multi.test"]);
+    assert_eq!(hit_zones(&result), vec!["uribl.test.", "multi.test."]);
     assert_eq!(result.score, 2);
 
     let result = dnslist::query_domain(&dns, &list, "other.example").await;

@@ -109,7 +109,7 @@ async fn the_report_header_cannot_carry_a_second_header() {
         })
         .unwrap_or_else(|| panic!("no report header: {eom:?}"));
     assert!(!value.contains('\r') && !value.contains('\n'), "{value:?}");
-    assert!(value.contains("key=h.example  injected: yes,a@example.org,b@example.net"), "{value:?}");
+    assert!(value.contains("key=grey:h.example  injected: yes,a@example.org,b@example.net"), "{value:?}");
     assert_one_event_per_line(&d);
 }
 

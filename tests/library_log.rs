@@ -52,7 +52,7 @@ async fn a_resolver_warning_is_a_numbered_line_of_the_daemon() {
     let warned = d.wait_for("#2027 hickory_net::udp::udp_client_stream: ignoring response with wrong message id", 1).await;
     assert!(warned[0].starts_with("#2027 "), "a process line, not a session's: {}", warned[0]);
     assert!(warned[0].contains(" expected_id=") && warned[0].contains(" received_id="), "{}", warned[0]);
-    d.wait_for("#2020 dns-bl bl.test lookup of", 1).await;
+    d.wait_for("#2020 dns-bl bl.test. lookup of", 1).await;
     // The resolver's per-query debug events are off by default.
     assert!(d.grep("#2028 ").is_empty(), "{:?}", d.grep("#2028 "));
 }

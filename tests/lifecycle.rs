@@ -238,7 +238,7 @@ fn binary_runs_serves_and_stops_on_sigterm() {
         "#599 ready",
         "#637 start bin.example [192.0.2.40]:4711",
         "#721 end i=192.0.2.40",
-        "#724 signal 1 received",
+        "#2051 signal 1 received, reloading",
         "#2006 reload: config",
         "#722 signal 15, stopping sessions, cn=0",
         "#725 signal 15, terminating process",

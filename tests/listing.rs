@@ -49,14 +49,14 @@ async fn dns_bl_listed_client_is_refused_at_connect() {
     let got = open_session(&mut c, "[192.0.2.2]", "192.0.2.2", "spam.example").await;
     let sid = d.grep("#637 start")[0].split(' ').next().unwrap().to_string();
     // The 550 comes at CONNECT (Postfix then refuses every command of the session with it).
-    assert_eq!(reply(&got[..1]), format!("550 5.7.0 [192.0.2.2]:4711 black listed by bl.test #525 {sid}"));
-    assert_eq!(d.grep(&format!("{sid} #523 dns-bl found 192.0.2.2 bl.test")).len(), 1);
+    assert_eq!(reply(&got[..1]), format!("550 5.7.0 [192.0.2.2]:4711 black listed by bl.test. #525 {sid}"));
+    assert_eq!(d.grep(&format!("{sid} #523 dns-bl found 192.0.2.2 bl.test.")).len(), 1);
     c.command(&Command::Quit).await.unwrap();
     let end = d.wait_for("#721 end", 1).await;
     assert!(end[0].contains("f=\"forged,black,no_ptr,quit\""), "{}", end[0]);
     assert!(
         end[0].contains("R=1 t=")
-            && end[0].ends_with(&format!("l=\"550 5.7.0 [192.0.2.2]:4711 black listed by bl.test #525 {sid}\"")),
+            && end[0].ends_with(&format!("l=\"550 5.7.0 [192.0.2.2]:4711 black listed by bl.test. #525 {sid}\"")),
         "{}",
         end[0]
     );
@@ -83,7 +83,7 @@ async fn ipv6_client_is_looked_up_by_nibbles() {
     let d = daemon(&dns, "dns-bl = [\"bl.test\"]").await;
     let mut c = d.client().await;
     let got = open_session(&mut c, "[2001:db8::2]", "IPv6:2001:db8::2", "x.example").await;
-    assert!(reply(&got[..1]).starts_with("550 5.7.0 [2001:db8::2]:4711 black listed by bl.test #525 "), "{got:?}");
+    assert!(reply(&got[..1]).starts_with("550 5.7.0 [2001:db8::2]:4711 black listed by bl.test. #525 "), "{got:?}");
 }
 
 #[tokio::test]
@@ -114,14 +114,14 @@ async fn white_list_wins_over_black_list() {
     assert_eq!(got, vec![Response::Continue], "white, although also in bl.test");
     assert_eq!(send_message(&mut c, &Message::simple("W1")).await, vec![Response::Continue]);
     c.command(&Command::Quit).await.unwrap();
-    d.wait_for("#523 dns-wl found 192.0.2.5 wl.test", 1).await;
+    d.wait_for("#523 dns-wl found 192.0.2.5 wl.test.", 1).await;
     assert!(d.wait_for("#721 end", 1).await[0].contains("f=\"white,quit\""));
     assert!(d.grep("dns-bl found").is_empty());
 
     let mut c = d.client().await;
     open_session(&mut c, "grey.example", "192.0.2.6", "grey.example").await;
     c.command(&Command::Quit).await.unwrap();
-    d.wait_for("#523 dns-gl found 192.0.2.6 gl.test", 1).await;
+    d.wait_for("#523 dns-gl found 192.0.2.6 gl.test.", 1).await;
     assert!(d.wait_for("#721 end", 2).await[1].contains("f=\"grey,quit\""));
 }
 
@@ -134,7 +134,7 @@ async fn a_list_that_never_answers_counts_as_not_listed() {
     let got = open_session(&mut c, "h.example", "192.0.2.1", "h.example").await;
     assert_eq!(got, vec![Response::Continue]);
     assert!(started.elapsed() < std::time::Duration::from_secs(5), "bounded by dns-timeout: {:?}", started.elapsed());
-    d.wait_for("#2020 dns-bl slow.test lookup of 192.0.2.1: timeout; counted as not listed", 1).await;
+    d.wait_for("#2020 dns-bl slow.test. lookup of 192.0.2.1: timeout; counted as not listed", 1).await;
     // The other list still works in the same lookup round.
     let mut c = d.client().await;
     assert!(reply(&open_session(&mut c, "h.example", "192.0.2.2", "h.example").await[..1]).contains("black listed by bl.test"));
@@ -150,7 +150,7 @@ async fn delay_checks_hold_the_refusal_until_rcpt_and_spare_white_recipients() {
     let mut c = d.client().await;
     assert!(open_session(&mut c, "[192.0.2.2]", "192.0.2.2", "h.example").await.is_empty(), "no answer promised before RCPT");
     let sid = d.wait_for("#637 start", 1).await[0].split(' ').next().unwrap().to_string();
-    d.wait_for(&format!("#1034 delayed: 550 5.7.0 [192.0.2.2]:4711 black listed by bl.test #525 {sid}"), 1).await;
+    d.wait_for(&format!("#1034 delayed: 550 5.7.0 [192.0.2.2]:4711 black listed by bl.test. #525 {sid}"), 1).await;
     assert_eq!(
         c.command(&Command::Mail { sender: "<a@example.org>".into(), params: vec![] }).await.unwrap(),
         vec![Response::Continue]
@@ -158,10 +158,10 @@ async fn delay_checks_hold_the_refusal_until_rcpt_and_spare_white_recipients() {
     let pm = c.command(&Command::Rcpt { recipient: "<postmaster@example.net>".into(), params: vec![] }).await.unwrap();
     assert_eq!(pm, vec![Response::Continue], "postmaster is white listed");
     let other = c.command(&Command::Rcpt { recipient: "<bob@example.net>".into(), params: vec![] }).await.unwrap();
-    assert_eq!(reply(&other), format!("550 5.7.0 [192.0.2.2]:4711 black listed by bl.test #525 {sid}"));
+    assert_eq!(reply(&other), format!("550 5.7.0 [192.0.2.2]:4711 black listed by bl.test. #525 {sid}"));
     d.wait_for("#138 recipient <postmaster@example.net> white listed (to:postmaster@)", 1).await;
     assert!(d.grep("#718 recipient <bob@example.net>")[0]
-        .contains(&format!("x=\"550 5.7.0 [192.0.2.2]:4711 black listed by bl.test #525 {sid}\"")));
+        .contains(&format!("x=\"550 5.7.0 [192.0.2.2]:4711 black listed by bl.test. #525 {sid}\"")));
 }
 
 fn access_file(text: &str) -> (tempfile::TempDir, std::path::PathBuf) {

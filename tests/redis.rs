@@ -308,7 +308,7 @@ async fn greylist_state_machine_through_redis() {
     let ask = || data_answer(&d.socket, "192.0.2.1", "<alice@example.org>", &["<bob@example.net>"]);
 
     assert!(is_grey(&ask().await, "421"));
-    d.wait_for("#387 grey listed {192.0.2.1,alice@example.org,bob@example.net} for 600 seconds", 1).await;
+    d.wait_for("#387 grey listed {grey:192.0.2.1,alice@example.org,bob@example.net} for 600 seconds", 1).await;
     let (v, created, expires) = stored(&mut c, tuple).await.expect("tuple stored in Redis");
     assert_eq!((v.as_str(), expires - created), ("4", 90_000));
     assert!(d.grep("#2023 cache-type=redis cache-redis-url=redis://127.0.0.1:").len() == 1, "{:?}", d.lines());

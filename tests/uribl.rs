@@ -87,10 +87,10 @@ async fn listed_uri_in_each_kind_of_part_is_rejected() {
         let s = sid(&d);
         assert_eq!(
             r,
-            vec![Response::ReplyCode(format!("550 5.7.1 rejected content, black listed {host} by uribl.test #895 {s}"))],
+            vec![Response::ReplyCode(format!("550 5.7.1 rejected content, black listed {host} by uribl.test. #762 #895 {s}"))],
             "case {i}"
         );
-        d.wait_for(&format!("{s} #523 uri-bl found {host} uribl.test"), 1).await;
+        d.wait_for(&format!("{s} #523 uri-bl found {host} uribl.test."), 1).await;
         let m = d.wait_for(&format!("{s} #720 message"), 1).await;
         assert!(m[0].contains("f=\"uri_bl"), "{}", m[0]);
     }
@@ -128,10 +128,10 @@ async fn uri_dns_bl_tests_host_addresses_and_ip_literals() {
     let mut c = d.client().await;
     open_session(&mut c, "h.example", "192.0.2.40", "h.example").await;
     let r = send(&mut c, "<a@example.org>", PLAIN, "Go http://www.ipfarm.net/x\r\n").await;
-    assert!(matches!(&r[..], [Response::ReplyCode(t)] if t.contains("black listed ipfarm.net by ipbl.test #895")), "{r:?}");
-    d.wait_for("#523 uri-dns-bl found ipfarm.net ipbl.test", 1).await;
+    assert!(matches!(&r[..], [Response::ReplyCode(t)] if t.contains("black listed ipfarm.net by ipbl.test. #762 #895")), "{r:?}");
+    d.wait_for("#523 uri-dns-bl found ipfarm.net ipbl.test.", 1).await;
     let r = send(&mut c, "<a@example.org>", PLAIN, "Go http://64.0.2.10/x\r\n").await;
-    assert!(matches!(&r[..], [Response::ReplyCode(t)] if t.contains("black listed 64.0.2.10 by ipbl.test #895")), "{r:?}");
+    assert!(matches!(&r[..], [Response::ReplyCode(t)] if t.contains("black listed 64.0.2.10 by ipbl.test. #762 #895")), "{r:?}");
 }
 
 #[tokio::test]
@@ -147,7 +147,7 @@ async fn discard_and_none_policies() {
     let mut c = d.client().await;
     open_session(&mut c, "h.example", "192.0.2.51", "h.example").await;
     assert_eq!(send(&mut c, "<a@example.org>", PLAIN, "http://evil.com/\r\n").await, vec![Response::Continue]);
-    d.wait_for("#523 uri-bl found evil.com uribl.test", 1).await;
+    d.wait_for("#523 uri-bl found evil.com uribl.test.", 1).await;
 }
 
 #[tokio::test]

@@ -21,8 +21,8 @@ pub const DEFAULT_THRESHOLD: i32 = 1;
 /// One configured list entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Zone {
-    /// The zone as written in the configuration, without mask, filter or weight; this is the
-    /// name reported in log lines and reply texts.
+    /// The zone as written in the configuration, without mask, filter or weight, and with a final
+    /// dot (as smtpf shows it); this is the name reported in log lines and reply texts.
     pub name: String,
     /// The zone queried: lower case, without the final dot.
     suffix: String,
@@ -124,7 +124,9 @@ pub fn parse_zone(entry: &str) -> Result<Zone, String> {
             .filter(|w| w.unsigned_abs() <= 1_000_000)
             .ok_or_else(|| fail(format!("weight {text:?} is not an integer (between -1000000 and 1000000) after \"*\"")))?,
     };
-    Ok(Zone { name: name.to_string(), suffix, mask, filter, weight })
+    // libsnert roots every list name, so smtpf's lines and replies show `zen.spamhaus.org.`.
+    let name = if name.ends_with('.') { name.to_string() } else { format!("{name}.") };
+    Ok(Zone { name, suffix, mask, filter, weight })
 }
 
 /// Splits a list value on `,`, `;` and white space outside `[...]`.
@@ -373,7 +375,7 @@ mod tests {
     #[test]
     fn plain_zone() {
         let zone = parse_zone("zen.spamhaus.org").unwrap();
-        assert_eq!(zone.name, "zen.spamhaus.org");
+        assert_eq!(zone.name, "zen.spamhaus.org.");
         assert_eq!(zone.suffix(), "zen.spamhaus.org");
         assert_eq!(zone.mask, u32::MAX);
         assert_eq!(zone.filter, None);
@@ -392,7 +394,7 @@ mod tests {
     #[test]
     fn masks() {
         let zone = parse_zone("multi.surbl.org/0x04").unwrap();
-        assert_eq!(zone.name, "multi.surbl.org");
+        assert_eq!(zone.name, "multi.surbl.org.");
         assert_eq!(zone.mask, 4);
         assert!(zone.accepts(ip4("127.0.0.4")));
         assert!(zone.accepts(ip4("127.0.0.6")));
@@ -405,7 +407,7 @@ mod tests {
     #[test]
     fn filters_and_weights() {
         let zone = parse_zone("zen.spamhaus.org=127.0.0.[2..11]*3").unwrap();
-        assert_eq!(zone.name, "zen.spamhaus.org");
+        assert_eq!(zone.name, "zen.spamhaus.org.");
         assert_eq!(zone.weight, 3);
         assert!(zone.accepts(ip4("127.0.0.2")));
         assert!(zone.accepts(ip4("127.0.0.11")));
@@ -433,7 +435,7 @@ mod tests {
         assert_eq!(parse_zone("w.test*0").unwrap().weight, 0);
 
         let zone = parse_zone("m.test/0x02=127.0.0.[0..7]*2").unwrap();
-        assert_eq!(zone.name, "m.test");
+        assert_eq!(zone.name, "m.test.");
         assert!(zone.accepts(ip4("127.0.0.2")));
         assert!(!zone.accepts(ip4("127.0.0.4")));
         assert!(!zone.accepts(ip4("127.0.0.10")));
@@ -459,7 +461,7 @@ mod tests {
     fn list_splitting() {
         let zones = parse_list(" a.test, b.test;c.test\td.test\n e.test=127.0.0.[2;3]*2 ;; ").unwrap();
         let names: Vec<&str> = zones.iter().map(|z| z.name.as_str()).collect();
-        assert_eq!(names, vec!["a.test", "b.test", "c.test", "d.test", "e.test"]);
+        assert_eq!(names, vec!["a.test.", "b.test.", "c.test.", "d.test.", "e.test."]);
         assert!(zones[4].accepts(ip4("127.0.0.3")));
         assert!(parse_list("").unwrap().is_empty());
         assert!(parse_list(" ,; ").unwrap().is_empty());

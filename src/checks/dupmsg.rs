@@ -44,7 +44,7 @@ impl Session {
         let Some(previous) = found else { return Verdict::Continue };
         let policy = self.policy().config.dupmsg_policy;
         let previous_sid = previous.value.split_whitespace().nth(1).unwrap_or("").to_string();
-        let shown = key.strip_prefix("dupmsg:").unwrap_or(key);
+        let shown = key;
         self.emit(&catalog::DUPLICATE, &[&policy.word(), &shown, &previous_sid]);
         match policy {
             DupPolicy::Tag => {

@@ -172,8 +172,8 @@ fn rfc2822_in(unix: i64, t: &LocalTime) -> String {
 pub fn report_value(pass: &GreyPass) -> String {
     let age = pass.age.max(0);
     let at = rfc2822(pass.created);
-    let key = pass.key.strip_prefix("grey:").unwrap_or(&pass.key);
-    format!("age={age} ({:02}:{:02}:{:02}) key={key} at=\"{at}\"", age / 3600, age / 60 % 60, age % 60)
+    // The key as stored, `grey:` prefix included, as smtpf writes it.
+    format!("age={age} ({:02}:{:02}:{:02}) key={} at=\"{at}\"", age / 3600, age / 60 % 60, age % 60, pass.key)
 }
 
 #[cfg(test)]
@@ -230,7 +230,7 @@ mod tests {
     fn report_values() {
         let pass = GreyPass { key: "grey:example.com,a@b,c@d".into(), age: 3725, created: 1_795_320_728 };
         let v = report_value(&pass);
-        assert!(v.starts_with("age=3725 (01:02:05) key=example.com,a@b,c@d at=\""), "{v}");
+        assert!(v.starts_with("age=3725 (01:02:05) key=grey:example.com,a@b,c@d at=\""), "{v}");
         assert!(v.ends_with(&format!("{}\"", rfc2822(1_795_320_728))), "{v}");
     }
 }

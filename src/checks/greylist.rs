@@ -141,7 +141,7 @@ impl Session {
                 KeyOutcome::Wait(n) => wait = n,
             }
         }
-        let key_text = last_key.strip_prefix("grey:").unwrap_or(&last_key).to_string();
+        let key_text = last_key.clone();
         self.emit(&catalog::GREY_LISTED, &[&key_text, &wait]);
         if cfg.grey_dry_run {
             self.emit(&catalog::GREY_DRY_RUN, &[&key_text]);
@@ -234,7 +234,7 @@ impl Session {
             }
             if record.created + period <= now {
                 let age = now - record.created;
-                self.emit(&catalog::GREY_PASS, &[&key.strip_prefix("grey:").unwrap_or(key), &age]);
+                self.emit(&catalog::GREY_PASS, &[&key, &age]);
                 // Retries never extend the temp-fail record; passing writes the host record
                 // (keeping the first-seen time), or upgrades the key itself when it has no host part.
                 let (target, created) = match host_key {
@@ -253,7 +253,7 @@ impl Session {
             self.grey_refresh(store, key, &record, now, cfg_accept).await;
             return KeyOutcome::Pass { first: None };
         }
-        self.emit(&catalog::GREY_UNEXPECTED, &[&key.strip_prefix("grey:").unwrap_or(key), &record.value]);
+        self.emit(&catalog::GREY_UNEXPECTED, &[&key, &record.value]);
         KeyOutcome::Pass { first: None }
     }
 
@@ -279,7 +279,7 @@ impl Session {
         let cfg = self.policy().config.clone();
         let now = self.now();
         let key = def.key.as_str();
-        let shown = key.strip_prefix("grey:").unwrap_or(key).to_string();
+        let shown = key.to_string();
         let tempfail_ttl = cfg.grey_temp_fail_ttl as i64;
         let message_id = self.tx.as_ref().and_then(|t| t.message_id.clone()).map(|m| message_id_token(&m)).unwrap_or_default();
         let record = match store.get(key, now).await {
@@ -360,7 +360,7 @@ impl Session {
         let created = created.unwrap_or(now);
         let age = now - created;
         let key = def.key.as_str();
-        self.emit(&catalog::GREY_PASS, &[&key.strip_prefix("grey:").unwrap_or(key), &age]);
+        self.emit(&catalog::GREY_PASS, &[&key, &age]);
         let target = def.host_key.as_deref().unwrap_or(key);
         if let Err(e) = store.put(target, Record::new("0", created, now + accept)).await {
             self.store_error(&catalog::CACHE_PUT_ERROR, &[&target, &"0"], &e);

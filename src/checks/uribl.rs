@@ -107,7 +107,8 @@ impl Session {
             }
             tx.msg_flags.set(message::POLICY);
         }
-        let text = format!("black listed {} by {}", f.name, f.list);
+        // smtpf's text carries the number of the line that explains it (#762).
+        let text = format!("black listed {} by {} #762", f.name, f.list);
         match policy.config.uri_bl_policy {
             UriPolicy::Reject => Verdict::Reply(Reply::of(&replies::URI_BL, &[&text])),
             UriPolicy::Discard => {

@@ -105,7 +105,7 @@ catalog! {
     ACCESS_TO_OK = 138 Info IfInfo, true, "recipient <%s> %s (%s)",
         "To: entry with OK: the recipient is white listed (e.g. postmaster@); a delayed reject is not applied to it.";
     CACHE_OPEN_ERROR = 172 Err Always, false, "cache-path=%s open error: %s",
-        "The SQLite state file named by cache-path could not be opened or created. The daemon does not start. Check that the directory exists and is writable by run-user (under systemd: StateDirectory=).";
+        "The SQLite state file named by cache-path could not be opened or created; an OS error ends with its number, e.g. `Permission denied (13)`, as smtpf writes `%s (%d)`. The daemon does not start. Check that the directory exists and is writable by run-user (under systemd: StateDirectory=).";
     DUPLICATE = 337 Info IfInfo, true, "%s duplicate key=%s previous session=%s",
         "The message was seen before within dupmsg-ttl (same body, Message-ID and first recipient): the policy applied (TAG adds X-Smtpf-Duplicate, DISCARD throws it away, REJECT answers 550 5.3.4 #340), the key and the session that first let it through.";
     GREY_PASS = 382 Debug Verb("grey"), true, "grey pass key={%s} age=%lu",
@@ -137,11 +137,11 @@ catalog! {
     INTERFACE_READY = 595 Info IfInfo, false, "interface=%s ready",
         "The milter socket is listening and accepting MTA connections.";
     INTERFACE_ERROR = 596 Err Always, false, "interface=%s error: %s",
-        "The milter socket could not be set up (address in use, socket path held by a live process, permission denied, bad socket spec). The daemon does not start.";
+        "The milter socket could not be set up (address in use, socket path held by a live process, permission denied, bad socket spec); an OS error ends with its number, e.g. `bind: Address in use (98)`, as smtpf writes `%s (%d)`. The daemon does not start.";
     READY = 599 Info IfInfo, false, "ready",
         "Start-up is complete; the milter serves MTA connections.";
-    ACCEPT_ERROR = 602 Err Always, false, "socket accept: %s; cn=%u",
-        "Accepting an MTA connection failed, typically for lack of file descriptors (EMFILE). The listener pauses briefly and retries; open sessions are not affected. Raise LimitNOFILE if it repeats.";
+    ACCEPT_ERROR = 602 Err Always, false, "socket accept: %s; th=%u cn=%u",
+        "Accepting an MTA connection failed, typically for lack of file descriptors (`Too many open files (24)`, the OS error and its number as smtpf writes them); th is the number of worker threads, cn the open sessions. The listener pauses briefly and retries; open sessions are not affected. Raise LimitNOFILE if it repeats.";
     VERSION = 604 Info Always, false, "smtpf-milter %s %s",
         "Version and licence, logged at start-up.";
     SQLITE_VERSION = 606 Info IfInfo, false, "SQLite %s Public Domain by D. Richard Hipp",
@@ -162,8 +162,6 @@ catalog! {
         "SIGTERM or SIGINT: the milter stops accepting connections and lets open sessions finish, up to shutdown-timeout.";
     SIGNAL_TERMINATING_NOW = 723 Info Always, false, "signal %d, terminating process",
         "A second SIGTERM/SIGINT during a graceful stop: remaining sessions are closed at once.";
-    SIGNAL_RECEIVED = 724 Info Always, false, "signal %d received, cn=%u",
-        "SIGHUP: the configuration is re-read (see #2006/#2007).";
     SIGNAL_TERMINATING = 725 Info Always, false, "signal %d, terminating process",
         "All sessions have ended (or the shutdown deadline passed); the process exits.";
     USER_NOT_FOUND = 727 Err Always, false, "user \"%s\" not found",
@@ -171,17 +169,13 @@ catalog! {
     GROUP_NOT_FOUND = 728 Err Always, false, "group \"%s\" not found",
         "run-group names no group on this system. The daemon does not start.";
     CHOWN_ERROR = 729 Err Always, false, "chown(\"%s\", \"%s\", \"%s\") error: %s",
-        "Giving the milter socket to run-user/run-group failed. The daemon does not start.";
+        "Giving the milter socket (or its directory) to run-user/run-group failed: path, user id, group id, and the OS error with its number (`Operation not permitted (1)`). The daemon does not start.";
     CHMOD_ERROR = 730 Err Always, false, "chmod(\"%s\", %s) error: %s",
-        "Setting milter-socket-mode on the socket failed. The daemon does not start.";
-    UNLINK_ERROR = 731 Err Always, false, "unlink(\"%s\"): %s",
-        "The unix socket could not be removed at exit or before binding.";
+        "Setting milter-socket-mode on the socket failed: path, mode in octal, and the OS error with its number. The daemon does not start.";
     TERMINATED = 732 Info Always, false, "terminated",
         "The process exits.";
     URI_DISCARDED = 785 Err Always, true, "discarded: %s",
         "uri-bl-policy = discard: the message had a listed URI and was accepted and thrown away.";
-    HEADER_REMOVED = 851 Warn Always, true, "removed previous instance of header \"%s\"",
-        "The message already carried our report header (e.g. forged by the sender); it was removed before ours was added.";
     MX_INCOMPLETE = 906 Warn Always, true, "MX list incomplete...",
         "No MX host of the sender's domain is usable and some address lookups failed. The sender gets 451 4.1.8 ... MX lookup error #907 and retries later.";
     ACCESS_HELO_OK = 923 Info IfInfo, true, "helo %s %s (%s)",
@@ -274,6 +268,12 @@ catalog! {
         "The state file at cache-path is no longer the file the daemon opened (deleted, or replaced by a restore or an admin's mv). Records written to the old file would be lost, so the old store is closed, a -wal/-shm left beside the path is set aside as *.replaced-TIME (replayed into the new file it would damage it), and the path is opened again (#2048 when done; #172 and retries with backoff if it cannot be; sessions run without greylisting meanwhile). Records only in the old file are gone, so a few senders may be greylisted once more.";
     CLIENT_IS_SECOND_MX = 2050 Info IfInfo, true, "%s is MX for recipient domain %s",
         "At RCPT: the client is one of the mail exchangers of the recipient's domain, i.e. one of your own backup MX hosts relaying mail it queued for you (flag 2nd_mx). Greylisting skips such clients, as smtpf does: the mail was greylisted, or not, when it reached the backup.";
+    SIGNAL_RECEIVED = 2051 Info Always, false, "signal %d received, reloading, cn=%u",
+        "SIGHUP: the configuration is re-read (see #2006/#2007). (smtpf's #724 means a signal it does not act upon, so ours has its own number.)";
+    HEADER_REMOVED = 2052 Warn Always, true, "removed previous instance of header \"%s\"",
+        "The message already carried our greylisting report header (forged by the sender, or added by another host); it was removed before ours was added. (smtpf's #851 is about its own X-smtpf-Report header.)";
+    UNLINK_ERROR = 2053 Err Always, false, "unlink(\"%s\"): %s",
+        "The milter's unix socket could not be removed at exit; the OS error and its number follow, as in smtpf's lines. The next start removes a stale socket itself. (smtpf's #731 is about its pid file.)";
 }
 
 /// Looks up a message by number.

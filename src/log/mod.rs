@@ -26,6 +26,16 @@ pub use catalog::{Gate, Level, Msg};
 
 use crate::ids::SessionId;
 
+/// An OS error as smtpf writes it: the system's text, then the error number in parentheses
+/// (`Permission denied (13)`, smtpf's `%s (%d)`), so that admins can grep either. Errors without a
+/// number (ours, a library's) are written as they are.
+pub fn os_error(e: &std::io::Error) -> String {
+    let Some(code) = e.raw_os_error() else { return e.to_string() };
+    let text = e.to_string();
+    let bare = text.strip_suffix(&format!(" (os error {code})")).unwrap_or(&text);
+    format!("{bare} ({code})")
+}
+
 /// The verbose words understood, besides `info`, `debug` and `all`.
 pub const VERBOSE_WORDS: &[&str] =
     &["info", "debug", "all", "milter", "access", "dns", "rbl", "uri", "mx", "spf", "grey", "dupmsg", "cache", "library"];
@@ -596,6 +606,14 @@ impl LineWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn os_errors_end_with_their_number_as_in_smtpf() {
+        assert_eq!(os_error(&std::io::Error::from_raw_os_error(13)), "Permission denied (13)");
+        assert_eq!(os_error(&std::io::Error::from_raw_os_error(24)), "Too many open files (24)");
+        let ours = std::io::Error::other("no socket");
+        assert_eq!(os_error(&ours), "no socket");
+    }
 
     #[test]
     fn render_fills_conversions_in_order() {

@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 
+use crate::log::os_error;
+
 /// Where the daemon listens for its MTA.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SocketSpec {
@@ -110,6 +112,44 @@ pub enum Connection {
     Tcp(TcpStream),
 }
 
+/// Why the milter socket could not be set up. Ownership and mode failures are told apart because
+/// smtpf logs them with their own numbers (#729, #730); OS errors end with their number.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ListenError {
+    /// Giving the socket or its new directory to run-user/run-group failed.
+    Chown { path: PathBuf, uid: u32, gid: u32, error: String },
+    /// Setting milter-socket-mode failed.
+    Chmod { path: PathBuf, mode: u32, error: String },
+    /// Anything else: the path or address, and what went wrong.
+    Other(String),
+}
+
+impl fmt::Display for ListenError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ListenError::Chown { path, uid, gid, error } => write!(f, "chown {} to {uid}:{gid}: {error}", path.display()),
+            ListenError::Chmod { path, mode, error } => write!(f, "chmod {} {mode:o}: {error}", path.display()),
+            ListenError::Other(text) => f.write_str(text),
+        }
+    }
+}
+
+impl From<String> for ListenError {
+    fn from(text: String) -> ListenError {
+        ListenError::Other(text)
+    }
+}
+
+/// A failed chown as a [`ListenError`].
+fn chown_error(path: &Path, uid: nix::unistd::Uid, gid: nix::unistd::Gid, e: nix::errno::Errno) -> ListenError {
+    ListenError::Chown { path: path.to_path_buf(), uid: uid.as_raw(), gid: gid.as_raw(), error: errno_text(e) }
+}
+
+/// An errno as smtpf writes it: text, then the number in parentheses.
+fn errno_text(e: nix::errno::Errno) -> String {
+    format!("{} ({})", e.desc(), e as i32)
+}
+
 /// What happened to an existing socket file before binding.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Prepared {
@@ -123,20 +163,22 @@ impl Listener {
         spec: &SocketSpec,
         mode: u32,
         owner: Option<(nix::unistd::Uid, nix::unistd::Gid)>,
-    ) -> Result<(Listener, Prepared), String> {
+    ) -> Result<(Listener, Prepared), ListenError> {
         match spec {
             SocketSpec::Unix(path) => {
                 let prepared = prepare_unix_path(path, owner)?;
-                let listener = UnixListener::bind(path).map_err(|e| format!("bind: {e}"))?;
+                let listener = UnixListener::bind(path).map_err(|e| format!("bind: {}", os_error(&e)))?;
                 std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-                    .map_err(|e| format!("chmod {:o}: {e}", mode))?;
+                    .map_err(|e| ListenError::Chmod { path: path.clone(), mode, error: os_error(&e) })?;
                 if let Some((uid, gid)) = owner {
-                    nix::unistd::chown(path, Some(uid), Some(gid)).map_err(|e| format!("chown: {e}"))?;
+                    nix::unistd::chown(path, Some(uid), Some(gid)).map_err(|e| chown_error(path, uid, gid, e))?;
                 }
                 Ok((Listener::Unix { listener, path: path.clone(), remove_on_close: true }, prepared))
             }
             SocketSpec::Inet { host, port, .. } => {
-                let l = TcpListener::bind((host.as_str(), *port)).await.map_err(|e| format!("bind {host}:{port}: {e}"))?;
+                let l = TcpListener::bind((host.as_str(), *port))
+                    .await
+                    .map_err(|e| format!("bind {host}:{port}: {}", os_error(&e)))?;
                 Ok((Listener::Tcp(l), Prepared::Fresh))
             }
         }
@@ -224,35 +266,35 @@ fn listener_from_fd(fd: RawFd) -> Result<Listener, String> {
 /// refuses a live one or a file that is not a socket.
 /// A directory it creates is 0750 and, with `owner`, belongs to the run user and group, so adding
 /// the MTA's user to that group (`usermod -aG smtpf-milter postfix`) lets it reach the socket.
-pub fn prepare_unix_path(path: &Path, owner: Option<(nix::unistd::Uid, nix::unistd::Gid)>) -> Result<Prepared, String> {
+pub fn prepare_unix_path(path: &Path, owner: Option<(nix::unistd::Uid, nix::unistd::Gid)>) -> Result<Prepared, ListenError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         if !dir.exists() {
             std::fs::DirBuilder::new()
                 .recursive(true)
                 .mode(0o750)
                 .create(dir)
-                .map_err(|e| format!("cannot create directory {}: {e}", dir.display()))?;
+                .map_err(|e| format!("cannot create directory {}: {}", dir.display(), os_error(&e)))?;
             if let Some((uid, gid)) = owner {
-                nix::unistd::chown(dir, Some(uid), Some(gid)).map_err(|e| format!("chown {}: {e}", dir.display()))?;
+                nix::unistd::chown(dir, Some(uid), Some(gid)).map_err(|e| chown_error(dir, uid, gid, e))?;
             }
         }
     }
     let meta = match std::fs::symlink_metadata(path) {
         Ok(m) => m,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Prepared::Fresh),
-        Err(e) => return Err(format!("cannot inspect {}: {e}", path.display())),
+        Err(e) => return Err(format!("cannot inspect {}: {}", path.display(), os_error(&e)).into()),
     };
     if !meta.file_type().is_socket() {
-        return Err(format!("{} exists and is not a socket; not touching it", path.display()));
+        return Err(format!("{} exists and is not a socket; not touching it", path.display()).into());
     }
     match std::os::unix::net::UnixStream::connect(path) {
-        Ok(_) => Err(format!("{} is in use by a live process (is another smtpf-milter running?)", path.display())),
+        Ok(_) => Err(format!("{} is in use by a live process (is another smtpf-milter running?)", path.display()).into()),
         Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-            std::fs::remove_file(path).map_err(|e| format!("cannot remove stale socket {}: {e}", path.display()))?;
+            std::fs::remove_file(path).map_err(|e| format!("cannot remove stale socket {}: {}", path.display(), os_error(&e)))?;
             Ok(Prepared::RemovedStale)
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Prepared::Fresh),
-        Err(e) => Err(format!("cannot probe {}: {e}", path.display())),
+        Err(e) => Err(format!("cannot probe {}: {}", path.display(), os_error(&e)).into()),
     }
 }
 
@@ -296,7 +338,7 @@ mod tests {
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o660);
         let err = Listener::bind(&spec, 0o660, None).await.err().unwrap();
-        assert!(err.contains("in use by a live process"), "{err}");
+        assert!(err.to_string().contains("in use by a live process"), "{err}");
         // Leave the file behind without a listener: a stale socket.
         drop(live);
         let (again, prepared) = Listener::bind(&spec, 0o600, None).await.unwrap();
@@ -311,7 +353,7 @@ mod tests {
         let path = dir.path().join("not-a-socket");
         std::fs::write(&path, "data").unwrap();
         let err = Listener::bind(&SocketSpec::Unix(path.clone()), 0o660, None).await.err().unwrap();
-        assert!(err.contains("not a socket"), "{err}");
+        assert!(err.to_string().contains("not a socket"), "{err}");
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "data");
     }
 

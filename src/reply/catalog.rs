@@ -81,7 +81,7 @@ replies! {
     FROM_IREJECT = 856 550 "5.7.1", "sender <%s> %s",
         "access-map `From:` IREJECT: the sender is refused at MAIL, whatever smtp-delay-checks says.";
     URI_BL = 895 550 "5.7.1", "rejected content, %s",
-        "uri-bl / uri-dns-bl with uri-bl-policy = \"reject\": a host named in the message body is listed; the text names the host and the list (#523 logged).";
+        "uri-bl / uri-dns-bl with uri-bl-policy = \"reject\": a host named in the message body is listed; the text names the host and the list, as smtpf writes it: `rejected content, black listed HOST by LIST. #762 #895 <session-id>` (#762 is smtpf's number for that reason; #523 is logged).";
     MX_ERROR = 907 451 "4.1.8", "sender <%s> from %s MX lookup error",
         "mail-require-mx: the sender domain's MX hosts could not be resolved to addresses (lookup failures, no answer). Temporary: the sender retries.";
     HELO_REJECT = 924 550 "5.7.1", "helo %s %s",

@@ -44,6 +44,7 @@ use tokio::sync::oneshot;
 
 use super::{unix_now, PrefixStats, Record, StoreCounters, StoreError};
 use crate::sync::lock;
+use crate::log::os_error;
 
 mod cache;
 mod filter;
@@ -244,7 +245,8 @@ fn file_identity(path: &Path) -> Option<(u64, u64)> {
 /// to group and others.
 fn restrict_file(path: &Path, mode: u32) -> Result<(), StoreError> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let failed = |what: &str, e: std::io::Error| StoreError::Unavailable(format!("cannot {what} {}: {e}", path.display()));
+    let failed =
+        |what: &str, e: std::io::Error| StoreError::Unavailable(format!("cannot {what} {}: {}", path.display(), os_error(&e)));
     match std::fs::metadata(path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             std::fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(path).map_err(|e| failed("create", e))?;
@@ -311,7 +313,7 @@ impl SqliteStore {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             if !dir.exists() {
                 std::fs::create_dir_all(dir)
-                    .map_err(|e| StoreError::Unavailable(format!("cannot create directory {}: {e}", dir.display())))?;
+                    .map_err(|e| StoreError::Unavailable(format!("cannot create directory {}: {}", dir.display(), os_error(&e))))?;
             } else if !dir.is_dir() {
                 return Err(StoreError::Unavailable(format!("{} is not a directory", dir.display())));
             }
