@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use smtpf_milter::config::{Config, DEFAULT_CONFIG_FILE, KEYS};
-use smtpf_milter::log::{catalog, Logger};
+use smtpf_milter::log::{catalog, format_line, Logger};
 use smtpf_milter::reply::catalog as reply_catalog;
 use smtpf_milter::store::StoreSpec;
 
@@ -136,6 +136,10 @@ fn main() -> ExitCode {
                 let c = &policy.config;
                 for w in c.warnings() {
                     eprintln!("warning: {w}");
+                }
+                // The numbered lines the daemon logs at start: access-map lines it will skip.
+                for w in &policy.access_warnings {
+                    eprintln!("warning: {}", format_line(&catalog::ACCESS_WARNING, None, &[w]));
                 }
                 let shown = c.path.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "embedded defaults".into());
                 // The second line says what the enabled checks cost the MTA in round trips.
