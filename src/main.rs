@@ -137,7 +137,11 @@ fn main() -> ExitCode {
                 for w in c.warnings() {
                     eprintln!("warning: {w}");
                 }
-                // The numbered lines the daemon logs at start: access-map lines it will skip.
+                // The numbered lines the daemon logs at start: smtpf options it will not apply,
+                // and access-map lines it will skip.
+                for (msg, [key, why]) in c.smtpf_warnings() {
+                    eprintln!("warning: {}", format_line(msg, None, &[&key, &why]));
+                }
                 for w in &policy.access_warnings {
                     eprintln!("warning: {}", format_line(&catalog::ACCESS_WARNING, None, &[w]));
                 }

@@ -272,6 +272,10 @@ catalog! {
         "The state file that could not be opened at start (#2047), or that was deleted or replaced under the daemon (#2049), is open: checks that keep state are back for new messages.";
     STORE_REPLACED = 2049 Warn Always, false, "cache %s was deleted or replaced under the daemon; reopening",
         "The state file at cache-path is no longer the file the daemon opened (deleted, or replaced by a restore or an admin's mv). Records written to the old file would be lost, so the old store is closed, a -wal/-shm left beside the path is set aside as *.replaced-TIME (replayed into the new file it would damage it), and the path is opened again (#2048 when done; #172 and retries with backoff if it cannot be; sessions run without greylisting meanwhile). Records only in the old file are gone, so a few senders may be greylisted once more.";
+    SMTPF_NO_MEANING = 2060 Warn Always, false, "config: %s: smtpf option with no meaning in a milter, ignored: %s",
+        "The config file sets one of smtpf's options that has nothing to act on in a milter (the MTA or the service manager does that job; the reason says whose). The daemon runs without it; remove the key to silence the line. Logged at start and reload, printed by check-config; `smtpf-milter import-smtpf` sorts a whole smtpf.cf this way.";
+    SMTPF_NOT_IMPLEMENTED = 2061 Warn Always, false, "config: %s: smtpf option smtpf-milter does not implement, ignored: %s",
+        "The config file sets one of smtpf's options for a check or setting smtpf-milter does not have (yet); the text says what it does in smtpf. The daemon runs without it, so mail it would have refused gets through: consider the MTA's own equivalent where the text names one. Logged at start and reload, printed by check-config.";
 }
 
 /// Looks up a message by number.
