@@ -52,6 +52,12 @@ enum Cmd {
         #[command(subcommand)]
         action: GreyCmd,
     },
+    /// Convert smtpf's smtpf.cf: smtpf-milter TOML on stdout, and on stderr one line per option
+    /// (converted, no meaning in a milter and why, not supported yet) and per malformed line.
+    ImportSmtpf {
+        /// smtpf's option file, e.g. /etc/smtpf/smtpf.cf.
+        file: PathBuf,
+    },
     /// List every config key with its default and meaning.
     Keys {
         /// Print a Markdown table.
@@ -124,6 +130,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Cmd::Grey { action } => grey(cli.config.as_deref(), action),
+        Cmd::ImportSmtpf { file } => import_smtpf(&file),
         Cmd::CheckConfig => match load(cli.config.as_deref()).and_then(|c| {
             // Also read the access-map and set up the resolver, as start-up and reload do.
             let shown = c.path.clone();
@@ -243,6 +250,32 @@ fn grey(config: Option<&Path>, action: GreyCmd) -> ExitCode {
     match result {
         Ok(text) => {
             say(&text);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("smtpf-milter: {shown}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn import_smtpf(file: &Path) -> ExitCode {
+    let shown = file.display().to_string();
+    let bytes = match std::fs::read(file) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("smtpf-milter: {shown}: cannot read: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // smtpf reads bytes; a Latin-1 comment must not stop the conversion.
+    match smtpf_milter::config::import::import(&String::from_utf8_lossy(&bytes), &shown) {
+        Ok(out) => {
+            say(&out.toml);
+            let mut report: String = out.report.iter().map(|l| format!("{l}\n")).collect();
+            report.push_str(&out.summary);
+            report.push('\n');
+            eprint!("{report}");
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -10,6 +10,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("config", 1),
     ("config::values", 1),
     ("config::smtpf", 1),
+    ("config::import", 1),
     ("policy", 2),
     ("shared", 3),
     ("session", 4),

@@ -5,7 +5,7 @@
 //! smtpf-milter reads it (and as which key, with which value conversion), whether it has no
 //! meaning in a milter (the job belongs to the MTA or to the service manager, with the reason), or
 //! whether it is a check smtpf-milter does not have yet. `smtpf-milter import-smtpf` converts a
-//! whole `smtpf.cf` from it, and the config parser reads it to accept, with one
+//! whole `smtpf.cf` from it ([`super::import`]), and the config parser reads it to accept, with one
 //! numbered warning each (#2060, #2061), the smtpf options it does not apply, instead of refusing
 //! to start over a setting it could not have honoured anyway; its near-miss hints never offer a
 //! different option for one of these names.
