@@ -320,6 +320,9 @@ fn log_policy_warnings(policy: &Policy, log: &Logger) {
     for w in policy.config.warnings() {
         log.emit(&catalog::CONFIG_WARNING, None, &[&w]);
     }
+    for (msg, [key, why]) in policy.config.smtpf_warnings() {
+        log.emit(msg, None, &[&key, &why]);
+    }
     if policy.access.is_none() {
         log.emit(&catalog::ACCESS_DISABLED, None, &[]);
     }

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use smtpf_milter::config::{Config, DEFAULT_CONFIG_FILE, KEYS};
-use smtpf_milter::log::{catalog, Logger};
+use smtpf_milter::log::{catalog, format_line, Logger};
 use smtpf_milter::reply::catalog as reply_catalog;
 use smtpf_milter::store::StoreSpec;
 
@@ -51,6 +51,12 @@ enum Cmd {
     Grey {
         #[command(subcommand)]
         action: GreyCmd,
+    },
+    /// Convert smtpf's smtpf.cf: smtpf-milter TOML on stdout, and on stderr one line per option
+    /// (converted, no meaning in a milter and why, not supported yet) and per malformed line.
+    ImportSmtpf {
+        /// smtpf's option file, e.g. /etc/smtpf/smtpf.cf.
+        file: PathBuf,
     },
     /// List every config key with its default and meaning.
     Keys {
@@ -124,6 +130,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Cmd::Grey { action } => grey(cli.config.as_deref(), action),
+        Cmd::ImportSmtpf { file } => import_smtpf(&file),
         Cmd::CheckConfig => match load(cli.config.as_deref()).and_then(|c| {
             // Also read the access-map and set up the resolver, as start-up and reload do.
             let shown = c.path.clone();
@@ -136,6 +143,14 @@ fn main() -> ExitCode {
                 let c = &policy.config;
                 for w in c.warnings() {
                     eprintln!("warning: {w}");
+                }
+                // The numbered lines the daemon logs at start: smtpf options it will not apply,
+                // and access-map lines it will skip.
+                for (msg, [key, why]) in c.smtpf_warnings() {
+                    eprintln!("warning: {}", format_line(msg, None, &[&key, &why]));
+                }
+                for w in &policy.access_warnings {
+                    eprintln!("warning: {}", format_line(&catalog::ACCESS_WARNING, None, &[w]));
                 }
                 let shown = c.path.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "embedded defaults".into());
                 // The second line says what the enabled checks cost the MTA in round trips.
@@ -235,6 +250,32 @@ fn grey(config: Option<&Path>, action: GreyCmd) -> ExitCode {
     match result {
         Ok(text) => {
             say(&text);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("smtpf-milter: {shown}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn import_smtpf(file: &Path) -> ExitCode {
+    let shown = file.display().to_string();
+    let bytes = match std::fs::read(file) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("smtpf-milter: {shown}: cannot read: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // smtpf reads bytes; a Latin-1 comment must not stop the conversion.
+    match smtpf_milter::config::import::import(&String::from_utf8_lossy(&bytes), &shown) {
+        Ok(out) => {
+            say(&out.toml);
+            let mut report: String = out.report.iter().map(|l| format!("{l}\n")).collect();
+            report.push_str(&out.summary);
+            report.push('\n');
+            eprint!("{report}");
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -9,6 +9,8 @@ use std::path::Path;
 const LAYERS: &[(&str, u8)] = &[
     ("config", 1),
     ("config::values", 1),
+    ("config::smtpf", 1),
+    ("config::import", 1),
     ("policy", 2),
     ("shared", 3),
     ("session", 4),

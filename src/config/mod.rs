@@ -15,6 +15,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub mod import;
+pub mod smtpf;
 mod values;
 
 use values::Parser;
@@ -23,6 +25,7 @@ pub use values::{parse_dns_server, parse_duration_text, show_duration, ConfigErr
 use crate::checks::digest::DupPolicy;
 use crate::checks::dnslist::Zone;
 use crate::checks::greykey::KeyWord;
+use crate::log::catalog::{self, Msg};
 use crate::log::{Target, Verbose};
 use crate::milter::listen::SocketSpec;
 use crate::store::redis::redact;
@@ -132,6 +135,10 @@ macro_rules! config_keys {
         pub struct Config {
             /// The file it came from (None: the embedded defaults).
             pub path: Option<PathBuf>,
+            /// smtpf options the file sets that smtpf-milter does not apply (no meaning in a
+            /// milter, or not implemented yet): accepted so that keys copied from smtpf.cf do not
+            /// stop the daemon, and warned about one by one ([`Config::smtpf_warnings`]).
+            pub smtpf_only: Vec<String>,
             $( $(#[doc = $doc])* pub $field: $ty, )*
         }
 
@@ -156,6 +163,7 @@ macro_rules! config_keys {
                 let p = Parser { text: "", file: None };
                 Config {
                     path: None,
+                    smtpf_only: Vec::new(),
                     $( $field: config_keys!(@initial $kind, p, $name, $default, $parse $(, $init)?), )*
                 }
             }
@@ -275,12 +283,20 @@ config_keys! {
         "How often expired greylist and duplicate records are deleted from the SQLite state file (1s to 1d; Redis expires its keys itself). Restart to change.";
 }
 
-fn hint(unknown: &str) -> Option<&'static str> {
-    KEYS.iter()
-        .map(|k| (k.name, strsim::damerau_levenshtein(unknown, k.name)))
-        .filter(|(name, d)| *d <= 3.max(name.len() / 4))
-        .min_by_key(|(_, d)| *d)
-        .map(|(name, _)| name)
+/// The nearest name to a key the file misspelled: one of our keys, or an smtpf option the file
+/// may set although smtpf-milter does not apply it (said so, so that the hint never passes one
+/// option off as another).
+fn hint(unknown: &str) -> Option<String> {
+    let ours = KEYS.iter().map(|k| (k.name, true));
+    let smtpf_only = smtpf::OPTIONS.iter().filter(|o| !o.applied()).map(|o| (o.name, false));
+    ours.chain(smtpf_only)
+        .map(|(name, ours)| (name, ours, strsim::damerau_levenshtein(unknown, name)))
+        .filter(|(name, _, d)| *d <= 3.max(name.len() / 4))
+        .min_by_key(|(_, ours, d)| (*d, !*ours))
+        .map(|(name, ours, _)| match ours {
+            true => format!("\"{name}\""),
+            false => format!("\"{name}\" (an smtpf option smtpf-milter accepts but does not apply)"),
+        })
 }
 
 impl Config {
@@ -293,11 +309,27 @@ impl Config {
         })?;
         let mut c = Config { path: file.map(Path::to_path_buf), ..Config::default() };
         for (name, v) in &table {
-            match KEYS.iter().find(|k| k.name == name.as_str()) {
-                Some(key) => (key.set)(&p, &mut c, v)?,
-                None => {
+            let smtpf = smtpf::find(name).filter(|o| o.name == name.as_str());
+            match (KEYS.iter().find(|k| k.name == name.as_str()), smtpf) {
+                (Some(key), _) => (key.set)(&p, &mut c, v)?,
+                (None, Some(o)) if !o.applied() => c.smtpf_only.push(o.name.to_string()),
+                (None, Some(o)) => {
+                    // An smtpf option that one of our keys spells differently.
+                    let key = match o.fate {
+                        smtpf::Fate::Converted { key, conv: smtpf::Conv::DupmsgTrackAll } => {
+                            format!("{key} (+{} is {key} = \"reject\")", o.name)
+                        }
+                        smtpf::Fate::Converted { key, .. } => key.to_string(),
+                        _ => o.name.to_string(),
+                    };
+                    let message = format!(
+                        "an smtpf option that smtpf-milter spells {key}; `smtpf-milter import-smtpf` converts a whole smtpf.cf"
+                    );
+                    return Err(p.err(Some(name), message));
+                }
+                (None, None) => {
                     let message = match (v.is_table(), hint(name)) {
-                        (_, Some(h)) => format!("unknown key; did you mean \"{h}\"?"),
+                        (_, Some(h)) => format!("unknown key; did you mean {h}?"),
                         (true, None) => "unknown section; this file has no sections, write top-level keys".to_string(),
                         (false, None) => "unknown key (`smtpf-milter keys` lists every key)".to_string(),
                     };
@@ -370,6 +402,23 @@ impl Config {
             ));
         }
         out
+    }
+
+    /// One numbered warning per smtpf option the file sets that smtpf-milter does not apply
+    /// (#2060 no meaning in a milter, #2061 not implemented): the catalog entry and its two
+    /// arguments (the key, and why). Logged at start and reload, printed by `check-config`.
+    pub fn smtpf_warnings(&self) -> Vec<(&'static Msg, [String; 2])> {
+        self.smtpf_only
+            .iter()
+            .filter_map(|name| smtpf::find(name))
+            .filter_map(|o| match o.fate {
+                smtpf::Fate::NoMeaning(why) => Some((&catalog::SMTPF_NO_MEANING, [o.name.to_string(), why.to_string()])),
+                smtpf::Fate::NotYet(what) | smtpf::Fate::Always(what) => {
+                    Some((&catalog::SMTPF_NOT_IMPLEMENTED, [o.name.to_string(), what.to_string()]))
+                }
+                smtpf::Fate::Converted { .. } => None,
+            })
+            .collect()
     }
 
     /// Names of keys that differ from `other` but only take effect at restart.
@@ -500,6 +549,39 @@ mod tests {
         assert_eq!(e.to_string(), "f.toml:2: milter-sokcet: unknown key; did you mean \"milter-socket\"?");
         let e = Config::from_toml("frobnicate = 1\n", None).unwrap_err();
         assert!(e.message.starts_with("unknown key"), "{e}");
+    }
+
+    #[test]
+    fn smtpf_options_we_do_not_apply_are_accepted_with_one_warning_each() {
+        let c = Config::from_toml("cache-reject-ttl = 3600\ninterfaces = \"[::0]:25\"\nverbose = \"info\"\n", None).unwrap();
+        assert_eq!(c.smtpf_only, ["cache-reject-ttl", "interfaces"]);
+        let w = c.smtpf_warnings();
+        assert_eq!((w[0].0.num, w[0].1[0].as_str()), (2061, "cache-reject-ttl"));
+        assert_eq!((w[1].0.num, w[1].1[0].as_str()), (2060, "interfaces"));
+        assert!(w[1].1[1].contains("the MTA listens"), "{}", w[1].1[1]);
+        // Otherwise the settings are the defaults, and a file without them draws no such line.
+        assert_eq!(Config { smtpf_only: Vec::new(), ..c }, Config::default());
+        assert!(Config::default().smtpf_warnings().is_empty());
+        // smtpf's names are lower case; another spelling is no smtpf option.
+        assert!(Config::from_toml("Cache-Reject-TTL = 1\n", None).is_err());
+    }
+
+    #[test]
+    fn hints_never_pass_one_option_off_as_another() {
+        let e = Config::from_toml("cache-reject-tll = 1\n", None).unwrap_err();
+        assert_eq!(
+            e.message,
+            "unknown key; did you mean \"cache-reject-ttl\" (an smtpf option smtpf-milter accepts but does not apply)?"
+        );
+        let e = Config::from_toml("cache-accept-tll = 1\n", None).unwrap_err();
+        assert_eq!(e.message, "unknown key; did you mean \"cache-accept-ttl\"?");
+        let e = Config::from_toml("dupmsg-track-all = true\n", None).unwrap_err();
+        assert!(e.message.contains("spells dupmsg-policy (+dupmsg-track-all is dupmsg-policy = \"reject\")"), "{e}");
+        // Every smtpf option we do not apply is accepted as it is, so none of them can get a hint.
+        for o in smtpf::OPTIONS.iter().filter(|o| !o.applied()) {
+            let c = Config::from_toml(&format!("{} = 1\n", o.name), None).unwrap_or_else(|e| panic!("{}: {e}", o.name));
+            assert_eq!(c.smtpf_warnings().len(), 1, "{}", o.name);
+        }
     }
 
     #[test]

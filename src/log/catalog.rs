@@ -274,6 +274,10 @@ catalog! {
         "The message already carried our greylisting report header (forged by the sender, or added by another host); it was removed before ours was added. (smtpf's #851 is about its own X-smtpf-Report header.)";
     UNLINK_ERROR = 2053 Err Always, false, "unlink(\"%s\"): %s",
         "The milter's unix socket could not be removed at exit; the OS error and its number follow, as in smtpf's lines. The next start removes a stale socket itself. (smtpf's #731 is about its pid file.)";
+    SMTPF_NO_MEANING = 2060 Warn Always, false, "config: %s: smtpf option with no meaning in a milter, ignored: %s",
+        "The config file sets one of smtpf's options that has nothing to act on in a milter (the MTA or the service manager does that job; the reason says whose). The daemon runs without it; remove the key to silence the line. Logged at start and reload, printed by check-config; `smtpf-milter import-smtpf` sorts a whole smtpf.cf this way.";
+    SMTPF_NOT_IMPLEMENTED = 2061 Warn Always, false, "config: %s: smtpf option smtpf-milter does not implement, ignored: %s",
+        "The config file sets one of smtpf's options for a check or setting smtpf-milter does not have (yet); the text says what it does in smtpf. The daemon runs without it, so mail it would have refused gets through: consider the MTA's own equivalent where the text names one. Logged at start and reload, printed by check-config.";
 }
 
 /// Looks up a message by number.

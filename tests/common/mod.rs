@@ -20,6 +20,8 @@ pub struct TestDaemon {
     pub dir: tempfile::TempDir,
     pub socket: PathBuf,
     pub config_path: PathBuf,
+    /// The name server the daemon asks, unless the test named its own.
+    pub dns: Option<dns::TestDns>,
 }
 
 impl TestDaemon {
@@ -38,6 +40,19 @@ impl TestDaemon {
         };
         // Duplicate detection would tag the identical test messages; off unless asked for.
         let mx = if extra.contains("dupmsg-") { mx } else { format!("{mx}dupmsg-ttl = 0\n") };
+        // Lookups (SPF, MX, backup MX, PTR) go to a local name server that answers at once:
+        // NXDOMAIN in the zones tests use, REFUSED elsewhere. The machine's resolver would make
+        // timings depend on the network the tests run on.
+        let dns = if extra.contains("dns-servers") {
+            None
+        } else {
+            let zones = ["org", "net", "com", "example", "test", "arpa", "home", "invalid"];
+            Some(zones.iter().fold(dns::TestDns::builder(), |b, z| b.zone(z)).start().await)
+        };
+        let mx = match &dns {
+            Some(server) => format!("{mx}dns-servers = [\"{}\"]\n", server.addr()),
+            None => mx,
+        };
         let text = format!(
             "milter-socket = \"unix:{}\"\ncache-path = \"{}\"\n{mx}{extra}\n",
             socket.display(),
@@ -47,7 +62,7 @@ impl TestDaemon {
         let config = Config::load(&config_path).unwrap();
         let (log, lines) = Logger::memory(config.verbose.clone());
         let running = start(config, log).await.expect("daemon starts");
-        TestDaemon { running: Some(running), lines, dir, socket, config_path }
+        TestDaemon { running: Some(running), lines, dir, socket, config_path, dns }
     }
 
     /// A new MTA connection.

@@ -128,8 +128,8 @@ impl AccessMap {
     pub fn parse(text: &str, file_name: &str) -> Result<(AccessMap, Vec<Warning>), AccessError> {
         let mut map = AccessMap::default();
         let mut warnings = Vec::new();
-        // Unsupported tag -> (first line, number of lines).
-        let mut unsupported: Vec<(String, usize, usize)> = Vec::new();
+        // Unsupported tag -> the lines that carry it.
+        let mut unsupported: Vec<(String, Vec<usize>)> = Vec::new();
         let warn = |line: usize, message: String| Warning { file: file_name.to_string(), line, message };
         let fail = |line: usize, e: LineErr| AccessError { file: file_name.to_string(), line, num: e.num, message: e.message };
 
@@ -149,8 +149,8 @@ impl AccessMap {
                 ParsedKey::Known(tag, kind) => (tag, kind),
                 ParsedKey::Unsupported(name) => {
                     match unsupported.iter_mut().find(|u| u.0 == name) {
-                        Some(u) => u.2 += 1,
-                        None => unsupported.push((name, line_no, 1)),
+                        Some(u) => u.1.push(line_no),
+                        None => unsupported.push((name, vec![line_no])),
                     }
                     continue;
                 }
@@ -172,9 +172,12 @@ impl AccessMap {
             }
         }
 
-        for (name, line, count) in unsupported {
-            let what = if count == 1 { "line ignored".to_string() } else { format!("{count} lines ignored, this is the first") };
-            warnings.push(warn(line, format!("tag \"{name}\" is not supported by this milter, {what}")));
+        for (name, lines) in unsupported {
+            let what = match lines.len() {
+                1 => "line ignored".to_string(),
+                n => format!("{n} lines ignored: {}", line_ranges(&lines)),
+            };
+            warnings.push(warn(lines[0], format!("tag \"{name}\" is not supported by this milter, {what}")));
         }
         warnings.sort_by_key(|w| w.line);
         Ok((map, warnings))
@@ -194,6 +197,24 @@ impl AccessMap {
         })?;
         AccessMap::parse(&String::from_utf8_lossy(&bytes), &name)
     }
+}
+
+/// Ascending line numbers as ranges (`50-52, 60, 70-290`), so a warning names every skipped line
+/// in one line of text; past 20 ranges the rest is counted, not listed.
+fn line_ranges(lines: &[usize]) -> String {
+    let mut ranges: Vec<(usize, usize)> = Vec::new();
+    for &l in lines {
+        match ranges.last_mut() {
+            Some((_, end)) if *end + 1 == l => *end = l,
+            _ => ranges.push((l, l)),
+        }
+    }
+    let mut parts: Vec<String> =
+        ranges.iter().take(20).map(|&(a, b)| if a == b { a.to_string() } else { format!("{a}-{b}") }).collect();
+    if ranges.len() > 20 {
+        parts.push(format!("and {} more ranges", ranges.len() - 20));
+    }
+    format!("lines {}", parts.join(", "))
 }
 
 /// Splits the key into tag and normalised body.
@@ -709,7 +730,10 @@ mod tests {
         assert_eq!(m.len(), 1);
         let lines: Vec<usize> = w.iter().map(|w| w.line).collect();
         assert_eq!(lines, [1, 4, 5]);
-        assert!(w[0].message.contains("rate-connect:") && w[0].message.contains("2 lines"), "{}", w[0]);
+        assert!(w[0].message.contains("rate-connect:") && w[0].message.contains("2 lines ignored: lines 1, 3"), "{}", w[0]);
+        assert_eq!(line_ranges(&[5, 6, 7, 9, 11, 12]), "lines 5-7, 9, 11-12");
+        let many: Vec<usize> = (1..=50).map(|n| n * 2).collect();
+        assert!(line_ranges(&many).ends_with(", 40, and 30 more ranges"), "{}", line_ranges(&many));
         assert_eq!(w[2].to_string(), "access.cf:5: key \"192.0.2.9\" has no tag (such as Connect:), line ignored");
     }
 
