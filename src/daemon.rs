@@ -236,6 +236,7 @@ impl Running {
                 return Err(e.to_string());
             }
         };
+        built.dns.log_to(&self.shared.log);
         log_policy_warnings(&built, &self.shared.log);
         if target_changed {
             self.shared.log.set_target(&built.config.log_target);
@@ -291,6 +292,7 @@ impl Running {
 fn build_policy(config: Config, log: &Logger) -> Result<Policy, String> {
     match Policy::build(config) {
         Ok(p) => {
+            p.dns.log_to(log);
             log_policy_warnings(&p, log);
             Ok(p)
         }

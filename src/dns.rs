@@ -17,6 +17,7 @@ use hickory_resolver::proto::op::ResponseCode;
 use hickory_resolver::proto::rr::{Name, RData, RecordType};
 use hickory_resolver::TokioResolver;
 
+use crate::log::{catalog, Logger};
 use crate::sync::lock;
 
 /// The outcome of one lookup, keeping apart what the checks treat differently: a name with data,
@@ -102,6 +103,8 @@ struct Inner {
     resolver: TokioResolver,
     timeout: Duration,
     memo: Memo,
+    /// Where the verbose word `dns` writes each lookup (#2055), once the daemon says.
+    log: std::sync::OnceLock<Logger>,
 }
 
 /// Answers remembered for their TTL, in front of the resolver's own cache. The resolver's cache
@@ -194,7 +197,21 @@ impl Dns {
         options.use_hosts_file = ResolveHosts::Never;
         options.preserve_intermediates = true;
         let resolver = builder.build().map_err(|e| format!("cannot build the DNS resolver: {e}"))?;
-        Ok(Dns { inner: Arc::new(Inner { resolver, timeout, memo: Memo { answers: Mutex::new(HashMap::new()) } }) })
+        let memo = Memo { answers: Mutex::new(HashMap::new()) };
+        Ok(Dns { inner: Arc::new(Inner { resolver, timeout, memo, log: std::sync::OnceLock::new() }) })
+    }
+
+    /// Names the log that `verbose = "dns"` writes every lookup to (#2055). Lookups carry no
+    /// session id: one answer may serve several sessions.
+    pub fn log_to(&self, log: &Logger) {
+        let _ = self.inner.log.set(log.clone());
+    }
+
+    /// Writes one lookup's outcome when the verbose word `dns` is on.
+    fn debug(&self, rtype: RecordType, name: &str, outcome: impl FnOnce() -> String) {
+        if let Some(log) = self.inner.log.get().filter(|l| l.enabled(&catalog::DEBUG_DNS)) {
+            log.emit(&catalog::DEBUG_DNS, None, &[&rtype, &name, &outcome()]);
+        }
     }
 
     /// The per-lookup bound, so callers can describe or budget their own waits.
@@ -286,29 +303,56 @@ impl Dns {
     async fn query<T>(&self, name: &str, rtype: RecordType, pick: impl Fn(&RData) -> Option<T>) -> Lookup<Vec<T>> {
         let key = (rtype, name.trim().trim_end_matches('.').to_ascii_lowercase().into_boxed_str());
         if let Some((answer, _)) = self.inner.memo.get(&key, Instant::now()) {
+            self.debug(rtype, name, || format!("{} (cached)", describe(&answer)));
             return answer_lookup(&answer, &pick);
         }
         let Some(fqdn) = fqdn(name) else {
+            self.debug(rtype, name, || "NXDOMAIN (not a DNS name)".to_string());
             return Lookup::NxDomain;
         };
         let lookup = self.inner.resolver.lookup(fqdn, rtype);
         let answer = match tokio::time::timeout(self.inner.timeout, lookup).await {
-            Err(_) => return Lookup::Failed("timeout".to_string()),
+            Err(_) => {
+                self.debug(rtype, name, || "failed: timeout".to_string());
+                return Lookup::Failed("timeout".to_string());
+            }
             Ok(Err(NetError::Dns(DnsError::NoRecordsFound(NoRecords { response_code, negative_ttl: Some(ttl), .. }))))
                 if matches!(response_code, ResponseCode::NXDomain | ResponseCode::NoError) =>
             {
                 let answer = if response_code == ResponseCode::NXDomain { Answer::NxDomain } else { Answer::NoRecords };
                 (answer, Instant::now() + Duration::from_secs(u64::from(ttl)))
             }
-            Ok(Err(error)) => return classify(&error),
+            Ok(Err(error)) => {
+                let failed = classify(&error);
+                self.debug(rtype, name, || format!("failed: {}", failed.failure().unwrap_or("?")));
+                return failed;
+            }
             Ok(Ok(answer)) => {
                 let records: Arc<[RData]> = answer.answers().iter().map(|record| record.data.clone()).collect();
                 (Answer::Records(records), answer.valid_until())
             }
         };
         let lookup = answer_lookup(&answer.0, &pick);
+        self.debug(rtype, name, || describe(&answer.0));
         self.inner.memo.put(key, answer.0, answer.1);
         lookup
+    }
+}
+
+/// An answer as a debug line shows it: the records (at most 8), NODATA or NXDOMAIN.
+fn describe(answer: &Answer) -> String {
+    match answer {
+        Answer::NxDomain => "NXDOMAIN".to_string(),
+        Answer::NoRecords => "NODATA".to_string(),
+        Answer::Records(records) => {
+            let shown: Vec<String> = records.iter().take(8).map(|r| r.to_string()).collect();
+            let more = records.len().saturating_sub(8);
+            if more > 0 {
+                format!("{} and {more} more", shown.join(", "))
+            } else {
+                shown.join(", ")
+            }
+        }
     }
 }
 

@@ -123,6 +123,8 @@ pub mod client {
     pub const LOCAL_BLACK: u32 = 27;
     pub const TEMPFAIL: u32 = 29;
     pub const AUTH: u32 = 30;
+    /// The MTA ended the milter session in order (milter QUIT); smtpf sets it when the SMTP
+    /// client sends QUIT, which a milter never sees.
     pub const QUIT: u32 = 31;
 }
 

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::address::{bare_address, parse_client_address};
+use crate::checks::access::{Hit, Tag};
 use crate::checks::digest::BodyDigest;
 use crate::checks::greycontent::content_hash;
 use crate::checks::greykey::{Deferred, GreyPass};
@@ -223,6 +224,18 @@ pub enum Delay {
     Transaction,
 }
 
+/// A store call's result as a debug line shows it.
+pub(crate) struct Shown<'a, T, E>(pub &'a Result<T, E>);
+
+impl<T: std::fmt::Debug, E: std::fmt::Display> std::fmt::Display for Shown<'_, T, E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Ok(v) => write!(f, "{v:?}"),
+            Err(e) => write!(f, "error: {e}"),
+        }
+    }
+}
+
 /// Why a command was refused as a protocol error.
 pub type ProtocolError = String;
 
@@ -286,6 +299,30 @@ impl Session {
     /// Writes a numbered line of this session.
     pub fn emit(&self, msg: &Msg, args: &[&dyn std::fmt::Display]) {
         self.shared.log.emit(msg, Some(&self.sid), args);
+    }
+
+    /// Whether a debug line would be written, so that its arguments are only built when wanted.
+    pub fn debugging(&self, msg: &Msg) -> bool {
+        self.shared.log.enabled(msg)
+    }
+
+    /// With the verbose word `access`: one access-map lookup and what it found (#2054).
+    pub(crate) fn debug_access(&self, tag: Tag, subject: &str, hit: Option<&Hit>) {
+        if !self.debugging(&catalog::DEBUG_ACCESS) {
+            return;
+        }
+        let found = match hit {
+            Some(h) => format!("found {} {:?}", h.key, h.action),
+            None => "no entry".to_string(),
+        };
+        self.emit(&catalog::DEBUG_ACCESS, &[&tag.label(), &subject, &found]);
+    }
+
+    /// With the verbose word `cache`: one store call and its result (#2063).
+    pub(crate) fn debug_cache(&self, op: &str, key: &str, result: &dyn std::fmt::Display) {
+        if self.debugging(&catalog::DEBUG_CACHE) {
+            self.emit(&catalog::DEBUG_CACHE, &[&op, &key, result]);
+        }
     }
 
     /// Logs a failed store call (#542/#544/#546) with the error as its last field, unless it
@@ -689,6 +726,11 @@ impl Session {
                 self.spf_mail = Some(mail);
                 self.spf_helo = Some(helo);
                 self.helo_spf = Some((self.helo.clone(), helo));
+                if self.debugging(&catalog::DEBUG_SPF) {
+                    let sender = self.tx.as_ref().map(|t| bare_address(&t.sender).to_string()).unwrap_or_default();
+                    self.emit(&catalog::DEBUG_SPF, &[&"mail", &sender, &mail]);
+                    self.emit(&catalog::DEBUG_SPF, &[&"helo", &self.helo, &helo]);
+                }
             }
             verdict = mx;
         }

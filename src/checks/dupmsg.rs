@@ -14,7 +14,7 @@ use crate::flags::{client, message};
 use crate::log::catalog;
 use crate::reply::catalog as replies;
 use crate::reply::{HeaderChange, Reply, Verdict};
-use crate::session::Session;
+use crate::session::{Session, Shown};
 use crate::store::Record;
 
 impl Session {
@@ -34,14 +34,20 @@ impl Session {
     pub(crate) async fn dupmsg_check(&mut self, key: &str) -> Verdict {
         let Some(store) = self.store().cloned() else { return Verdict::Continue };
         let now = self.now();
-        let found = match store.get(key, now).await {
+        let found = store.get(key, now).await;
+        self.debug_cache("get", key, &Shown(&found));
+        let found = match found {
             Ok(f) => f,
             Err(e) => {
                 self.store_error(&catalog::CACHE_GET_ERROR, &[&key], &e);
                 return Verdict::Continue;
             }
         };
-        let Some(previous) = found else { return Verdict::Continue };
+        let Some(previous) = found else {
+            self.emit(&catalog::DEBUG_DUPMSG, &[&key, &"not seen before"]);
+            return Verdict::Continue;
+        };
+        self.emit(&catalog::DEBUG_DUPMSG, &[&key, &format_args!("seen before: {}", previous.value)]);
         let policy = self.policy().config.dupmsg_policy;
         let previous_sid = previous.value.split_whitespace().nth(1).unwrap_or("").to_string();
         let shown = key;
@@ -75,6 +81,7 @@ impl Session {
     pub(crate) async fn dupmsg_record(&mut self, key: &str) {
         let exempt = [client::LOCALHOST, client::RELAY, client::AUTH, client::WHITE];
         if exempt.iter().any(|f| self.client_flags.has(*f)) {
+            self.emit(&catalog::DEBUG_DUPMSG, &[&key, &"not recorded: localhost, authenticated or white-listed client"]);
             return;
         }
         let Some(store) = self.store().cloned() else { return };
@@ -82,7 +89,10 @@ impl Session {
         let cfg = &self.policy().config;
         let value = format!("{} {}", cfg.dupmsg_policy.code(), self.sid);
         let record = Record::new(value.clone(), now, now + cfg.dupmsg_ttl as i64);
-        if let Err(e) = store.put_detached(key, record) {
+        let queued = store.put_detached(key, record);
+        self.debug_cache("put-detached", key, &Shown(&queued.as_ref().map(|_| &value)));
+        self.emit(&catalog::DEBUG_DUPMSG, &[&key, &format_args!("recorded ({value})")]);
+        if let Err(e) = queued {
             self.store_error(&catalog::CACHE_PUT_ERROR, &[&key, &value], &e);
         }
     }

@@ -18,7 +18,7 @@ use crate::flags::{client, mail, message, rcpt};
 use crate::log::catalog;
 use crate::reply::catalog as replies;
 use crate::reply::{HeaderChange, Reply, Verdict};
-use crate::session::Session;
+use crate::session::{Session, Shown};
 use crate::store::{Record, Store, StoreError};
 
 /// Outcome of one key.
@@ -184,7 +184,9 @@ impl Session {
         let cfg_tempfail = self.policy().config.grey_temp_fail_ttl as i64;
         // A host that passed before passes at once, and its record slides forward.
         if let Some(hk) = host_key {
-            match store.get(hk, now).await {
+            let found = store.get(hk, now).await;
+            self.debug_cache("get", hk, &Shown(&found));
+            match found {
                 Ok(Some(r)) if r.value.starts_with('0') => {
                     self.grey_refresh(store, hk, &r, now, cfg_accept).await;
                     return KeyOutcome::Pass { first: None };
@@ -196,7 +198,9 @@ impl Session {
                 }
             }
         }
-        let found = match store.get(key, now).await {
+        let found = store.get(key, now).await;
+        self.debug_cache("get", key, &Shown(&found));
+        let found = match found {
             Ok(r) => r,
             Err(e) => {
                 self.store_error(&catalog::CACHE_GET_ERROR, &[&key], &e);
@@ -207,7 +211,9 @@ impl Session {
             Some(r) => r,
             None => {
                 let new = Record { value: "4".into(), created: now, expires: now + cfg_tempfail };
-                match store.claim(key, new, now).await {
+                let claimed = store.claim(key, new, now).await;
+                self.debug_cache("claim", key, &Shown(&claimed));
+                match claimed {
                     // Another session (or MX host) created it a moment ago: use theirs.
                     Ok(Some(existing)) => existing,
                     // grey-content: DATA is let through so that the body can be hashed.
@@ -242,7 +248,9 @@ impl Session {
                     None => (key, record.created),
                 };
                 let passed = Record { value: "0".into(), created, expires: now + cfg_accept };
-                if let Err(e) = store.put(target, passed).await {
+                let put = store.put(target, passed).await;
+                self.debug_cache("put", target, &Shown(&put.as_ref().map(|_| "0")));
+                if let Err(e) = put {
                     self.store_error(&catalog::CACHE_PUT_ERROR, &[&target, &"0"], &e);
                 }
                 return KeyOutcome::Pass { first: Some((age, record.created)) };
@@ -266,7 +274,9 @@ impl Session {
         }
         let fresh = Record { value: "0".into(), created: now, expires: now + accept_ttl };
         // Detached: nothing in this message depends on the refresh being stored.
-        if let Err(e) = store.put_detached(key, fresh) {
+        let queued = store.put_detached(key, fresh);
+        self.debug_cache("put-detached", key, &Shown(&queued.as_ref().map(|_| "0 (refresh)")));
+        if let Err(e) = queued {
             self.store_error(&catalog::CACHE_PUT_ERROR, &[&key, &"0"], &e);
         }
     }

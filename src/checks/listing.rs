@@ -27,7 +27,9 @@ impl Session {
         let Some(ip) = client_info.ip else { return Verdict::Continue };
         let who = client_info.describe();
         if let Some(map) = &policy.access {
-            if let Some(hit) = client_hit(&client_info, |name| map.lookup_client(Tag::Connect, ip, name)) {
+            let hit = client_hit(&client_info, |name| map.lookup_client(Tag::Connect, ip, name));
+            self.debug_access(Tag::Connect, &who, hit.as_ref());
+            if let Some(hit) = hit {
                 match hit.action {
                     Action::Ok => {
                         self.client_flags.set(client::WHITE);
@@ -99,7 +101,9 @@ impl Session {
         let policy = self.policy().clone();
         let Some(map) = &policy.access else { return Verdict::Continue };
         let helo = self.helo.clone();
-        let Some(hit) = map.lookup_helo(&helo) else { return Verdict::Continue };
+        let hit = map.lookup_helo(&helo);
+        self.debug_access(Tag::Helo, &helo, hit.as_ref());
+        let Some(hit) = hit else { return Verdict::Continue };
         match hit.action {
             Action::Ok => {
                 self.client_flags.set(client::WHITE);
@@ -148,9 +152,13 @@ impl Session {
             Some(h) => (h, true),
             None => match map.lookup_mail(Tag::From, &sender) {
                 Some(h) => (h, false),
-                None => return Verdict::Continue,
+                None => {
+                    self.debug_access(Tag::From, &sender, None);
+                    return Verdict::Continue;
+                }
             },
         };
+        self.debug_access(if combo { Tag::ConnectFrom } else { Tag::From }, &sender, Some(&hit));
         // The combo entry's reply names the host as well.
         let reply = |combo_msg: &ReplyMsg, plain_msg: &ReplyMsg| {
             if combo {
@@ -211,6 +219,12 @@ impl Session {
                 .map(|h| (h, 0))
                 .or_else(|| map.lookup_from_to(&sender, &rcpt_addr).map(|h| (h, 1)))
                 .or_else(|| map.lookup_mail(Tag::To, &rcpt_addr).map(|h| (h, 2)));
+            let tag = match found.as_ref().map(|(_, which)| *which) {
+                Some(0) => Tag::ConnectTo,
+                Some(1) => Tag::FromTo,
+                _ => Tag::To,
+            };
+            self.debug_access(tag, &rcpt_addr, found.as_ref().map(|(h, _)| h));
             if let Some((hit, which)) = found {
                 // Which entry matched decides what the reply names besides the recipient.
                 let reply = |msgs: [&ReplyMsg; 3]| match which {
@@ -270,11 +284,23 @@ impl Session {
         self.emit(&catalog::ACCESS_MESSAGE_DISCARD, &[&format_args!("{tid} {} ({})", hit.text(), hit.key)]);
     }
 
-    /// Logs list lookups that timed out or failed (they count as "not listed").
+    /// Logs list lookups that timed out or failed (they count as "not listed"), and with the
+    /// verbose word `rbl` every list's answer.
     pub(crate) fn log_failures(&self, option: &str, result: &Option<ListResult>, name: &str) {
         let Some(r) = result else { return };
         for (zone, why) in r.failures() {
             self.emit(&catalog::DNS_LIST_FAILED, &[&option, &zone, &name, &why]);
+        }
+        if self.debugging(&catalog::DEBUG_RBL) {
+            for hit in &r.hits {
+                self.emit(&catalog::DEBUG_RBL, &[&option, &name, &hit.zone, &format_args!("listed {} (weight {})", hit.answer, hit.weight)]);
+            }
+            for (zone, why) in r.failures() {
+                self.emit(&catalog::DEBUG_RBL, &[&option, &name, &zone, &format_args!("failed: {why}")]);
+            }
+            if r.hits.is_empty() && r.failed.is_empty() {
+                self.emit(&catalog::DEBUG_RBL, &[&option, &name, &"(every list)", &"not listed"]);
+            }
         }
     }
 }

@@ -70,6 +70,7 @@ fn is_local(domain: &str, locals: &[String]) -> bool {
 }
 
 /// What a domain's MX lookup found: the answer kinds the checks treat differently.
+#[derive(Debug)]
 enum MxAnswer {
     /// RFC 7505 null MX: the domain takes no mail.
     NullMx,
@@ -151,7 +152,11 @@ impl Session {
         }
         // Refusals need the option and a real sender; otherwise the check only informs.
         let enforce = cfg.mail_require_mx && !null_sender;
-        let (addresses, failed) = match mx_answer(&policy.dns, &domain).await {
+        let answer = mx_answer(&policy.dns, &domain).await;
+        if self.debugging(&catalog::DEBUG_MX) {
+            self.emit(&catalog::DEBUG_MX, &[&domain, &format_args!("{answer:?}")]);
+        }
+        let (addresses, failed) = match answer {
             MxAnswer::NullMx => {
                 if !enforce {
                     return Verdict::Continue;
@@ -212,7 +217,11 @@ impl Session {
         }
         let (Some(ip), Some(domain)) = (self.client.as_ref().and_then(|c| c.ip), address_domain(recipient)) else { return };
         let dns = self.policy().dns.clone();
-        if let MxAnswer::Hosts { addresses, .. } = mx_answer(&dns, &domain).await {
+        let answer = mx_answer(&dns, &domain).await;
+        if self.debugging(&catalog::DEBUG_MX) {
+            self.emit(&catalog::DEBUG_MX, &[&domain, &format_args!("{answer:?} (recipient domain)")]);
+        }
+        if let MxAnswer::Hosts { addresses, .. } = answer {
             if addresses.contains(&ip) {
                 self.client_flags.set(client::SECOND_MX);
                 let who = self.client.as_ref().map(|c| c.describe()).unwrap_or_default();

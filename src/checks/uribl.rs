@@ -45,6 +45,15 @@ impl Session {
         } else {
             extract_hosts(&content, CONTENT_LIMIT, max)
         };
+        if self.debugging(&catalog::DEBUG_URI) {
+            for (n, host) in hosts.iter().take(max).enumerate() {
+                let shown = match host {
+                    UriHost::Ip(ip) => ip.to_string(),
+                    UriHost::Domain { host, .. } => host.clone(),
+                };
+                self.emit(&catalog::DEBUG_URI, &[&shown, &(n + 1), &max]);
+            }
+        }
         let p: &crate::policy::Policy = &policy;
         let dns = &p.dns;
         let checks = hosts.into_iter().take(max).map(|host| async move {

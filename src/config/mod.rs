@@ -193,7 +193,7 @@ config_keys! {
     log_target: Target = "log-target", default("\"stderr\""), values::log_target,
         "\"stderr\" (the journal under systemd) or \"syslog\" (facility mail, ident smtpf-milter, next to the MTA's lines).";
     verbose: Verbose = "verbose", default("\"info\""), values::verbose,
-        "smtpf verbose words, comma separated or a list: info (default), debug, all, or module words milter, access, dns, rbl, uri, mx, spf, grey, dupmsg, cache, library (the DNS resolver's own info and debug events, #2028); -word turns one off.";
+        "smtpf verbose words, comma separated or a list: info (default), debug (every module's debug lines), all, or module words, each turning on that module's debug lines: milter (each milter command, #2013), access (each access-map lookup and the entry found, #2054), dns (each DNS lookup and its answer, #2055), rbl (each DNS list's answer, #2056), uri (each URI host tested, #2057), mx (each MX lookup, #2058), spf (each SPF result, #2059), grey (#382), dupmsg (each duplicate-detection key and decision, #2062), cache (each state-store call, #2063), library (the DNS resolver's own info and debug events, #2028); -word turns one off; smtpf's word=level form is accepted (level 0 is off). smtpf's words that mean nothing in a milter (smtp, tls, subject, trace, warn, ...; smtpf's default is info,smtp=1,tls) are accepted and named in one warning (#2042).";
     /// Which store holds greylist and duplicate records.
     cache_type: CacheType = "cache-type", default("\"sqlite\""), values::cache_type, restart(|c: &Config| c.cache_type.word().to_string()),
         "Where greylist and duplicate records live: \"sqlite\" (the cache-path file, one host) or \"redis\" (cache-redis-url, shared by several MX hosts; docs/several-mx.md). Restart to change.";
@@ -393,6 +393,12 @@ impl Config {
             out.push(format!(
                 "milter-timeout = {}: shorter than Postfix's milter_content_timeout (300s); a client slow to send its message can have its milter session closed midway",
                 show_duration(self.milter_timeout)
+            ));
+        }
+        if !self.verbose.ignored().is_empty() {
+            out.push(format!(
+                "verbose: smtpf's word(s) {} have no meaning in a milter (the MTA holds the SMTP dialogue, TLS and the message; smtpf-milter has none of smtpf's scanners) and are ignored",
+                self.verbose.ignored().join(", ")
             ));
         }
         if self.grey_temp_fail_ttl < self.grey_temp_fail_period {

@@ -274,10 +274,26 @@ catalog! {
         "The message already carried our greylisting report header (forged by the sender, or added by another host); it was removed before ours was added. (smtpf's #851 is about its own X-smtpf-Report header.)";
     UNLINK_ERROR = 2053 Err Always, false, "unlink(\"%s\"): %s",
         "The milter's unix socket could not be removed at exit; the OS error and its number follow, as in smtpf's lines. The next start removes a stale socket itself. (smtpf's #731 is about its pid file.)";
+    DEBUG_ACCESS = 2054 Debug Verb("access"), true, "access %s%s: %s",
+        "An access-map lookup (verbose word access): the tag, what was looked up, and the entry found with its action, or `no entry`.";
+    DEBUG_DNS = 2055 Debug Verb("dns"), false, "dns %s %s: %s",
+        "A DNS lookup of any check (verbose word dns): record type, name, and the outcome (the answers, NODATA, NXDOMAIN, or the failure), with `cached` when the answer came from the resolver's memory.";
+    DEBUG_RBL = 2056 Debug Verb("rbl"), true, "%s %s %s: %s",
+        "A DNS list query of dns-bl, dns-wl, dns-gl, uri-bl or uri-dns-bl (verbose word rbl): the option, what was looked up, the list, and its answer (`listed A.B.C.D`, `not listed`, or the failure).";
+    DEBUG_URI = 2057 Debug Verb("uri"), true, "uri %s found in message (%u of at most %u tested)",
+        "A host named in the message that the URI lists will test (verbose word uri).";
+    DEBUG_MX = 2058 Debug Verb("mx"), true, "MX %s: %s",
+        "The MX lookup of a sender or recipient domain (verbose word mx): the mail exchangers' addresses found (usable ones for a sender domain), the null MX, NXDOMAIN or the failure.";
+    DEBUG_SPF = 2059 Debug Verb("spf"), true, "spf %s %s: %s",
+        "An SPF evaluation (verbose word spf): the identity (mail or helo), its domain, and the result.";
     SMTPF_NO_MEANING = 2060 Warn Always, false, "config: %s: smtpf option with no meaning in a milter, ignored: %s",
         "The config file sets one of smtpf's options that has nothing to act on in a milter (the MTA or the service manager does that job; the reason says whose). The daemon runs without it; remove the key to silence the line. Logged at start and reload, printed by check-config; `smtpf-milter import-smtpf` sorts a whole smtpf.cf this way.";
     SMTPF_NOT_IMPLEMENTED = 2061 Warn Always, false, "config: %s: smtpf option smtpf-milter does not implement, ignored: %s",
         "The config file sets one of smtpf's options for a check or setting smtpf-milter does not have (yet); the text says what it does in smtpf. The daemon runs without it, so mail it would have refused gets through: consider the MTA's own equivalent where the text names one. Logged at start and reload, printed by check-config.";
+    DEBUG_DUPMSG = 2062 Debug Verb("dupmsg"), true, "dupmsg key=%s %s",
+        "Duplicate detection at end of message (verbose word dupmsg): the key, and whether it was found, recorded, or not recorded because the client is exempt (localhost, authenticated, white listed).";
+    DEBUG_CACHE = 2063 Debug Verb("cache"), true, "cache %s key=%s: %s",
+        "A call on the state store (verbose word cache): get, claim (first sight), put, put-detached or delete, the key, and the result.";
 }
 
 /// Looks up a message by number.

@@ -40,31 +40,58 @@ pub fn os_error(e: &std::io::Error) -> String {
 pub const VERBOSE_WORDS: &[&str] =
     &["info", "debug", "all", "milter", "access", "dns", "rbl", "uri", "mx", "spf", "grey", "dupmsg", "cache", "library"];
 
+/// smtpf's verbose words that have nothing to switch on in a milter (the SMTP dialogue, TLS,
+/// subjects, the scanners, ...): accepted, so that an smtpf setting such as its default
+/// `info,smtp=1,tls` loads, and reported as ignored.
+pub const SMTPF_ONLY_VERBOSE_WORDS: &[&str] = &[
+    "attachment", "auth", "avastd", "clamd", "cli", "click", "connect", "ctasd", "data", "db", "digest", "emew",
+    "fpscand", "headers", "helo", "ixhash", "kvm", "lua", "mail", "mail-bl", "mutex", "noop", "p0f", "rate", "rcpt",
+    "reply", "rset", "sav", "savdid", "save", "siq", "size", "smtp", "socket", "spamd", "stats", "subject",
+    "timelimitrcpt", "timers", "tls", "trace", "valgrind", "warn",
+];
+
 /// Which optional lines are written (smtpf's `verbose` option).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Verbose {
     info: bool,
     all_debug: bool,
     words: Vec<String>,
+    /// smtpf's words given that mean nothing here, for the config warning.
+    ignored: Vec<String>,
 }
 
 impl Default for Verbose {
     fn default() -> Self {
-        Verbose { info: true, all_debug: false, words: Vec::new() }
+        Verbose { info: true, all_debug: false, words: Vec::new(), ignored: Vec::new() }
     }
 }
 
 impl Verbose {
-    /// Parses words such as `info,grey` or `-info`; unknown words are an error naming them.
+    /// Parses words such as `info,grey` or `-info`; smtpf's `word=level` form is accepted (level
+    /// 0 is off). smtpf's words that mean nothing in a milter are kept aside ([`Self::ignored`]);
+    /// any other unknown word is an error naming it.
     pub fn parse<'a>(words: impl IntoIterator<Item = &'a str>) -> Result<Verbose, String> {
-        let mut v = Verbose { info: false, all_debug: false, words: Vec::new() };
+        let mut v = Verbose { info: false, all_debug: false, words: Vec::new(), ignored: Vec::new() };
         for raw in words {
             let (on, word) = match raw.strip_prefix('-') {
                 Some(w) => (false, w),
                 None => (true, raw.strip_prefix('+').unwrap_or(raw)),
             };
+            let (word, on) = match word.split_once('=') {
+                Some((w, level)) => {
+                    let level: u32 = level.trim().parse().map_err(|_| format!("verbose word \"{raw}\": the level after = must be a number"))?;
+                    (w, on && level > 0)
+                }
+                None => (word, on),
+            };
             let word = word.trim().to_ascii_lowercase();
             if word.is_empty() {
+                continue;
+            }
+            if SMTPF_ONLY_VERBOSE_WORDS.contains(&word.as_str()) {
+                if !v.ignored.contains(&word) {
+                    v.ignored.push(word);
+                }
                 continue;
             }
             if !VERBOSE_WORDS.contains(&word.as_str()) {
@@ -86,6 +113,11 @@ impl Verbose {
             }
         }
         Ok(v)
+    }
+
+    /// smtpf's words that were given but switch nothing on here.
+    pub fn ignored(&self) -> &[String] {
+        &self.ignored
     }
 
     /// Whether a message passes the gate.
