@@ -210,6 +210,9 @@ pub struct Session {
     trace: bool,
     /// Whether the client's PTR names were looked up for `ptr_multidomain` (once per session).
     pub(crate) ptr_checked: bool,
+    /// Recipient domains whose MX hosts were already compared with the client (`2nd_mx`), so
+    /// that the next messages of the connection do not ask again.
+    pub(crate) mx_domains_checked: Vec<String>,
 }
 
 /// Whether a refusal may be held until RCPT under `smtp-delay-checks` (smtpf's DELAY flag), and
@@ -273,6 +276,7 @@ impl Session {
             ended: false,
             trace,
             ptr_checked: false,
+            mx_domains_checked: Vec::new(),
         }
     }
 

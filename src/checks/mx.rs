@@ -20,6 +20,9 @@ use crate::reply::catalog as replies;
 use crate::reply::{Reply, Verdict};
 use crate::session::{Delay, Session};
 
+/// Most recipient domains a connection remembers as checked for `2nd_mx`.
+const MAX_DOMAINS_CHECKED: usize = 16;
+
 /// Most MX hosts whose addresses are looked up (real domains have a handful).
 const MAX_MX_HOSTS: usize = 10;
 
@@ -216,10 +219,19 @@ impl Session {
             return;
         }
         let (Some(ip), Some(domain)) = (self.client.as_ref().and_then(|c| c.ip), address_domain(recipient)) else { return };
+        if self.mx_domains_checked.contains(&domain) {
+            return;
+        }
         let dns = self.policy().dns.clone();
         let answer = mx_answer(&dns, &domain).await;
         if self.debugging(&catalog::DEBUG_MX) {
             self.emit(&catalog::DEBUG_MX, &[&domain, &format_args!("{answer:?} (recipient domain)")]);
+        }
+        if let MxAnswer::Hosts { failed: false, .. } = &answer {
+            // A definite answer is kept for the connection (a few domains at most are remembered).
+            if self.mx_domains_checked.len() < MAX_DOMAINS_CHECKED {
+                self.mx_domains_checked.push(domain.clone());
+            }
         }
         if let MxAnswer::Hosts { addresses, .. } = answer {
             if addresses.contains(&ip) {

@@ -18,7 +18,7 @@ use std::fmt::{Display, Write as _};
 use std::io::Write as _;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -113,6 +113,11 @@ impl Verbose {
             }
         }
         Ok(v)
+    }
+
+    /// Whether some debug line can pass (a module word or `debug`).
+    pub fn any_debug(&self) -> bool {
+        self.all_debug || !self.words.is_empty()
     }
 
     /// smtpf's words that were given but switch nothing on here.
@@ -249,7 +254,17 @@ pub struct Logger {
 struct LoggerInner {
     sink: RwLock<Sink>,
     verbose: RwLock<Arc<Verbose>>,
+    /// Whether any debug word is on: the checks ask before every debug line, and with the usual
+    /// `info` the answer is this one relaxed load, not a lock shared by every session.
+    debug_on: AtomicBool,
     dropped: Arc<AtomicU64>,
+}
+
+impl LoggerInner {
+    fn new(sink: Sink, verbose: Verbose, dropped: Arc<AtomicU64>) -> LoggerInner {
+        let debug_on = AtomicBool::new(verbose.any_debug());
+        LoggerInner { sink: RwLock::new(sink), verbose: RwLock::new(Arc::new(verbose)), debug_on, dropped }
+    }
 }
 
 /// How a line is framed for its destination.
@@ -267,7 +282,7 @@ impl Logger {
         let dropped = Arc::new(AtomicU64::new(0));
         let (sink, fallback_reason) = Self::open_sink(target, &dropped);
         let logger =
-            Logger { inner: Arc::new(LoggerInner { sink: RwLock::new(sink), verbose: RwLock::new(Arc::new(verbose)), dropped }) };
+            Logger { inner: Arc::new(LoggerInner::new(sink, verbose, dropped)) };
         if let Some(reason) = fallback_reason {
             logger.emit(&catalog::LOG_TARGET_ERROR, None, &[&"syslog", &reason]);
         }
@@ -286,18 +301,14 @@ impl Logger {
             retry_at: std::time::Instant::now(),
         });
         let sink = Sink::Thread(spawn_writer(out, Framing::Syslog, dropped.clone()));
-        Logger { inner: Arc::new(LoggerInner { sink: RwLock::new(sink), verbose: RwLock::new(Arc::new(verbose)), dropped }) }
+        Logger { inner: Arc::new(LoggerInner::new(sink, verbose, dropped)) }
     }
 
     /// A logger that keeps lines in memory; returns the shared buffer.
     pub fn memory(verbose: Verbose) -> (Logger, Arc<Mutex<Vec<String>>>) {
         let lines = Arc::new(Mutex::new(Vec::new()));
         let logger = Logger {
-            inner: Arc::new(LoggerInner {
-                sink: RwLock::new(Sink::Memory(lines.clone())),
-                verbose: RwLock::new(Arc::new(verbose)),
-                dropped: Arc::new(AtomicU64::new(0)),
-            }),
+            inner: Arc::new(LoggerInner::new(Sink::Memory(lines.clone()), verbose, Arc::new(AtomicU64::new(0)))),
         };
         (logger, lines)
     }
@@ -341,6 +352,7 @@ impl Logger {
 
     /// Replaces the verbose words (reload).
     pub fn set_verbose(&self, verbose: Verbose) {
+        self.inner.debug_on.store(verbose.any_debug(), Ordering::Relaxed);
         *crate::sync::write(&self.inner.verbose) = Arc::new(verbose);
         // Library debug events are recorded only while some running daemon's words ask for them.
         library::refresh();
@@ -353,7 +365,10 @@ impl Logger {
 
     /// Whether `msg` would be written (to skip building its arguments).
     pub fn enabled(&self, msg: &Msg) -> bool {
-        self.verbose().allows(msg)
+        if matches!(msg.gate, Gate::Verb(_)) && !self.inner.debug_on.load(Ordering::Relaxed) {
+            return false;
+        }
+        crate::sync::read(&self.inner.verbose).allows(msg)
     }
 
     /// Writes one numbered line, if `verbose` lets it through.
