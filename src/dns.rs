@@ -14,9 +14,11 @@ use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ProtocolConfi
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::{DnsError, NetError, NoRecords};
 use hickory_resolver::proto::op::ResponseCode;
+use hickory_resolver::proto::rr::rdata::TXT;
 use hickory_resolver::proto::rr::{Name, RData, RecordType};
 use hickory_resolver::TokioResolver;
 
+use crate::dns_raw::RawTxt;
 use crate::log::{catalog, Logger};
 use crate::sync::lock;
 
@@ -105,6 +107,8 @@ struct Inner {
     memo: Memo,
     /// Where the verbose word `dns` writes each lookup (#2055), once the daemon says.
     log: std::sync::OnceLock<Logger>,
+    /// The name servers the resolver asks, for the raw TXT query ([`crate::dns_raw`]).
+    servers: Vec<SocketAddr>,
 }
 
 /// Answers remembered for their TTL, in front of the resolver's own cache. The resolver's cache
@@ -198,7 +202,8 @@ impl Dns {
         options.preserve_intermediates = true;
         let resolver = builder.build().map_err(|e| format!("cannot build the DNS resolver: {e}"))?;
         let memo = Memo { answers: Mutex::new(HashMap::new()) };
-        Ok(Dns { inner: Arc::new(Inner { resolver, timeout, memo, log: std::sync::OnceLock::new() }) })
+        let servers = if servers.is_empty() { system_servers() } else { servers.to_vec() };
+        Ok(Dns { inner: Arc::new(Inner { resolver, timeout, memo, log: std::sync::OnceLock::new(), servers }) })
     }
 
     /// Names the log that `verbose = "dns"` writes every lookup to (#2055). Lookups carry no
@@ -299,6 +304,24 @@ impl Dns {
         .await
     }
 
+    /// The TXT records of `name` through [`crate::dns_raw`], as an answer to remember; `None` on
+    /// failure.
+    async fn raw_txt(&self, name: &Name) -> Option<(Answer, Instant)> {
+        let labels: Vec<&[u8]> = name.iter().collect();
+        match crate::dns_raw::query_txt(&self.inner.servers, &labels, self.inner.timeout).await {
+            RawTxt::Records(records, ttl) => {
+                let rdata: Arc<[RData]> = records
+                    .iter()
+                    .map(|strings| RData::TXT(TXT::from_bytes(strings.iter().map(Vec::as_slice).collect())))
+                    .collect();
+                Some((Answer::Records(rdata), Instant::now() + Duration::from_secs(u64::from(ttl))))
+            }
+            RawTxt::NoRecords => Some((Answer::NoRecords, Instant::now())),
+            RawTxt::NxDomain => Some((Answer::NxDomain, Instant::now())),
+            RawTxt::Failed(_) => None,
+        }
+    }
+
     /// One bounded lookup of `rtype`, keeping the answer records `pick` accepts.
     async fn query<T>(&self, name: &str, rtype: RecordType, pick: impl Fn(&RData) -> Option<T>) -> Lookup<Vec<T>> {
         let key = (rtype, name.trim().trim_end_matches('.').to_ascii_lowercase().into_boxed_str());
@@ -310,7 +333,7 @@ impl Dns {
             self.debug(rtype, name, || "NXDOMAIN (not a DNS name)".to_string());
             return Lookup::NxDomain;
         };
-        let lookup = self.inner.resolver.lookup(fqdn, rtype);
+        let lookup = self.inner.resolver.lookup(fqdn.clone(), rtype);
         let answer = match tokio::time::timeout(self.inner.timeout, lookup).await {
             Err(_) => {
                 self.debug(rtype, name, || "failed: timeout".to_string());
@@ -321,6 +344,17 @@ impl Dns {
             {
                 let answer = if response_code == ResponseCode::NXDomain { Answer::NxDomain } else { Answer::NoRecords };
                 (answer, Instant::now() + Duration::from_secs(u64::from(ttl)))
+            }
+            // A TXT answer with an empty record (zero strings) is refused whole by the library;
+            // ask again ourselves and keep the other records (RFC 7208 §3.3).
+            Ok(Err(error)) if rtype == RecordType::TXT && format!("{error:?}").contains("InvalidEmptyRecord") => {
+                match self.raw_txt(&fqdn).await {
+                    Some(answer) => answer,
+                    None => {
+                        self.debug(rtype, name, || "failed: bad-response".to_string());
+                        return Lookup::Failed("bad-response".to_string());
+                    }
+                }
             }
             Ok(Err(error)) => {
                 let failed = classify(&error);
@@ -337,6 +371,16 @@ impl Dns {
         self.inner.memo.put(key, answer.0, answer.1);
         lookup
     }
+}
+
+/// The name servers of the system configuration (`/etc/resolv.conf`), as the resolver reads them.
+fn system_servers() -> Vec<SocketAddr> {
+    let Ok((config, _)) = hickory_resolver::system_conf::read_system_conf() else { return Vec::new() };
+    config
+        .name_servers()
+        .iter()
+        .map(|ns| SocketAddr::new(ns.ip, ns.connections.first().map(|c| c.port).unwrap_or(53)))
+        .collect()
 }
 
 /// An answer as a debug line shows it: the records (at most 8), NODATA or NXDOMAIN.
@@ -397,13 +441,25 @@ pub fn reverse_ip(ip: IpAddr) -> String {
     }
 }
 
-/// Turns `name` into an absolute DNS name; `None` when it cannot be one.
+/// Turns `name` into an absolute DNS name; `None` when it cannot be one (an empty label, a label
+/// over 63 octets, a name over 255). A label may hold any octet in the DNS: a name the usual
+/// parser refuses (a space, `%`, `:`, `/`, which SPF macros and domain-specs can produce) is
+/// asked for as raw labels, never turned into "does not exist" without asking.
 fn fqdn(name: &str) -> Option<Name> {
     let trimmed = name.trim();
     if trimmed.is_empty() || trimmed == "." {
         return None;
     }
-    let mut parsed = Name::from_str_relaxed(trimmed).ok()?;
+    let mut parsed = match Name::from_str_relaxed(trimmed) {
+        Ok(parsed) if !trimmed.contains(' ') => parsed,
+        _ => {
+            let labels: Vec<&[u8]> = trimmed.strip_suffix('.').unwrap_or(trimmed).split('.').map(str::as_bytes).collect();
+            if labels.iter().any(|l| l.is_empty()) {
+                return None;
+            }
+            Name::from_labels(labels).ok()?
+        }
+    };
     parsed.set_fqdn(true);
     Some(parsed)
 }
@@ -465,6 +521,12 @@ mod tests {
         assert!(fqdn("").is_none());
         assert!(fqdn(".").is_none());
         assert!(fqdn("a..b").is_none());
+        // Octets the usual parser refuses are asked for as they are, label by label.
+        for odd in ["macro%percent  space%20url-space.example.com", "foo:bar/baz.example.com"] {
+            let name = fqdn(odd).unwrap_or_else(|| panic!("{odd} can be asked for"));
+            assert_eq!(name.num_labels(), 3, "{odd}");
+            assert_eq!(name.iter().next().unwrap(), odd.split('.').next().unwrap().as_bytes());
+        }
         assert!(fqdn(&format!("{}.test", "x".repeat(64))).is_none());
         assert!(fqdn(&vec!["abcdefghi"; 30].join(".")).is_none());
         let name = fqdn("Example.TEST").unwrap();

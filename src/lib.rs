@@ -9,6 +9,7 @@ pub mod checks;
 pub mod config;
 pub mod daemon;
 pub mod dns;
+pub mod dns_raw;
 pub mod flags;
 pub mod ids;
 pub mod log;

@@ -14,6 +14,10 @@ use smtpf_milter::dns::Dns;
 const TIMEOUT: Duration = Duration::from_secs(2);
 const SHORT: Duration = Duration::from_millis(300);
 
+fn dns_for(server: &TestDns) -> Dns {
+    dns(server, TIMEOUT)
+}
+
 fn dns(server: &TestDns, timeout: Duration) -> Dns {
     Dns::new(&[server.addr()], timeout).expect("resolver for the test server")
 }
@@ -410,4 +414,135 @@ async fn results_feed_the_log_words() {
             "spf-mail=PermError"
         ]
     );
+}
+
+// ---- RFC 7208 edge cases (the classes the public conformance suite checks) -------------------
+
+/// §5.5: `ptr` matches when a validated PTR name (one whose addresses include the client) is the
+/// target domain or under it; at most 10 PTR names are checked; a failed PTR lookup does not
+/// match. The case of names does not matter.
+#[tokio::test]
+async fn ptr_matches_validated_names_only() {
+    let mut b = TestDns::builder()
+        .ptr("1.2.3.4", "e3.ptr.test")
+        .ptr("1.2.3.4", "e4.ptr.test")
+        .ptr("1.2.3.4", "mail.ptr.test")
+        .ptr("cafe:babe::1", "e3.ptr.test")
+        .a("e3.ptr.test", "1.2.3.4")
+        .aaaa("e3.ptr.test", "cafe:babe::1")
+        .a("mail.ptr.test", "1.2.3.4")
+        .txt("e2.ptr.test", "v=spf1 ptr:ptr.test -all")
+        .txt("e3.ptr.test", "v=spf1 ptr -all")
+        .txt("e4.ptr.test", "v=spf1 ptr -all")
+        .txt("e6.ptr.test", "v=spf1 ptr:PTR.Test -all")
+        .txt("e7.ptr.test", "v=spf1 ptr:other.test -all")
+        .txt("limit.test", "v=spf1 ptr -all")
+        .txt("broken.test", "v=spf1 ptr ?all")
+        .servfail("7.2.0.192.in-addr.arpa");
+    // Eleven PTR names; only the eleventh is validated and under limit.test.
+    for n in 1..=10 {
+        b = b.ptr("1.2.3.5", &format!("h{n}.elsewhere.test"));
+    }
+    let server = b.ptr("1.2.3.5", "good.limit.test").a("good.limit.test", "1.2.3.5").start().await;
+    let dns = dns(&server, TIMEOUT);
+    assert_eq!(mail(&dns, "1.2.3.4", "e2.ptr.test").await, SpfResult::Pass, "mail.ptr.test is under the target");
+    assert_eq!(mail(&dns, "1.2.3.4", "e3.ptr.test").await, SpfResult::Pass, "the domain itself, validated");
+    assert_eq!(mail(&dns, "1.2.3.4", "e4.ptr.test").await, SpfResult::Fail, "e4.ptr.test has no address: not validated");
+    assert_eq!(mail(&dns, "1.2.3.4", "e6.ptr.test").await, SpfResult::Pass, "case does not matter");
+    assert_eq!(mail(&dns, "1.2.3.4", "e7.ptr.test").await, SpfResult::Fail);
+    assert_eq!(mail(&dns, "cafe:babe::1", "e3.ptr.test").await, SpfResult::Pass, "IPv6: AAAA validates");
+    assert_eq!(mail(&dns, "1.2.3.5", "limit.test").await, SpfResult::Fail, "the eleventh PTR name is not checked");
+    assert_eq!(mail(&dns, "192.0.2.7", "broken.test").await, SpfResult::Neutral, "a failed PTR lookup does not match");
+}
+
+/// §7.3: `%{p}` is a validated PTR name: one that is the domain or under it first, else any; with
+/// none, `unknown`.
+#[tokio::test]
+async fn p_macro_expands_to_a_validated_name() {
+    let server = TestDns::builder()
+        .ptr("1.2.3.4", "other.elsewhere.test")
+        .ptr("1.2.3.4", "h1.p.test")
+        .a("other.elsewhere.test", "1.2.3.4")
+        .a("h1.p.test", "1.2.3.4")
+        .txt("p.test", "v=spf1 exists:%{p}.okp.test -all")
+        .a("h1.p.test.okp.test", "127.0.0.2")
+        .a("unknown.okp.test", "127.0.0.2")
+        .txt("q.test", "v=spf1 exists:%{p}.okq.test -all")
+        .a("unknown.okq.test", "127.0.0.2")
+        .start()
+        .await;
+    let dns = dns(&server, TIMEOUT);
+    assert_eq!(mail(&dns, "1.2.3.4", "p.test").await, SpfResult::Pass, "h1.p.test is under p.test: chosen");
+    // Validated, but neither is under the domain: one of them, never unknown.
+    let other = TestDns::builder()
+        .ptr("1.2.3.4", "a.elsewhere.test")
+        .a("a.elsewhere.test", "1.2.3.4")
+        .txt("r.test", "v=spf1 -exists:%{p}.okq.test exists:%{p}.okr.test -all")
+        .a("a.elsewhere.test.okr.test", "127.0.0.2")
+        .a("unknown.okq.test", "127.0.0.2")
+        .start()
+        .await;
+    assert_eq!(mail(&dns_for(&other), "1.2.3.4", "r.test").await, SpfResult::Pass);
+    assert_eq!(mail(&dns, "1.2.3.9", "q.test").await, SpfResult::Pass, "no PTR: unknown");
+}
+
+/// §4.6.1: only spaces separate terms. A CR, LF or tab between terms leaves them inside one
+/// term, a syntax error; §4.5: the version is ended by a space or the end of the record.
+#[tokio::test]
+async fn only_spaces_separate_terms() {
+    let server = TestDns::builder()
+        .txt("ctrl.test", "v=spf1 a:ctrl.test\rptr -all")
+        .a("ctrl.test", "192.0.2.3")
+        .txt("lf.test", "v=spf1 ip4:192.0.2.5\n include:spf.other.test ~all")
+        .txt("fine.test", "v=spf1 ip4:192.0.2.6  -all ")
+        .txt("tab.test", "v=spf1\tip4:192.0.2.7 -all")
+        .start()
+        .await;
+    let dns = dns(&server, TIMEOUT);
+    assert_eq!(mail(&dns, "192.0.2.3", "ctrl.test").await, SpfResult::PermError);
+    assert_eq!(mail(&dns, "192.0.2.5", "lf.test").await, SpfResult::PermError);
+    assert_eq!(mail(&dns, "192.0.2.6", "fine.test").await, SpfResult::Pass, "two spaces and a trailing one are fine");
+    assert_eq!(mail(&dns, "192.0.2.9", "fine.test").await, SpfResult::Fail);
+    assert_eq!(mail(&dns, "192.0.2.7", "tab.test").await, SpfResult::None, "v=spf1 and a tab is no SPF record");
+}
+
+/// §7.1: a domain-spec may contain any visible character but `%` (`:` and `/` included); only a
+/// trailing `/digits` or `//digits` is a CIDR length. Names with such octets, or with spaces from
+/// `%_`, are asked for as they are.
+#[tokio::test]
+async fn domain_specs_with_colons_slashes_and_spaces_are_looked_up() {
+    let server = TestDns::builder()
+        .txt("e11.test", "v=spf1 a:foo:bar/baz.names.test -all")
+        .a("foo:bar/baz.names.test", "1.2.3.4")
+        .txt("e10.test", "v=spf1 a:foo.names.test/24 -all")
+        .a("foo.names.test", "1.1.1.1")
+        .a("foo.names.test", "1.2.3.5")
+        .txt("e9.test", "v=spf1 a:names.test:8080")
+        .txt("e12.test", "v=spf1 a:foo.names.test/24//64 -all")
+        .txt("mania.test", "v=spf1 a:macro%%percent%_%_space%-url-space.names.test -all")
+        .a("macro%percent  space%20url-space.names.test", "1.2.3.4")
+        .start()
+        .await;
+    let dns = dns(&server, TIMEOUT);
+    assert_eq!(mail(&dns, "1.2.3.4", "e11.test").await, SpfResult::Pass);
+    assert_eq!(mail(&dns, "::ffff:1.2.3.4", "e11.test").await, SpfResult::Pass);
+    assert_eq!(mail(&dns, "1.2.3.77", "e10.test").await, SpfResult::Pass, "/24 is the CIDR length");
+    assert_eq!(mail(&dns, "1.2.4.1", "e10.test").await, SpfResult::Fail);
+    assert_eq!(mail(&dns, "1.2.3.77", "e12.test").await, SpfResult::Pass, "/24//64");
+    assert_eq!(mail(&dns, "1.2.3.4", "e9.test").await, SpfResult::PermError, "a port is no top label");
+    assert_eq!(mail(&dns, "1.2.3.4", "mania.test").await, SpfResult::Pass);
+}
+
+/// §3.3: a TXT record of zero strings is illegal but must not spoil the others; the SPF record
+/// made of two strings is read as their concatenation.
+#[tokio::test]
+async fn a_txt_record_of_no_strings_is_ignored() {
+    let server = TestDns::builder()
+        .txt_parts("null.test", &["v=spf1 ip4:", "192.0.2.5 -all"])
+        .txt_empty("null.test")
+        .start()
+        .await;
+    let dns = dns(&server, TIMEOUT);
+    assert_eq!(mail(&dns, "192.0.2.5", "null.test").await, SpfResult::Pass);
+    assert_eq!(mail(&dns, "192.0.2.6", "null.test").await, SpfResult::Fail);
 }

@@ -16,15 +16,18 @@
 //! delimiters (upper-case letters URL-escaped), the limit of 10 DNS-querying terms and of 2 void
 //! lookups, PermError for several SPF records or any syntax error (the whole record is parsed
 //! before it is evaluated), TempError for DNS failures and None when the domain has no record or
-//! does not exist. Deliberate simplifications, each one harmless for a result that never rejects:
+//! does not exist. `ptr` and `%{p}` use the client's validated PTR names (§5.5: at most 10 PTR
+//! names, each kept only when its address records include the client; a failed PTR lookup makes
+//! `ptr` not match, a failed address lookup skips that name), looked up once per evaluation.
+//! Terms are separated by spaces only (a record with a tab, CR or LF between terms is a
+//! PermError), a CIDR length is only a trailing `/digits` or `//digits` (a domain-spec may hold
+//! `:` and `/`), names with octets such as spaces or `%` after expansion are asked for as they
+//! are, and a TXT record of zero strings counts as an empty one.
 //!
-//! - `ptr` counts as a DNS-querying term but never matches, and `%{p}` expands to `unknown`: the
-//!   RFC discourages both (§5.5), and the resolver wrapper has no PTR lookup.
-//! - `exp` is checked for syntax but its explanation is never fetched: nothing is rejected here,
-//!   so there is no reply text to explain.
-//! - Terms are separated by any ASCII white space, not only by spaces.
-//! - A domain-spec whose expansion grows beyond [`MAX_EXPANSION`] octets is a PermError, so a
-//!   hostile record cannot make one term allocate without bound.
+//! Two limits that never change a result: `exp` is checked for syntax but its explanation is
+//! never fetched (nothing is rejected here, so there is no reply text to explain), and a
+//! domain-spec whose expansion grows beyond [`MAX_EXPANSION`] octets is a PermError, so a hostile
+//! record cannot make one term allocate without bound.
 //!
 //! Every evaluation is bounded: each lookup by the resolver's timeout, the whole check by one
 //! timeout ([`time_limit`]), after which the result is TempError. Recursion through `include` and
@@ -194,6 +197,48 @@ struct Identity {
     domain: String,
     /// The HELO name as the client gave it (`%{h}`).
     helo: String,
+    /// The client's validated PTR names, looked up the first time `ptr` or `%{p}` needs them.
+    validated: std::sync::OnceLock<PtrNames>,
+}
+
+/// What the client's PTR names gave (§5.5).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum PtrNames {
+    /// The PTR lookup failed: `ptr` does not match, `%{p}` is `unknown`.
+    Failed,
+    /// No PTR record (a void lookup for `ptr`).
+    Void,
+    /// The names (lower case, without the final dot) whose A/AAAA records include the client.
+    Validated(Vec<String>),
+}
+
+/// RFC 7208 §4.6.4: at most this many PTR names are looked up and checked.
+pub const MAX_PTR_NAMES: usize = 10;
+
+/// The client's validated PTR names, looked up once per evaluation.
+async fn validated_names<'a>(dns: &Dns, identity: &'a Identity) -> &'a PtrNames {
+    if let Some(known) = identity.validated.get() {
+        return known;
+    }
+    let found = match dns.ptr(identity.ip).await {
+        Lookup::Failed(_) => PtrNames::Failed,
+        Lookup::NoRecords | Lookup::NxDomain => PtrNames::Void,
+        Lookup::Found(names) => {
+            let names: Vec<String> = names.into_iter().take(MAX_PTR_NAMES).collect();
+            let checks = names.iter().map(|name| address_match(dns, name, identity.ip, 32, 128));
+            let answers = join_all(checks).await;
+            // An address lookup that fails skips that name (§5.5).
+            PtrNames::Validated(
+                names.into_iter().zip(answers).filter(|(_, answer)| answer == &Lookup::Found(true)).map(|(n, _)| n).collect(),
+            )
+        }
+    };
+    identity.validated.get_or_init(|| found)
+}
+
+/// Whether `name` is `domain` or a name under it (case already folded).
+fn is_at_or_under(name: &str, domain: &str) -> bool {
+    name == domain || name.strip_suffix(domain).is_some_and(|head| head.ends_with('.'))
 }
 
 /// The running counts the RFC limits, shared by nested records.
@@ -234,7 +279,13 @@ async fn evaluate(dns: &Dns, client_ip: IpAddr, helo: &str, local: &str, domain:
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(client_ip, IpAddr::V4),
         v4 => v4,
     };
-    let identity = Identity { ip, local: local.to_string(), domain: domain.clone(), helo: helo.trim().to_string() };
+    let identity = Identity {
+        ip,
+        local: local.to_string(),
+        domain: domain.clone(),
+        helo: helo.trim().to_string(),
+        validated: std::sync::OnceLock::new(),
+    };
     let mut budget = Budget::default();
     let work = check_host(dns, &identity, domain, &mut budget);
     tokio::time::timeout(time_limit(dns), work).await.unwrap_or(SpfResult::TempError)
@@ -275,7 +326,7 @@ fn check_host<'a>(dns: &'a Dns, identity: &'a Identity, domain: String, budget: 
             if let Err(result) = budget.term() {
                 return result;
             }
-            let target = match expand_domain(target, identity, &domain) {
+            let target = match expand_spec(dns, target, identity, &domain).await {
                 Ok(target) => target,
                 Err(result) => return result,
             };
@@ -304,7 +355,7 @@ async fn matches(
         Mechanism::Ip6 { network, prefix } => Ok(matches!(identity.ip, IpAddr::V6(ip) if in_v6(ip, *network, *prefix))),
         Mechanism::Include(spec) => {
             budget.term()?;
-            let target = expand_domain(spec, identity, domain)?;
+            let target = expand_spec(dns, spec, identity, domain).await?;
             // §5.2: only Pass matches; an included domain without a record is a PermError.
             match check_host(dns, identity, target, budget).await {
                 SpfResult::Pass => Ok(true),
@@ -316,7 +367,7 @@ async fn matches(
         Mechanism::A { domain: spec, v4_prefix, v6_prefix } => {
             budget.term()?;
             let target = match spec {
-                Some(spec) => expand_domain(spec, identity, domain)?,
+                Some(spec) => expand_spec(dns, spec, identity, domain).await?,
                 None => domain.to_string(),
             };
             match address_match(dns, &target, identity.ip, *v4_prefix, *v6_prefix).await {
@@ -328,7 +379,7 @@ async fn matches(
         Mechanism::Mx { domain: spec, v4_prefix, v6_prefix } => {
             budget.term()?;
             let target = match spec {
-                Some(spec) => expand_domain(spec, identity, domain)?,
+                Some(spec) => expand_spec(dns, spec, identity, domain).await?,
                 None => domain.to_string(),
             };
             let hosts = match dns.mx(&target).await {
@@ -353,16 +404,21 @@ async fn matches(
             }
         }
         Mechanism::Ptr(spec) => {
-            // Counted like any DNS-querying term, never matched (see the module notes).
             budget.term()?;
-            if let Some(spec) = spec {
-                expand_domain(spec, identity, domain)?;
+            let target = match spec {
+                Some(spec) => expand_spec(dns, spec, identity, domain).await?,
+                None => domain.to_string(),
             }
-            Ok(false)
+            .to_lowercase();
+            match validated_names(dns, identity).await {
+                PtrNames::Failed => Ok(false),
+                PtrNames::Void => budget.void().map(|()| false),
+                PtrNames::Validated(names) => Ok(names.iter().any(|name| is_at_or_under(name, &target))),
+            }
         }
         Mechanism::Exists(spec) => {
             budget.term()?;
-            let target = expand_domain(spec, identity, domain)?;
+            let target = expand_spec(dns, spec, identity, domain).await?;
             // §5.7: always an A lookup, whatever the client's address family.
             match dns.a(&target).await {
                 Lookup::Found(_) => Ok(true),
@@ -396,11 +452,12 @@ fn in_v6(ip: Ipv6Addr, network: Ipv6Addr, prefix: u8) -> bool {
 
 // ---- records ----------------------------------------------------------------------------
 
-/// True for a TXT record that is an SPF record: `v=spf1` (any case) alone or followed by white
-/// space (§4.5). Others, such as `v=spf10` or verification tokens, are not SPF.
+/// True for a TXT record that is an SPF record: `v=spf1` (any case) alone or followed by a space
+/// (§4.5: the version is ended by SP or the end of the record). Others, such as `v=spf10`,
+/// verification tokens or `v=spf1` followed by a tab, are not SPF.
 fn is_spf_record(text: &str) -> bool {
     let bytes = text.as_bytes();
-    bytes.len() >= 6 && bytes[..6].eq_ignore_ascii_case(b"v=spf1") && bytes.get(6).is_none_or(u8::is_ascii_whitespace)
+    bytes.len() >= 6 && bytes[..6].eq_ignore_ascii_case(b"v=spf1") && bytes.get(6).is_none_or(|b| *b == b' ')
 }
 
 /// A parsed SPF record: the directives in order and the redirect target.
@@ -435,7 +492,9 @@ struct SyntaxError;
 
 /// Parses a whole record (which [`is_spf_record`] accepted); any bad term fails it all (§4.6).
 fn parse_record(text: &str) -> Result<Record, SyntaxError> {
-    let mut terms = text.split_ascii_whitespace();
+    // §4.6.1: terms are separated by one or more spaces, and only spaces; any other white space
+    // is then inside a term, which fails its syntax.
+    let mut terms = text.split(' ').filter(|term| !term.is_empty());
     terms.next();
     let mut record = Record { directives: Vec::new(), redirect: None };
     let mut seen_exp = false;
@@ -536,22 +595,22 @@ fn optional_domain(argument: &str) -> Result<Option<MacroString>, SyntaxError> {
     }
 }
 
-/// Splits the argument of `a` or `mx` at the first `/` outside a macro (a macro may use `/` as
-/// a delimiter): the domain part and the dual-cidr part.
+/// Splits the argument of `a` or `mx` into the domain part and the dual-cidr part, which is only
+/// a trailing `/digits`, `//digits` or `/digits//digits` (§5.3, §5.4): a domain-spec may itself
+/// contain `/` and `:` (`a:foo:bar/baz.example.com`), and a macro may use `/` as a delimiter.
 fn split_cidr(argument: &str) -> (&str, &str) {
-    let mut in_macro = false;
-    let mut previous = 0u8;
-    for (at, byte) in argument.bytes().enumerate() {
-        match byte {
-            b'{' if previous == b'%' => in_macro = true,
-            b'}' => in_macro = false,
-            b'/' if !in_macro => return argument.split_at(at),
-            _ => {}
-        }
-        // "%%{" is a literal "%" followed by a literal "{", not a macro.
-        previous = if previous == b'%' && byte == b'%' { 0 } else { byte };
+    let trailing_digits = |text: &str| text.len() - text.trim_end_matches(|c: char| c.is_ascii_digit()).len();
+    let mut cut = argument.len();
+    let digits = trailing_digits(argument);
+    if digits > 0 && argument[..cut - digits].ends_with("//") {
+        cut -= digits + 2;
     }
-    (argument, "")
+    let digits = trailing_digits(&argument[..cut]);
+    let head = &argument[..cut - digits];
+    if digits > 0 && head.ends_with('/') && !head.ends_with("//") {
+        cut -= digits + 1;
+    }
+    argument.split_at(cut)
 }
 
 /// `[ "/" ip4-cidr-length ] [ "//" ip6-cidr-length ]`, with the defaults 32 and 128.
@@ -723,6 +782,15 @@ fn parse_macro(body: &str, explanation: bool) -> Result<Macro, SyntaxError> {
     })
 }
 
+/// Expands a domain-spec, looking up the client's validated PTR names first when the spec uses
+/// `%{p}`.
+async fn expand_spec(dns: &Dns, spec: &MacroString, identity: &Identity, domain: &str) -> Result<String, SpfResult> {
+    if spec.0.iter().any(|t| matches!(t, Token::Macro(m) if m.letter == b'p')) {
+        validated_names(dns, identity).await;
+    }
+    expand_domain(spec, identity, domain)
+}
+
 /// Expands a domain-spec for a lookup and cuts it to 253 octets from the left, whole labels at
 /// a time (§7.3). PermError when the expansion exceeds [`MAX_EXPANSION`].
 fn expand_domain(spec: &MacroString, identity: &Identity, domain: &str) -> Result<String, SpfResult> {
@@ -784,7 +852,18 @@ fn macro_value<'a>(letter: u8, identity: &'a Identity, domain: &'a str) -> Cow<'
         b't' => {
             Cow::Owned(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()).to_string())
         }
-        // `p` (and anything else): the validated name is never looked up.
+        // §7.3: a validated name that is <domain> or under it, else any validated name.
+        b'p' => match identity.validated.get() {
+            Some(PtrNames::Validated(names)) => {
+                let domain = domain.to_lowercase();
+                let best = names.iter().find(|n| **n == domain).or_else(|| names.iter().find(|n| is_at_or_under(n, &domain)));
+                match best.or(names.first()) {
+                    Some(name) => Cow::Owned(name.clone()),
+                    None => Cow::Borrowed("unknown"),
+                }
+            }
+            _ => Cow::Borrowed("unknown"),
+        },
         _ => Cow::Borrowed("unknown"),
     }
 }
@@ -819,7 +898,13 @@ mod tests {
 
     fn identity(sender: &str, ip: &str) -> Identity {
         let (local, domain) = sender.rsplit_once('@').unwrap();
-        Identity { ip: ip.parse().unwrap(), local: local.into(), domain: domain.into(), helo: "mx.example.org".into() }
+        Identity {
+            ip: ip.parse().unwrap(),
+            local: local.into(),
+            domain: domain.into(),
+            helo: "mx.example.org".into(),
+            validated: std::sync::OnceLock::new(),
+        }
     }
 
     fn expand_text(text: &str, ip: &str) -> String {
