@@ -78,10 +78,18 @@ impl Session {
         // the sender, and it is not a dynamic pool's name or one of several unrelated names;
         // otherwise the `ptr`/`ptrn` elements are the IP (smtpf's rule).
         let spf_failed = matches!(self.spf_mail, Some(SpfResult::Fail | SpfResult::SoftFail));
+        // SPF identity: the sender's domain vouches for this address, so it stands for the client
+        // (once, whichever host words the key has), and any address it authorises matches.
+        let spf_domain = match (&self.tx, cfg.grey_spf_identity && self.spf_mail == Some(SpfResult::Pass)) {
+            (Some(tx), true) => {
+                bare_address(&tx.sender).rsplit_once('@').map(|(_, d)| d.trim_end_matches('.').to_ascii_lowercase()).filter(|d| !d.is_empty())
+            }
+            _ => None,
+        };
         let not_the_host = [client::FORGED, client::IP_IN_PTR, client::PTR_MULTIDOMAIN];
         let mut verified_ptr =
             client_info.name.clone().filter(|_| !spf_failed && !not_the_host.iter().any(|f| self.client_flags.has(*f)));
-        if let Some(name) = verified_ptr.clone() {
+        if let Some(name) = verified_ptr.clone().filter(|_| spf_domain.is_none()) {
             if cfg.grey_key.iter().any(|w| matches!(w, KeyWord::Ptr | KeyWord::Ptrn)) && self.ptr_multi_domain(ip, &name).await {
                 verified_ptr = None;
             }
@@ -89,7 +97,15 @@ impl Session {
         let Some(tx) = self.tx.as_ref() else { return Verdict::Continue };
         let ip_text = ip_element(ip, cfg.grey_ipv4_prefix, cfg.grey_ipv6_prefix);
         let mut head: Vec<String> = Vec::new();
+        let mut host_done = false;
         for w in &cfg.grey_key {
+            if let (Some(domain), true) = (&spf_domain, w.is_host()) {
+                if !host_done {
+                    head.push(format!("spf:{domain}"));
+                    host_done = true;
+                }
+                continue;
+            }
             match w {
                 KeyWord::Ip => head.push(ip_text.clone()),
                 // A dotless name has no suffix to drop: its `ptrn` form stands in (smtpf).

@@ -269,6 +269,9 @@ config_keys! {
     /// Answer 421 (the MTA closes the session, smtpf's DROP) when the key names the host.
     grey_drop: bool = "grey-drop", default("true"), values::boolean,
         "When the key names the host (ip, ptr, ptrn): answer 421 so the MTA closes the session, as smtpf drops the connection; false: 451.";
+    /// Key SPF-authenticated senders by their domain, so retries from a big pool match.
+    grey_spf_identity: bool = "grey-spf-identity", default("true"), values::boolean,
+        "When SPF passes for the sender, the client part of the greylist key (ip, ptr, ptrn) is the sender's domain (spf:DOMAIN) instead of the address or PTR: a retry from any address the domain's SPF record authorises matches, so big senders whose retries come from another address of their pool are not greylisted again. false: smtpf's key.";
     /// Content greylisting: decide at end of message on a hash of the decoded body.
     grey_content: bool = "grey-content", default("false"), values::boolean,
         "Content greylisting: a new tuple's first message is let through DATA, hashed (decoded MIME text, whitespace and MIME structure ignored) and temp-failed at end of message; a retry passes only if its content matches (else 450 4.4.5 #553).";
@@ -498,7 +501,7 @@ mod tests {
         assert_eq!(c.grey_key, vec![KeyWord::Ptr, KeyWord::Mail, KeyWord::Rcpt]);
         assert_eq!((c.grey_temp_fail_period, c.grey_temp_fail_ttl, c.cache_accept_ttl), (600, 90_000, 604_800));
         assert_eq!((c.grey_report_header.as_str(), c.grey_ipv4_prefix, c.grey_ipv6_prefix), ("X-Grey-Report", 32, 128));
-        assert!(c.grey_drop && !c.grey_dry_run && !c.grey_content);
+        assert!(c.grey_drop && !c.grey_dry_run && !c.grey_content && c.grey_spf_identity);
         assert_eq!((c.cache_gc_interval, c.dupmsg_ttl, c.dupmsg_policy), (Duration::from_secs(300), 90_000, DupPolicy::Tag));
     }
 
