@@ -331,6 +331,9 @@ fn log_policy_warnings(policy: &Policy, log: &Logger) {
     for w in &policy.access_warnings {
         log.emit(&catalog::ACCESS_WARNING, None, &[w]);
     }
+    for w in &policy.grey_whitelist_warnings {
+        log.emit(&catalog::GREY_WHITELIST_SKIPPED, None, &[w]);
+    }
 }
 
 /// The user and group to switch to after binding, when started as root.

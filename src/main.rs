@@ -152,6 +152,9 @@ fn main() -> ExitCode {
                 for w in &policy.access_warnings {
                     eprintln!("warning: {}", format_line(&catalog::ACCESS_WARNING, None, &[w]));
                 }
+                for w in &policy.grey_whitelist_warnings {
+                    eprintln!("warning: {}", format_line(&catalog::GREY_WHITELIST_SKIPPED, None, &[w]));
+                }
                 let shown = c.path.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "embedded defaults".into());
                 // The second line says what the enabled checks cost the MTA in round trips.
                 say(&format!(

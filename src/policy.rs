@@ -7,6 +7,7 @@
 use std::sync::Arc;
 
 use crate::checks::access::{AccessError, AccessMap, Tag};
+use crate::checks::greywhitelist::GreyWhitelist;
 use crate::config::{Config, ConfigError};
 use crate::dns::Dns;
 use crate::milter::negotiate::Needs;
@@ -18,6 +19,10 @@ pub struct Policy {
     pub access: Option<Arc<AccessMap>>,
     /// Warnings found while reading the access-map (duplicate keys), to log once.
     pub access_warnings: Vec<String>,
+    /// postgrey-format greylisting exemptions; None when no file is configured.
+    pub grey_whitelist: Option<Arc<GreyWhitelist>>,
+    /// Lines of those files that were skipped, to log once.
+    pub grey_whitelist_warnings: Vec<String>,
     pub dns: Dns,
 }
 
@@ -28,6 +33,8 @@ pub enum PolicyError {
     /// The access-map could not be read or parsed (names file, line and smtpf number).
     Access(AccessError),
     Dns(String),
+    /// A greylisting whitelist file could not be read.
+    GreyWhitelist(String),
 }
 
 impl std::fmt::Display for PolicyError {
@@ -36,6 +43,7 @@ impl std::fmt::Display for PolicyError {
             PolicyError::Config(e) => write!(f, "{e}"),
             PolicyError::Access(e) => write!(f, "access-map: {e}"),
             PolicyError::Dns(e) => write!(f, "dns-servers: {e}"),
+            PolicyError::GreyWhitelist(e) => write!(f, "grey-whitelist: {e}"),
         }
     }
 }
@@ -50,8 +58,16 @@ impl Policy {
                 Err(e) => return Err(PolicyError::Access(e)),
             },
         };
+        let (grey_whitelist, grey_whitelist_warnings) =
+            if config.grey_whitelist_clients.is_empty() && config.grey_whitelist_recipients.is_empty() {
+                (None, Vec::new())
+            } else {
+                let (list, warnings) = GreyWhitelist::load(&config.grey_whitelist_clients, &config.grey_whitelist_recipients)
+                    .map_err(PolicyError::GreyWhitelist)?;
+                (Some(Arc::new(list)), warnings)
+            };
         let dns = Dns::new(&config.dns_servers, config.dns_timeout).map_err(PolicyError::Dns)?;
-        Ok(Policy { access, access_warnings, dns, config })
+        Ok(Policy { access, access_warnings, grey_whitelist, grey_whitelist_warnings, dns, config })
     }
 
     /// What the enabled checks need from the MTA: the steps some check may answer at (the MTA

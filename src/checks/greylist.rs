@@ -52,6 +52,18 @@ impl Session {
             return Verdict::Continue;
         }
         let Some(ip) = client_info.ip else { return Verdict::Continue };
+        // postgrey's whitelists: the client, or any recipient (one exempt recipient passes the
+        // message, as one passing recipient does).
+        if let Some(list) = &policy.grey_whitelist {
+            let who = client_info.describe();
+            let exempt = list.client(client_info.name.as_deref(), ip).map(|o| (who, o.clone())).or_else(|| {
+                tx.recipients.iter().find_map(|r| list.recipient(bare_address(r)).map(|o| (format!("recipient <{}>", bare_address(r)), o.clone())))
+            });
+            if let Some((what, origin)) = exempt {
+                self.emit(&catalog::GREY_WHITELISTED, &[&what, &origin]);
+                return Verdict::Continue;
+            }
+        }
 
         // Effective period: Grey-Connect: replaces, Grey-To: lowers.
         let mut period = cfg.grey_temp_fail_period as i64;

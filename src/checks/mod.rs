@@ -9,6 +9,7 @@
 //! - [`greykey`]: greylisting's words (`grey-key` elements, key spelling, deferred/passed state,
 //!   the report header's value); [`digest`]: duplicate detection's words (`dupmsg-policy`, the
 //!   body digest, the Message-ID token).
+//! - [`greywhitelist`]: postgrey's whitelist files (clients, recipients) as greylisting exemptions.
 //! - [`ptrshape`]: what a PTR name says (the address built into a dynamic pool's name, PTR names
 //!   spanning unrelated domains), for greylisting's `ptr` element.
 //!
@@ -30,6 +31,7 @@ pub mod dupmsg;
 pub mod greycontent;
 pub mod greykey;
 pub mod greylist;
+pub mod greywhitelist;
 pub mod listing;
 pub mod mx;
 pub mod ptrshape;

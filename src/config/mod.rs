@@ -269,6 +269,12 @@ config_keys! {
     /// Answer 421 (the MTA closes the session, smtpf's DROP) when the key names the host.
     grey_drop: bool = "grey-drop", default("true"), values::boolean,
         "When the key names the host (ip, ptr, ptrn): answer 421 so the MTA closes the session, as smtpf drops the connection; false: 451.";
+    /// postgrey's client whitelist files: clients never greylisted.
+    grey_whitelist_clients: Vec<PathBuf> = "grey-whitelist-clients", default("[]"), values::files,
+        "Files in postgrey's whitelist_clients format (host or domain names, /regex/ on the verified name, IPv4/IPv6 addresses, CIDRs, partial IPv4 a.b.c / a.b): clients that are never greylisted (#2065 names the file and line). Read at start and at reload.";
+    /// postgrey's recipient whitelist files: recipients never greylisted.
+    grey_whitelist_recipients: Vec<PathBuf> = "grey-whitelist-recipients", default("[]"), values::files,
+        "Files in postgrey's whitelist_recipients format (user@domain, user@, domain, /regex/): a message to one of these recipients is not greylisted (#2065). Read at start and at reload.";
     /// Key SPF-authenticated senders by their domain, so retries from a big pool match.
     grey_spf_identity: bool = "grey-spf-identity", default("true"), values::boolean,
         "When SPF passes for the sender, the client part of the greylist key (ip, ptr, ptrn) is the sender's domain (spf:DOMAIN) instead of the address or PTR: a retry from any address the domain's SPF record authorises matches, so big senders whose retries come from another address of their pool are not greylisted again. false: smtpf's key.";

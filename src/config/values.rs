@@ -273,6 +273,16 @@ pub fn optional_file(p: &Parser, key: &str, v: &toml::Value) -> Result<Option<Pa
     p.optional_path(key, v)
 }
 
+/// A list of files (a TOML array of paths, or one path).
+pub fn files(p: &Parser, key: &str, v: &toml::Value) -> Result<Vec<PathBuf>> {
+    match v {
+        toml::Value::String(s) if s.trim().is_empty() => Ok(Vec::new()),
+        toml::Value::String(s) => Ok(vec![PathBuf::from(s.trim())]),
+        toml::Value::Array(items) => items.iter().map(|i| p.item(key, i).map(|s| PathBuf::from(s.trim()))).collect(),
+        other => Err(p.err(Some(key), format!("expected a path or a list of paths, found {}", other.type_str()))),
+    }
+}
+
 /// Where log lines go.
 pub fn log_target(p: &Parser, key: &str, v: &toml::Value) -> Result<Target> {
     p.choice(key, v, &[("stderr", Target::Stderr), ("syslog", Target::Syslog)])

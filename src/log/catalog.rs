@@ -294,6 +294,10 @@ catalog! {
         "Duplicate detection at end of message (verbose word dupmsg): the key, and whether it was found, recorded, or not recorded because the client is exempt (localhost, authenticated, white listed).";
     DEBUG_CACHE = 2063 Debug Verb("cache"), true, "cache %s key=%s: %s",
         "A call on the state store (verbose word cache): get, claim (first sight), put, put-detached or delete, the key, and the result.";
+    GREY_WHITELIST_SKIPPED = 2064 Warn Always, false, "grey-whitelist %s",
+        "A line of a grey-whitelist-clients/-recipients file fits none of postgrey's forms (file:line and why); it is skipped, the other lines apply. Logged at start and reload, printed by check-config.";
+    GREY_WHITELISTED = 2065 Info IfInfo, true, "grey-whitelist: %s not greylisted (%s)",
+        "The client or a recipient is listed in a postgrey-format whitelist file (grey-whitelist-clients / grey-whitelist-recipients): the message is not greylisted. The file and line that matched follow.";
 }
 
 /// Looks up a message by number.
