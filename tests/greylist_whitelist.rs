@@ -75,3 +75,52 @@ fn check_config_names_skipped_lines_and_a_missing_file_stops_it() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("grey-whitelist: /nonexistent/wl: No such file or directory (2)"));
 }
+
+async fn data_from(d: &TestDaemon, ip: &str, sender: &str) -> Vec<Response> {
+    let mut c = d.client().await;
+    open_session(&mut c, &format!("[{ip}]"), ip, "helo.example").await;
+    c.command(&Command::Mail { sender: sender.into(), params: vec![] }).await.unwrap();
+    c.command(&Command::Rcpt { recipient: "<bob@example.net>".into(), params: vec![] }).await.unwrap();
+    let r = c.command(&Command::Data).await.unwrap();
+    c.command(&Command::Quit).await.unwrap();
+    r
+}
+
+/// postgrey's auto-whitelist: after N messages of one client passed greylisting (each tuple
+/// retried), its new tuples pass at once; other clients are still greylisted.
+#[tokio::test]
+async fn a_client_whose_messages_keep_passing_is_auto_whitelisted() {
+    let d = TestDaemon::start("grey-key = \"mail,rcpt\"\ngrey-auto-whitelist-clients = 3").await;
+    for i in 0..3 {
+        let sender = format!("<s{i}@example.org>");
+        assert!(greylisted(&data_from(&d, "192.0.2.50", &sender).await), "tuple {i} first seen");
+        d.running().shared().advance_clock(700);
+        assert_eq!(data_from(&d, "192.0.2.50", &sender).await, vec![Response::Continue], "tuple {i} retried");
+        if i == 1 {
+            // Two passes are not enough.
+            assert!(greylisted(&data_from(&d, "192.0.2.50", "<probe@example.org>").await));
+            assert!(d.grep("#2066").is_empty());
+        }
+    }
+    assert_eq!(data_from(&d, "192.0.2.50", "<never-seen@example.org>").await, vec![Response::Continue]);
+    d.wait_for("#2066 grey auto-whitelist: client 192.0.2.50 not greylisted (grey:awl:192.0.2.50)", 1).await;
+    assert!(greylisted(&data_from(&d, "192.0.2.51", "<never-seen@example.org>").await), "another client");
+    let conn = rusqlite::Connection::open(d.dir.path().join("cache.sq3")).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        let v: Option<String> = conn.query_row("SELECT v FROM mcc WHERE k = 'grey:awl:192.0.2.50'", [], |r| r.get(0)).ok();
+        if v.as_deref() == Some("0") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "record {v:?}");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+
+    // With a key that names the host (the default), the host record does this job: no awl record.
+    let d = TestDaemon::start("grey-key = \"ip,mail,rcpt\"\ngrey-auto-whitelist-clients = 1").await;
+    assert!(greylisted(&data_from(&d, "192.0.2.52", "<a@example.org>").await));
+    d.running().shared().advance_clock(700);
+    assert_eq!(data_from(&d, "192.0.2.52", "<a@example.org>").await, vec![Response::Continue]);
+    assert_eq!(data_from(&d, "192.0.2.52", "<b@example.org>").await, vec![Response::Continue], "host record");
+    assert!(d.grep("#2066").is_empty());
+}

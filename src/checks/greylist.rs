@@ -150,6 +150,22 @@ impl Session {
             return Verdict::Continue;
         }
         let now = self.now();
+        // postgrey's auto-whitelist, for keys without a host element (with one, the host record
+        // already whitelists a client after its first pass).
+        let awl_key = (!has_host && cfg.grey_auto_whitelist_clients > 0).then(|| format!("grey:awl:{ip_text}"));
+        let mut awl_count = 0u32;
+        if let Some(awl) = &awl_key {
+            match store.get(awl, now).await {
+                Ok(Some(r)) if r.value.starts_with('0') => {
+                    self.emit(&catalog::GREY_AUTO_WHITELISTED, &[&ip_text, &awl]);
+                    self.grey_refresh(&store, awl, &r, now, cfg.cache_accept_ttl as i64).await;
+                    return Verdict::Continue;
+                }
+                Ok(Some(r)) => awl_count = r.value.split_whitespace().nth(1).and_then(|n| n.parse().ok()).unwrap_or(0),
+                Ok(None) => {}
+                Err(e) => self.store_error(&catalog::CACHE_GET_ERROR, &[awl], &e),
+            }
+        }
         let mut last_key = String::new();
         let mut wait = period;
         let content = cfg.grey_content;
@@ -159,6 +175,9 @@ impl Session {
                 KeyOutcome::Pass { first } => {
                     if let Some((age, created)) = first {
                         self.grey_pass = Some(GreyPass { key: key.clone(), age, created });
+                    }
+                    if let Some(awl) = &awl_key {
+                        self.grey_awl_count(&store, awl, awl_count + 1, now);
                     }
                     return Verdict::Continue;
                 }
@@ -291,6 +310,17 @@ impl Session {
         }
         self.emit(&catalog::GREY_UNEXPECTED, &[&key, &record.value]);
         KeyOutcome::Pass { first: None }
+    }
+
+    /// Counts one more message of an auto-whitelist candidate; at `grey-auto-whitelist-clients`
+    /// the record becomes a passed one (`0`). Detached: the message does not wait for it.
+    fn grey_awl_count(&mut self, store: &Store, key: &str, count: u32, now: i64) {
+        let cfg = &self.policy().config;
+        let accept = cfg.cache_accept_ttl as i64;
+        let value = if count >= cfg.grey_auto_whitelist_clients { "0".to_string() } else { format!("4 {count}") };
+        if let Err(e) = store.put_detached(key, Record::new(value.clone(), now, now + accept)) {
+            self.store_error(&catalog::CACHE_PUT_ERROR, &[&key, &value], &e);
+        }
     }
 
     /// Slides a passed record forward, as smtpf does on every use — but at most once per

@@ -269,6 +269,9 @@ config_keys! {
     /// Answer 421 (the MTA closes the session, smtpf's DROP) when the key names the host.
     grey_drop: bool = "grey-drop", default("true"), values::boolean,
         "When the key names the host (ip, ptr, ptrn): answer 421 so the MTA closes the session, as smtpf drops the connection; false: 451.";
+    /// postgrey's --auto-whitelist-clients, for keys that do not name the host.
+    grey_auto_whitelist_clients: u32 = "grey-auto-whitelist-clients", default("5"), values::auto_whitelist,
+        "postgrey's auto-whitelist: after this many messages from one client passed greylisting, the client (its ip element, so grey-ipv4-prefix/grey-ipv6-prefix apply) is no longer greylisted for cache-accept-ttl (record grey:awl:IP, #2066). Only for a grey-key without ip/ptr/ptrn: with those, the host record already lets a client through after its first pass. 0: off.";
     /// postgrey's client whitelist files: clients never greylisted.
     grey_whitelist_clients: Vec<PathBuf> = "grey-whitelist-clients", default("[]"), values::files,
         "Files in postgrey's whitelist_clients format (host or domain names, /regex/ on the verified name, IPv4/IPv6 addresses, CIDRs, partial IPv4 a.b.c / a.b): clients that are never greylisted (#2065 names the file and line). Read at start and at reload.";

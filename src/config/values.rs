@@ -386,6 +386,11 @@ pub fn uri_max_test(p: &Parser, key: &str, v: &toml::Value) -> Result<usize> {
     Ok(p.integer(key, v, 0, 1000)? as usize)
 }
 
+/// Messages before a client is auto-whitelisted (0: never).
+pub fn auto_whitelist(p: &Parser, key: &str, v: &toml::Value) -> Result<u32> {
+    Ok(p.integer(key, v, 0, 1_000_000)? as u32)
+}
+
 /// Domain names, lower case, without a trailing dot.
 pub fn domains(p: &Parser, key: &str, v: &toml::Value) -> Result<Vec<String>> {
     Ok(p.words(key, v)?.into_iter().map(|d| d.trim_end_matches('.').to_ascii_lowercase()).collect())

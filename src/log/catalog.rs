@@ -298,6 +298,8 @@ catalog! {
         "A line of a grey-whitelist-clients/-recipients file fits none of postgrey's forms (file:line and why); it is skipped, the other lines apply. Logged at start and reload, printed by check-config.";
     GREY_WHITELISTED = 2065 Info IfInfo, true, "grey-whitelist: %s not greylisted (%s)",
         "The client or a recipient is listed in a postgrey-format whitelist file (grey-whitelist-clients / grey-whitelist-recipients): the message is not greylisted. The file and line that matched follow.";
+    GREY_AUTO_WHITELISTED = 2066 Info IfInfo, true, "grey auto-whitelist: client %s not greylisted (%s)",
+        "The client has had grey-auto-whitelist-clients messages pass greylisting (postgrey's auto-whitelist, for a grey-key without ip/ptr/ptrn): it is not greylisted until the record (named last, listed by smtpf-milter grey list) expires after cache-accept-ttl without use.";
 }
 
 /// Looks up a message by number.
