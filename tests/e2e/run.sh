@@ -223,7 +223,7 @@ done
 for mta in $mtas; do
     out=${first[$mta]}
     if grep -q '^<\*\* 451 4\.7\.0 try again later #552 ' <<< "$out" \
-        && wait_log "#387 grey listed \{alice-$mta@example.org,bob@example.net\} for [0-9]+ seconds"; then
+        && wait_log "#387 grey listed \{grey:alice-$mta@example.org,bob@example.net\} for [0-9]+ seconds"; then
         pass "$mta: first sight greylisted at DATA (451 4.7.0 try again later #552, #387 logged)"
     else
         fail "$mta greylisting first sight" "$out"
@@ -282,16 +282,16 @@ done
 declare -A greeting=([postfix]="554 mx.example.net ESMTP not accepting connections"
                      [sendmail]="554 mx2.example.net ESMTP not accepting messages")
 for mta in $mtas; do
-    n0=$(grep -c 'i=192\.0\.2\.66 .* l="550 5\.7\.0 \[192\.0\.2\.66\]:[0-9]* black listed by bl\.test #525 ' "$mlog")
+    n0=$(grep -c 'i=192\.0\.2\.66 .* l="550 5\.7\.0 \[192\.0\.2\.66\]:[0-9]* black listed by bl\.test\. #525 ' "$mlog")
     out=$(send $mta 192.0.2.66 --from "bl-$mta@example.org" --to bob@example.net)
     if [ $mta = postfix ]; then    # and a real connection from that address, without XCLIENT
         out+=$'\n'$(swaks --server 127.0.0.1:2525 --local-interface 192.0.2.66 --helo client.example.org \
             --from bl-postfix@example.org --to bob@example.net 2>&1)
         n0=$((n0 + 1))
     fi
-    wait_log "#523 dns-bl found 192\.0\.2\.66 bl\.test"
+    wait_log "#523 dns-bl found 192\.0\.2\.66 bl\.test\."
     sleep 0.2
-    n1=$(grep -c 'i=192\.0\.2\.66 .* l="550 5\.7\.0 \[192\.0\.2\.66\]:[0-9]* black listed by bl\.test #525 ' "$mlog")
+    n1=$(grep -c 'i=192\.0\.2\.66 .* l="550 5\.7\.0 \[192\.0\.2\.66\]:[0-9]* black listed by bl\.test\. #525 ' "$mlog")
     if [ "$(grep -c "^<\*\* ${greeting[$mta]}" <<< "$out")" -eq "$([ $mta = postfix ] && echo 2 || echo 1)" ] \
         && [ "$n1" -gt "$n0" ]; then
         pass "$mta: dns-bl listed client refused at connect (client sees \"${greeting[$mta]}\", #721 logs our 550 5.7.0 ... #525)"
@@ -306,9 +306,9 @@ kill -HUP "$milter_pid"
 for _ in $(seq 1 50); do [ "$(grep -c '#2006 reload' "$mlog")" -gt "$reloads0" ] && break; sleep 0.1; done
 for mta in $mtas; do
     out=$(send $mta 192.0.2.66 --from "bl-$mta@example.org" --to bob@example.net)
-    if grep -Eq '^<\*\* 550 5\.7\.0 .*\[192\.0\.2\.66\]:[0-9]+ black listed by bl\.test #525 ' <<< "$out" \
+    if grep -Eq '^<\*\* 550 5\.7\.0 .*\[192\.0\.2\.66\]:[0-9]+ black listed by bl\.test\. #525 ' <<< "$out" \
         && grep -A1 '^ -> RCPT TO' <<< "$out" | grep -q '#525'; then
-        pass "$mta: dns-bl listed client refused at RCPT with smtp-delay-checks (550 5.7.0 ... black listed by bl.test #525)"
+        pass "$mta: dns-bl listed client refused at RCPT with smtp-delay-checks (550 5.7.0 ... black listed by bl.test. #525)"
     else
         fail "$mta dns-bl with smtp-delay-checks" "$out"
     fi
