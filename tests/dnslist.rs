@@ -451,3 +451,22 @@ async fn answers_are_remembered_for_their_ttl_failures_are_not() {
     assert_eq!(dns.a("x.broken.test").await, Lookup::Failed("SERVFAIL".into()));
     assert!(server.queries() > asked, "SERVFAIL was remembered");
 }
+
+/// Only 127.255.255.0/24 (and 127.0.1.255) are the lists' "query refused" codes: an answer beside
+/// that range, such as 127.0.255.2, is a listing like any other.
+#[tokio::test]
+async fn codes_beside_the_error_range_are_listings() {
+    let server = TestDns::builder()
+        .listed("192.0.2.1", "zen.test", "127.0.255.2")
+        .listed("192.0.2.2", "zen.test", "127.255.254.2")
+        .listed("192.0.2.3", "zen.test", "127.255.0.2")
+        .start()
+        .await;
+    let dns = dns(&server, TIMEOUT);
+    let list = zones("zen.test");
+    for (client, code) in [("192.0.2.1", "127.0.255.2"), ("192.0.2.2", "127.255.254.2"), ("192.0.2.3", "127.255.0.2")] {
+        let result = dnslist::query_ip(&dns, &list, ip(client)).await;
+        assert!(result.listed(DEFAULT_THRESHOLD), "{client}: {result:?}");
+        assert_eq!(result.reported().map(|h| h.answer.to_string()), Some(code.to_string()));
+    }
+}

@@ -102,6 +102,7 @@ async fn first_sight_retry_and_pass() {
         other => panic!("{other:?}"),
     }
     assert_eq!(eom[1], Response::Continue);
+    assert!(d.grep("#2052").is_empty(), "no report header was there to remove: {:?}", d.grep("#2052"));
     // The host record now lets everything from this client through at once.
     assert_eq!(db_value(&d, "grey:192.0.2.1").unwrap().0, "0");
     let mut c = d.client().await;
@@ -211,6 +212,48 @@ async fn store_failure_fails_open() {
     d.wait_for("#542 cache get error key={grey:", 1).await;
 }
 
+/// grey-key = "" or grey-temp-fail-period = 0 switch greylisting off: the message passes DATA,
+/// nothing is logged as greylisted and no tuple is stored.
+#[tokio::test]
+async fn switched_off_greylisting_holds_and_records_nothing() {
+    for extra in ["grey-key = \"\"", "grey-key = \"ptr,mail,rcpt\"\ngrey-temp-fail-period = 0"] {
+        let d = TestDaemon::start(&format!("dupmsg-ttl = 0\n{extra}")).await;
+        let mut c = d.client().await;
+        open_session(&mut c, "h.example", "192.0.2.41", "h.example").await;
+        let data = to_data(&mut c, "<a@example.org>", &["<b@example.net>"]).await;
+        assert!(data.is_empty() || data == vec![Response::Continue], "{extra}: {data:?}");
+        assert_eq!(finish(&mut c, HEADERS, b"x\r\n").await, vec![Response::Continue], "{extra}");
+        d.wait_for("#720 message", 1).await;
+        assert!(d.grep("#387").is_empty() && d.grep("#539").is_empty(), "{extra}: {:?}", d.lines());
+        let conn = rusqlite::Connection::open(d.dir.path().join("cache.sq3")).unwrap();
+        let rows: i64 = conn.query_row("SELECT count(*) FROM mcc WHERE k LIKE 'grey%'", [], |r| r.get(0)).unwrap();
+        assert_eq!(rows, 0, "{extra}");
+    }
+}
+
+/// A key made of the host alone (grey-key = "ip") is both the tuple and the host record: a retry
+/// within grey-temp-fail-period is still temp-failed, with the time left; after it, it passes.
+#[tokio::test]
+async fn a_host_only_key_still_waits_out_the_period() {
+    let d = TestDaemon::start("dupmsg-ttl = 0\ngrey-key = \"ip\"").await;
+    let attempt = || async {
+        let mut c = d.client().await;
+        open_session(&mut c, "h.example", "192.0.2.42", "h.example").await;
+        to_data(&mut c, "<a@example.org>", &["<b@example.net>"]).await
+    };
+    let r = attempt().await;
+    assert!(matches!(&r[..], [Response::ReplyCode(t)] if t.starts_with("421 4.7.0 try again later #552 ")), "{r:?}");
+    d.running().shared().advance_clock(300);
+    let r = attempt().await;
+    assert!(matches!(&r[..], [Response::ReplyCode(t)] if t.starts_with("421 4.7.0 try again later #552 ")), "{r:?}");
+    let listed = d.wait_for("#387 grey listed {grey:192.0.2.42} for ", 2).await;
+    let left: i64 = listed[1].rsplit(" for ").next().unwrap().trim_end_matches(" seconds").parse().unwrap();
+    assert!((290..=300).contains(&left), "{}", listed[1]);
+    d.running().shared().advance_clock(301);
+    assert_eq!(attempt().await, vec![Response::Continue]);
+    assert_eq!(db_value(&d, "grey:192.0.2.42").unwrap().0, "0");
+}
+
 // ---- duplicate messages ------------------------------------------------------------------
 
 async fn send_copy(d: &TestDaemon, ip: &str, body: &[u8]) -> Vec<Response> {
@@ -245,6 +288,34 @@ async fn duplicate_discard_and_reject_policies() {
     let r = send_copy(&d, "192.0.2.56", b"b\r\n").await;
     let s = sid(&d, "192.0.2.56");
     assert_eq!(r, vec![Response::ReplyCode(format!("550 5.3.4 duplicate message rejected #340 {s}"))]);
+}
+
+/// A copy is a duplicate for dupmsg-ttl after the message was recorded, and a new message after
+/// that: the record is stored with that lifetime (its row in the state file says so).
+#[tokio::test]
+async fn a_copy_is_a_duplicate_only_within_dupmsg_ttl() {
+    let d = TestDaemon::start("grey-key = \"\"\ndupmsg-ttl = 3600\ndupmsg-policy = \"reject\"").await;
+    assert_eq!(send_copy(&d, "192.0.2.57", b"ttl\r\n").await, vec![Response::Continue]);
+    let first = sid(&d, "192.0.2.57");
+    let conn = rusqlite::Connection::open(d.dir.path().join("cache.sq3")).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    let (value, created, expires) = loop {
+        let row = conn.query_row("SELECT v, c, e FROM mcc WHERE k LIKE 'dupmsg:%'", [], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+        });
+        match row {
+            Ok(row) => break row,
+            Err(e) => assert!(std::time::Instant::now() < deadline, "no dupmsg record: {e}"),
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    };
+    assert_eq!(expires - created, 3600, "dupmsg-ttl");
+    assert!(value.ends_with(&format!(" {first}")), "{value}");
+    d.running().shared().advance_clock(3590);
+    let r = send_copy(&d, "192.0.2.58", b"ttl\r\n").await;
+    assert!(matches!(&r[..], [Response::ReplyCode(t)] if t.starts_with("550 5.3.4 duplicate message rejected #340 ")), "{r:?}");
+    d.running().shared().advance_clock(20);
+    assert_eq!(send_copy(&d, "192.0.2.59", b"ttl\r\n").await, vec![Response::Continue], "dupmsg-ttl has passed");
 }
 
 /// smtpf records a message for duplicate detection only from clients that are not localhost,
@@ -336,6 +407,51 @@ async fn content_greylisting_identical_changed_and_reboundaried_retries() {
     assert!(matches!(&eom[..], [Response::AddHeader { name, .. }, Response::Continue] if name == "X-Grey-Report"), "{eom:?}");
 }
 
+/// The first complete message of a content-greylisted tuple is remembered for
+/// grey-temp-fail-ttl with its content hash, and its Message-ID for two hours (smtpf's
+/// cache-temp-fail-ttl), the window in which a rebuilt copy with that Message-ID is let through.
+#[tokio::test]
+async fn content_greylisting_stores_the_hash_and_the_message_id_for_their_lifetimes() {
+    let d = TestDaemon::start("dupmsg-ttl = 0\ngrey-key = \"mail,rcpt\"\ngrey-content = true").await;
+    let (h, b) = mime("R1", "Minutes of the meeting.");
+    content_try(&d, &refs(&h), &b).await;
+    let (value, created, expires) = db_value(&d, "grey:a@example.org,b@example.net").unwrap();
+    let fields: Vec<&str> = value.split(' ').collect();
+    assert!(fields.len() == 3 && fields[0] == "4" && fields[1] == fields[2] && !fields[1].is_empty(), "{value}");
+    assert_eq!(expires - created, 90_000, "grey-temp-fail-ttl");
+    let (value, created, expires) = db_value(&d, "grey-msgid:<c1@example.org>").unwrap();
+    assert_eq!(value, "4");
+    assert_eq!(expires - created, 7200);
+}
+
+/// A retry of the same content when the period has just ended passes at end of message: the
+/// report header gives its age, and the tuple's record now passes for cache-accept-ttl.
+#[tokio::test]
+async fn content_retry_at_the_end_of_the_period_passes() {
+    let d = TestDaemon::start("dupmsg-ttl = 0\ngrey-key = \"mail,rcpt\"\ngrey-content = true").await;
+    let (h, b) = mime("P1", "Lunch at noon?");
+    content_try(&d, &refs(&h), &b).await;
+    let (_, first_seen, _) = db_value(&d, "grey:a@example.org,b@example.net").unwrap();
+    let now = d.running().shared().now();
+    d.running().shared().advance_clock(first_seen + 600 - now);
+    let (data, eom) = content_try(&d, &refs(&h), &b).await;
+    assert_eq!(data, vec![Response::Continue]);
+    let age = match &eom[..] {
+        [Response::AddHeader { name, value }, Response::Continue] if name == "X-Grey-Report" => {
+            value.strip_prefix("age=").unwrap().split(' ').next().unwrap().parse::<i64>().unwrap()
+        }
+        other => panic!("{other:?}"),
+    };
+    assert!((600..=602).contains(&age), "age={age}");
+    let (value, created, expires) = db_value(&d, "grey:a@example.org,b@example.net").unwrap();
+    assert_eq!(value, "0");
+    assert_eq!(created, first_seen, "the first-seen time is kept");
+    assert_eq!(expires - created, age + 604_800, "cache-accept-ttl from the pass");
+    // The next message of the tuple passes at DATA, as a passed tuple does.
+    let (data, eom) = content_try(&d, &refs(&h), b"another text\r\n").await;
+    assert_eq!((data, eom), (vec![Response::Continue], vec![Response::Continue]));
+}
+
 #[tokio::test]
 async fn content_mismatch_with_the_same_message_id_is_let_through_next_time() {
     let d = TestDaemon::start("dupmsg-ttl = 0\ngrey-key = \"mail,rcpt\"\ngrey-content = true").await;
@@ -387,9 +503,12 @@ async fn protocol_2_mtas_are_greylisted_at_end_of_headers() {
     d.wait_for("#387 grey listed {grey:a@example.org,b@example.net}", 1).await;
 }
 
+/// A passed host record slides forward when it is used, at most once an hour: a use within the
+/// hour writes nothing (the debug line of the verbose word cache shows every store call), a use
+/// an hour after the record was written stores it afresh, for cache-accept-ttl from then.
 #[tokio::test]
 async fn passed_host_record_slides_forward_at_most_hourly() {
-    let d = TestDaemon::start("dupmsg-ttl = 0\ngrey-key = \"ip,mail,rcpt\"").await;
+    let d = TestDaemon::start("dupmsg-ttl = 0\ngrey-key = \"ip,mail,rcpt\"\nverbose = \"info,cache\"").await;
     let pass = |ip: &'static str| {
         let d = &d;
         async move {
@@ -398,23 +517,35 @@ async fn passed_host_record_slides_forward_at_most_hourly() {
             to_data(&mut c, "<a@example.org>", &["<b@example.net>"]).await
         }
     };
+    let refreshes = || d.grep("#2063 cache put-detached key=grey:192.0.2.110: \"0 (refresh)\"").len();
     pass("192.0.2.110").await;
     d.running().shared().advance_clock(601);
     assert_eq!(pass("192.0.2.110").await, vec![Response::Continue]);
     let (_, _, first_expiry) = db_value(&d, "grey:192.0.2.110").unwrap();
+    let accept = 604_800;
     // A use soon after does not rewrite the record...
     d.running().shared().advance_clock(60);
     assert_eq!(pass("192.0.2.110").await, vec![Response::Continue]);
+    assert_eq!(refreshes(), 0, "a use within the hour wrote the record");
     assert_eq!(db_value(&d, "grey:192.0.2.110").unwrap().2, first_expiry);
-    // ...a use more than an hour later slides it forward.
-    d.running().shared().advance_clock(3600);
+    // ...a use an hour after it was written slides it forward.
+    let now = d.running().shared().now();
+    d.running().shared().advance_clock(first_expiry - accept + 3600 - now);
     assert_eq!(pass("192.0.2.110").await, vec![Response::Continue]);
+    assert_eq!(refreshes(), 1, "a use an hour later did not refresh the record");
     // The refresh is written in the background (the MTA's answer does not wait for it).
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while db_value(&d, "grey:192.0.2.110").unwrap().2 < first_expiry + 3600 {
+    let (value, created, expires) = loop {
+        let row = db_value(&d, "grey:192.0.2.110").unwrap();
+        if row.2 != first_expiry {
+            break row;
+        }
         assert!(std::time::Instant::now() < deadline, "the refresh never reached the file");
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    };
+    assert_eq!(value, "0");
+    assert!(expires >= first_expiry + 3600, "{expires} {first_expiry}");
+    assert_eq!(expires - created, accept, "a refreshed record lives cache-accept-ttl from the refresh");
 }
 
 /// One host of a dynamic pool passing greylisting must not open it for the whole pool: a PTR name

@@ -407,3 +407,96 @@ async fn connect_name_keys_refuse_unconfirmed_ptrs_but_do_not_white_list_them() 
     open_session(&mut c, "mail.partner.example", "198.51.100.11", "mail.partner.example").await;
     d.wait_for("#119 host mail.partner.example [198.51.100.11]:4711 white listed (connect:partner.example)", 1).await;
 }
+
+/// At RCPT each kind of recipient entry answers with its own reply, naming what matched (the
+/// client for `Connect:To:`, the sender for `From:To:`), logs its own white-list line, and the
+/// access debug line (verbose word access) names the tag that matched.
+#[tokio::test]
+async fn recipient_entries_name_what_matched() {
+    let (_dir, map) = access_file(
+        "Connect:192.0.2.80:To:ops@example.net    REJECT\n\
+         Connect:192.0.2.80:To:hold@example.net   TEMPFAIL\n\
+         Connect:192.0.2.80:To:vip@example.net    OK\n\
+         From:a@x.example:To:b@example.net        REJECT\n\
+         From:a@x.example:To:c@example.net        TEMPFAIL\n\
+         From:a@x.example:To:d@example.net        OK\n\
+         To:nobody@example.net                    REJECT\n\
+         To:later@example.net                     TEMPFAIL\n\
+         To:boss@example.net                      OK\n",
+    );
+    let d = TestDaemon::start(&format!("access-map = \"{}\"\nverbose = \"info,access\"", map.display())).await;
+    let mut c = d.client().await;
+    open_session(&mut c, "h.example", "192.0.2.80", "h.example").await;
+    let sid = d.grep("[192.0.2.80]:4711")[0].split(' ').next().unwrap().to_string();
+    c.command(&Command::Mail { sender: "<a@x.example>".into(), params: vec![] }).await.unwrap();
+    let host = "host h.example [192.0.2.80]:4711";
+    let sender = "sender <a@x.example>";
+    for (rcpt, answer, tag) in [
+        ("ops@example.net", Some(format!("550 5.7.1 {host} recipient <ops@example.net> black listed #135")), "Connect:To:"),
+        (
+            "hold@example.net",
+            Some(format!("450 4.7.1 {host} recipient <hold@example.net> temporary failure #816")),
+            "Connect:To:",
+        ),
+        ("vip@example.net", None, "Connect:To:"),
+        ("b@example.net", Some(format!("550 5.7.1 {sender} recipient <b@example.net> black listed #137")), "From:To:"),
+        ("c@example.net", Some(format!("450 4.7.1 {sender} recipient <c@example.net> temporary failure #817")), "From:To:"),
+        ("d@example.net", None, "From:To:"),
+        ("nobody@example.net", Some("550 5.7.1 recipient <nobody@example.net> black listed #139".to_string()), "To:"),
+        ("later@example.net", Some("450 4.7.1 recipient <later@example.net> temporary failure #818".to_string()), "To:"),
+        ("boss@example.net", None, "To:"),
+    ] {
+        let r = c.command(&Command::Rcpt { recipient: format!("<{rcpt}>"), params: vec![] }).await.unwrap();
+        match answer {
+            Some(text) => assert_eq!(reply(&r), format!("{text} {sid}"), "{rcpt}"),
+            None => assert_eq!(r, vec![Response::Continue], "{rcpt}"),
+        }
+        d.wait_for(&format!("{sid} #2054 access {tag}{rcpt}: found "), 1).await;
+    }
+    d.wait_for(&format!("{sid} #134 {host} recipient <vip@example.net> white listed (connect:192.0.2.80:to:vip@example.net)"), 1)
+        .await;
+    d.wait_for(&format!("{sid} #136 {sender} recipient <d@example.net> white listed (from:a@x.example:to:d@example.net)"), 1)
+        .await;
+    d.wait_for(&format!("{sid} #138 recipient <boss@example.net> white listed (to:boss@example.net)"), 1).await;
+}
+
+/// A zone of weight 0 counts for nothing: when it lists the client beside the list that does
+/// the refusing, the reply and the #523 line name the refusing list, not the informational one.
+#[tokio::test]
+async fn the_refusal_names_the_list_that_listed_not_a_weight_0_zone() {
+    let dns = TestDns::builder()
+        .zone("info.test")
+        .zone("bl.test")
+        .listed("192.0.2.2", "info.test", "127.0.0.2")
+        .listed("192.0.2.2", "bl.test", "127.0.0.2")
+        .start()
+        .await;
+    let d = daemon(&dns, "dns-bl = [\"info.test*0\", \"bl.test\"]").await;
+    let mut c = d.client().await;
+    let got = open_session(&mut c, "[192.0.2.2]", "192.0.2.2", "spam.example").await;
+    let sid = d.grep("#637 start")[0].split(' ').next().unwrap().to_string();
+    assert_eq!(reply(&got[..1]), format!("550 5.7.0 [192.0.2.2]:4711 black listed by bl.test. #525 {sid}"));
+    d.wait_for(&format!("{sid} #523 dns-bl found 192.0.2.2 bl.test."), 1).await;
+}
+
+/// The list debug lines (verbose word rbl) say what each list answered, and "not listed" only
+/// when no list listed the client and none failed.
+#[tokio::test]
+async fn list_debug_lines_say_not_listed_only_when_nothing_was_found() {
+    let dns =
+        TestDns::builder().zone("bl.test").listed("192.0.2.2", "bl.test", "127.0.0.2").servfail("broken.test").start().await;
+    let d = daemon(&dns, "dns-wl = [\"broken.test\"]\ndns-bl = [\"bl.test\"]\nverbose = \"info,rbl\"").await;
+    for ip in ["192.0.2.1", "192.0.2.2"] {
+        let mut c = d.client().await;
+        open_session(&mut c, "h.example", ip, "h.example").await;
+        c.command(&Command::Quit).await.unwrap();
+    }
+    d.wait_for("#721 end", 2).await;
+    d.wait_for("#2056 dns-bl 192.0.2.1 (every list): not listed", 1).await;
+    d.wait_for("#2056 dns-bl 192.0.2.2 bl.test.: listed 127.0.0.2 (weight 1)", 1).await;
+    for ip in ["192.0.2.1", "192.0.2.2"] {
+        d.wait_for(&format!("#2056 dns-wl {ip} broken.test.: failed: SERVFAIL"), 1).await;
+        assert!(d.grep(&format!("#2056 dns-wl {ip} (every list)")).is_empty(), "{:?}", d.grep("#2056"));
+    }
+    assert!(d.grep("#2056 dns-bl 192.0.2.2 (every list)").is_empty(), "{:?}", d.grep("#2056"));
+}

@@ -236,3 +236,182 @@ async fn every_message_of_a_connection_reports_both_spf_results() {
     }
     assert!(lines.iter().any(|l| l.contains("<u3@good.test>") && l.contains("spf-mail=Pass spf-helo=None")), "{lines:?}");
 }
+
+/// Whether an MX host is usable is decided by the special-use range its address falls in. Inside
+/// a range the sender is refused (553 #439: no reply could ever reach it); a public address just
+/// outside the range takes mail, so a range drawn too wide would refuse a legitimate sender for
+/// good.
+#[tokio::test]
+async fn special_use_ranges_decide_at_their_edges() {
+    let cases: &[(&str, &str, bool)] = &[
+        ("ietf", "192.0.0.8", false),
+        ("ietf-top", "192.0.0.255", false),
+        ("ietf-next", "192.0.1.25", true),
+        ("ietf-other", "192.1.0.25", true),
+        ("bench-top", "198.19.255.254", false),
+        ("bench-below", "198.17.255.254", true),
+        ("bench-above", "198.20.0.25", true),
+        ("shared-top", "100.127.255.254", false),
+        ("shared-below", "100.63.255.254", true),
+        ("discard6", "100::25", false),
+        ("teredo", "2001::25", false),
+        ("ietf6-top", "2001:1ff:ffff::25", false),
+        ("ietf6-next", "2001:200::25", true),
+        ("public6", "2001:4860:4860::8888", true),
+        ("doc6-next", "2001:db9::25", true),
+    ];
+    let mut builder = TestDns::builder().zone("test");
+    for (label, addr, _) in cases {
+        let host = format!("mx.{label}.test");
+        builder = builder.mx(&format!("{label}.test"), 10, &host);
+        builder = if addr.contains(':') { builder.aaaa(&host, addr) } else { builder.a(&host, addr) };
+    }
+    let dns = builder.start().await;
+    let d = daemon(&dns, "").await;
+    for (n, (label, addr, usable)) in cases.iter().enumerate() {
+        let (r, sid) = mail_from(&d, &format!("64.0.3.{}", n + 1), "c.example", &format!("<a@{label}.test>")).await;
+        if *usable {
+            assert_eq!(r, vec![Response::Continue], "MX at {addr} is usable");
+        } else {
+            assert_eq!(
+                reply(&r),
+                format!("553 5.1.8 sender <a@{label}.test> from {label}.test MX invalid #439 {sid}"),
+                "MX at {addr} can never answer"
+            );
+        }
+    }
+}
+
+/// A bounce (null sender) is never refused by the MX check, whatever its HELO domain answers: a
+/// lookup that fails (SERVFAIL, timeout) is logged (#435) and nothing else, and a domain without
+/// a usable MX is not a reason either. Refusing bounces would lose delivery reports.
+#[tokio::test]
+async fn null_sender_is_never_refused_when_the_helo_lookup_fails() {
+    let dns = mx_dns().await;
+    let d = daemon(&dns, "").await;
+    let cases = [
+        ("192.0.2.40", "mail.broken.test", Some("#435 MX mail.broken.test error SERVFAIL")),
+        ("192.0.2.41", "mail.slow.test", Some("#435 MX mail.slow.test error timeout")),
+        ("192.0.2.42", "nullmx.test", None),
+        ("192.0.2.43", "private.test", None),
+        ("192.0.2.44", "partial.test", None),
+    ];
+    for (ip, helo, line) in cases {
+        let (r, sid) = mail_from(&d, ip, helo, "<>").await;
+        assert_eq!(r, vec![Response::Continue], "HELO {helo}");
+        if let Some(line) = line {
+            d.wait_for(&format!("{sid} {line}"), 1).await;
+        }
+        let sender = d.wait_for(&format!("{sid} #717 sender <>"), 1).await;
+        assert!(sender[0].ends_with(" x=\"\""), "{sender:?}");
+    }
+    assert!(d.grep("#436").is_empty() && d.grep("#438").is_empty() && d.grep("#906").is_empty(), "no refusal lines");
+}
+
+/// With mail-require-mx off, a failing MX lookup is told (#435) and the sender goes on: no check
+/// answers MAIL, and none tries to (an answer at a step promised silent is an internal error).
+#[tokio::test]
+async fn switched_off_a_failing_lookup_only_informs() {
+    let dns = mx_dns().await;
+    let d = TestDaemon::start(&format!("dns-servers = [\"{}\"]\ndns-timeout = 1\nmail-require-mx = false", dns.addr())).await;
+    for (ip, sender, line) in [
+        ("192.0.2.45", "<a@broken.test>", "#435 MX broken.test error SERVFAIL"),
+        ("192.0.2.46", "<a@slow.test>", "#435 MX slow.test error timeout"),
+        ("192.0.2.47", "<a@nullmx.test>", "#717 sender <a@nullmx.test>"),
+        ("192.0.2.48", "<a@private.test>", "#717 sender <a@private.test>"),
+    ] {
+        let (_, sid) = mail_from(&d, ip, "c.example", sender).await;
+        d.wait_for(&format!("{sid} {line}"), 1).await;
+        let told = d.wait_for(&format!("{sid} #717 sender {sender}"), 1).await;
+        assert!(told[0].ends_with(" x=\"\""), "{told:?}");
+    }
+    assert!(d.grep("#539").is_empty(), "{:?}", d.grep("#539"));
+}
+
+/// An address without a domain (`<user@>`, `<user@.>`, `<postmaster>`) has nothing to verify:
+/// no lookup is made (no #435) and the sender is not refused.
+#[tokio::test]
+async fn a_sender_without_a_domain_is_not_looked_up() {
+    let dns = mx_dns().await;
+    let d = daemon(&dns, "verbose = \"info,mx\"").await;
+    for (ip, sender) in [("192.0.2.50", "<user@>"), ("192.0.2.51", "<user@.>"), ("192.0.2.52", "<postmaster>")] {
+        let (r, sid) = mail_from(&d, ip, "c.example", sender).await;
+        assert_eq!(r, vec![Response::Continue], "{sender}");
+        d.wait_for(&format!("{sid} #717 sender {sender}"), 1).await;
+        assert!(d.grep(&format!("{sid} #2058")).is_empty(), "{sender}: {:?}", d.grep("#2058"));
+        assert!(d.grep(&format!("{sid} #435")).is_empty(), "{sender}: {:?}", d.grep("#435"));
+    }
+}
+
+/// The MX debug line (verbose word mx) tells a null MX from an MX list that holds no usable host:
+/// a postmaster asking why a domain was refused with #439 learns which of the two it was.
+#[tokio::test]
+async fn the_debug_line_names_a_null_mx() {
+    let dns = mx_dns().await;
+    let d = daemon(&dns, "verbose = \"info,mx\"").await;
+    let (_, sid) = mail_from(&d, "192.0.2.53", "c.example", "<a@nullmx.test>").await;
+    d.wait_for(&format!("{sid} #2058 MX nullmx.test: NullMx"), 1).await;
+    let (_, sid) = mail_from(&d, "192.0.2.54", "c.example", "<a@private.test>").await;
+    d.wait_for(&format!("{sid} #2058 MX private.test: Hosts {{ addresses: [127.0.0.1, 10.0.0.1], failed: false }}"), 1).await;
+}
+
+/// Whether the client is a backup MX of ours matters only to greylisting: with greylisting off a
+/// recipient costs no DNS question and the client is not flagged.
+#[tokio::test]
+async fn backup_mx_is_not_looked_up_when_greylisting_is_off() {
+    let dns = TestDns::builder()
+        .zone("test")
+        .mx("ours.test", 10, "backup.ours.test")
+        .a("backup.ours.test", "64.0.2.20")
+        .mx("good.test", 10, "mx1.good.test")
+        .a("mx1.good.test", "64.0.2.25")
+        .start()
+        .await;
+    for extra in ["grey-key = \"\"", "grey-key = \"ptr,mail,rcpt\"\ngrey-temp-fail-period = 0"] {
+        let d =
+            TestDaemon::start(&format!("dns-servers = [\"{}\"]\ndns-timeout = 1\nmail-require-mx = false\n{extra}", dns.addr()))
+                .await;
+        let mut c = d.client().await;
+        open_session(&mut c, "backup.ours.test", "64.0.2.20", "backup.ours.test").await;
+        c.command(&Command::Mail { sender: "<a@good.test>".into(), params: vec![] }).await.unwrap();
+        d.wait_for("#717 sender <a@good.test>", 1).await;
+        let asked = dns.queries();
+        c.command(&Command::Rcpt { recipient: "<b@ours.test>".into(), params: vec![] }).await.unwrap();
+        c.command(&Command::Quit).await.unwrap();
+        let end = d.wait_for("#721 end", 1).await;
+        assert_eq!(dns.queries(), asked, "{extra}: RCPT asked the DNS");
+        assert!(!end[0].contains("2nd_mx"), "{extra}: {end:?}");
+        assert!(d.grep("#2050").is_empty(), "{extra}");
+    }
+}
+
+/// The backup-MX question is asked once per recipient domain and connection: further recipients
+/// of a domain already answered cost nothing, not even a debug line (verbose word mx).
+#[tokio::test]
+async fn each_recipient_domain_is_asked_once_per_connection() {
+    let dns = TestDns::builder()
+        .zone("test")
+        .mx("ours.test", 10, "mx1.ours.test")
+        .a("mx1.ours.test", "64.0.2.10")
+        .mx("other.test", 10, "mx1.other.test")
+        .a("mx1.other.test", "64.0.2.11")
+        .mx("good.test", 10, "mx1.good.test")
+        .a("mx1.good.test", "64.0.2.25")
+        .start()
+        .await;
+    let d = TestDaemon::start(&format!(
+        "dns-servers = [\"{}\"]\ndns-timeout = 1\nmail-require-mx = false\ngrey-key = \"ptr,mail,rcpt\"\nverbose = \"info,mx\"",
+        dns.addr()
+    ))
+    .await;
+    let mut c = d.client().await;
+    open_session(&mut c, "relay.example", "64.0.2.99", "relay.example").await;
+    c.command(&Command::Mail { sender: "<a@good.test>".into(), params: vec![] }).await.unwrap();
+    for rcpt in ["<b@ours.test>", "<c@ours.test>", "<d@other.test>", "<e@Ours.Test>", "<f@other.test>"] {
+        c.command(&Command::Rcpt { recipient: rcpt.into(), params: vec![] }).await.unwrap();
+    }
+    c.command(&Command::Quit).await.unwrap();
+    d.wait_for("#721 end", 1).await;
+    assert_eq!(d.grep("#2058 MX ours.test: ").len(), 1, "{:?}", d.grep("#2058"));
+    assert_eq!(d.grep("#2058 MX other.test: ").len(), 1, "{:?}", d.grep("#2058"));
+}

@@ -453,6 +453,10 @@ mod tests {
         assert!(zone.accepts(ip4("0.0.0.2")));
         assert!(!zone.accepts(ip4("0.0.0.0")), "a zero answer fails the mask");
         assert!(zone.accepts(ip4("127.0.1.2")), "DBL codes other than 127.0.1.255 count");
+        // Only 127.255.255.0/24 is the lists' error space: codes beside it are listings.
+        for code in ["127.0.255.2", "127.255.0.2", "127.255.254.2", "127.254.255.2"] {
+            assert!(zone.accepts(ip4(code)), "{code}");
+        }
         // Even a filter that explicitly allows them cannot make them count.
         assert!(!parse_zone("x.test=127.255.255.[0..255]").unwrap().accepts(ip4("127.255.255.254")));
     }
@@ -502,6 +506,8 @@ mod tests {
             ("x.test=127.0.0.2..5", "four octets"),
             ("x.test=127.0.0.2;5", "brackets"),
             ("x.test=127.0.0.x", "not a number"),
+            ("x.test=127.0.0.+2", "not a number"),
+            ("x.test=127.0.0.[+2..4]", "not a number"),
             ("x.test=", "four octets"),
             ("x.test*", "weight"),
             ("x.test*two", "weight"),
@@ -518,6 +524,22 @@ mod tests {
         let too_long = vec!["abcdefghi"; 30].join(".");
         assert!(parse_zone(&too_long).unwrap_err().contains("not a valid domain name"));
         assert!(parse_list("ok.test x.test/0").unwrap_err().contains("\"x.test/0\""));
+    }
+
+    /// Zone names are held to the DNS's own limits and no tighter: a 63-octet label and a
+    /// 253-octet name are valid, one octet more is not.
+    #[test]
+    fn zone_names_at_the_dns_limits() {
+        let label63 = format!("{}.test", "a".repeat(63));
+        assert_eq!(parse_zone(&label63).unwrap().suffix(), label63);
+        // 3 labels of 63, one of 61: 63*3 + 61 + 3 dots = 253 octets.
+        let name253 = format!("{0}.{0}.{0}.{1}", "b".repeat(63), "c".repeat(61));
+        assert_eq!(name253.len(), 253);
+        assert_eq!(parse_zone(&name253).unwrap().suffix(), name253);
+        assert_eq!(parse_zone(&format!("{name253}.")).unwrap().name, format!("{name253}."), "the final dot is not counted");
+        let name254 = format!("{0}.{0}.{0}.{1}", "b".repeat(63), "c".repeat(62));
+        assert_eq!(name254.len(), 254);
+        assert!(parse_zone(&name254).unwrap_err().contains("not a valid domain name"));
     }
 
     #[test]
@@ -547,6 +569,10 @@ mod tests {
         assert!(!result.listed(3));
         assert_eq!(result.first_hit(), Some("bl.test"));
         assert_eq!(result.reported().map(|h| h.weight), Some(1));
+
+        // A weight-0 zone (listed for information) is not what listed the subject either.
+        let info_first = ListResult { hits: vec![hit("info.test", 0), hit("bl.test", 1)], score: 1, failed: vec![] };
+        assert_eq!(info_first.first_hit(), Some("bl.test"));
 
         let only_allow = ListResult { hits: vec![hit("wl.test", -2)], score: -2, failed: vec![] };
         assert!(!only_allow.listed(DEFAULT_THRESHOLD));

@@ -274,6 +274,72 @@ mod tests {
         }
     }
 
+    /// Each special-use range is held at both ends, and the public addresses on either side of it
+    /// stay usable: a range drawn one bit too wide would refuse a legitimate sender's domain for
+    /// good (553 #439), one drawn too narrow would accept an MX that can never answer.
+    #[test]
+    fn special_use_ranges_end_where_they_end() {
+        let inside = [
+            "192.0.0.0",
+            "192.0.0.8",
+            "192.0.0.255",
+            "198.18.0.0",
+            "198.19.255.255",
+            "100.64.0.0",
+            "100.127.255.255",
+            "255.255.255.255",
+            "0.0.0.0",
+            "100::",
+            "100::ffff:ffff:ffff:ffff",
+            "2001::",
+            "2001::1",
+            "2001:1ff:ffff:ffff::1",
+            "2001:db8:ffff::1",
+            "fdff::1",
+            "febf::1",
+            "ff02::1",
+            "::",
+            "::ffff:192.0.0.8",
+            "::ffff:198.18.0.1",
+        ];
+        for ip in inside {
+            assert!(is_restricted(ip.parse().unwrap()), "{ip} is special-use");
+        }
+        let public = [
+            // around 192.0.0.0/24 (192.0.2.0/24 is documentation, tested above)
+            "192.0.1.1",
+            "192.1.0.1",
+            "191.255.255.1",
+            "193.0.0.1",
+            "8.0.0.1",
+            // around 198.18.0.0/15
+            "198.17.255.255",
+            "198.20.0.1",
+            "199.18.0.1",
+            "17.18.0.1",
+            // around 100.64.0.0/10
+            "100.63.255.255",
+            "99.64.0.1",
+            // below 224.0.0.0/4 and 240.0.0.0/4, above 0.0.0.0/8
+            "223.255.255.254",
+            "1.0.0.1",
+            // around 2001::/23 and 2001:db8::/32
+            "2001:200::1",
+            "2001:4860:4860::8888",
+            "2001:db7::1",
+            "2001:db9::1",
+            // public addresses sharing 100::/64's zero segments, or fc00::/7's and fe80::/10's
+            // leading bits in other positions
+            "2a00::1",
+            "2a00:1450::1",
+            "2a0c:fe80::1",
+            "::ffff:192.0.1.1",
+        ];
+        for ip in public {
+            assert!(!is_restricted(ip.parse().unwrap()), "{ip} is a public address");
+        }
+    }
+
     #[test]
     fn local_domains_match_by_label() {
         let locals = vec!["example.net".to_string()];
