@@ -376,11 +376,7 @@ impl Dns {
 /// The name servers of the system configuration (`/etc/resolv.conf`), as the resolver reads them.
 fn system_servers() -> Vec<SocketAddr> {
     let Ok((config, _)) = hickory_resolver::system_conf::read_system_conf() else { return Vec::new() };
-    config
-        .name_servers()
-        .iter()
-        .map(|ns| SocketAddr::new(ns.ip, ns.connections.first().map(|c| c.port).unwrap_or(53)))
-        .collect()
+    config.name_servers().iter().map(|ns| SocketAddr::new(ns.ip, ns.connections.first().map(|c| c.port).unwrap_or(53))).collect()
 }
 
 /// An answer as a debug line shows it: the records (at most 8), NODATA or NXDOMAIN.

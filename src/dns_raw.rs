@@ -203,10 +203,7 @@ mod tests {
     fn an_empty_record_is_a_record_of_no_strings() {
         let m = answer(7, 0, &[(16, b"\x0bv=spf1 ip4:\x0e192.0.2.5 -all"), (16, b""), (5, b"\xc0\x0c")]);
         let got = parse_answer(&m, &7u16.to_be_bytes());
-        assert_eq!(
-            got,
-            RawTxt::Records(vec![vec![b"v=spf1 ip4:".to_vec(), b"192.0.2.5 -all".to_vec()], vec![]], 300)
-        );
+        assert_eq!(got, RawTxt::Records(vec![vec![b"v=spf1 ip4:".to_vec(), b"192.0.2.5 -all".to_vec()], vec![]], 300));
     }
 
     #[test]

@@ -47,17 +47,18 @@ async fn a_retry_from_another_address_the_domain_authorises_passes() {
     // Without SPF Pass (Neutral), the client part is smtpf's: here the verified PTR's suffix.
     assert!(greylisted(&data_from(&d, "192.0.2.5", "<x@soft.test>").await));
     let line = d.wait_for("{grey:", 2).await;
-    assert!(line.iter().any(|l| l.contains("#387 grey listed {grey:mta.pool-example.com,x@soft.test,bob@example.net}")), "{line:?}");
+    assert!(
+        line.iter().any(|l| l.contains("#387 grey listed {grey:mta.pool-example.com,x@soft.test,bob@example.net}")),
+        "{line:?}"
+    );
 }
 
 #[tokio::test]
 async fn off_gives_smtpfs_key() {
     let dns = pool_dns().await;
-    let d = TestDaemon::start(&format!(
-        "dns-servers = [\"{}\"]\ngrey-key = \"ip,mail,rcpt\"\ngrey-spf-identity = false",
-        dns.addr()
-    ))
-    .await;
+    let d =
+        TestDaemon::start(&format!("dns-servers = [\"{}\"]\ngrey-key = \"ip,mail,rcpt\"\ngrey-spf-identity = false", dns.addr()))
+            .await;
     assert!(greylisted(&data_from(&d, "198.51.100.1", "<news@pool.test>").await));
     d.running().shared().advance_clock(700);
     assert!(greylisted(&data_from(&d, "198.51.100.77", "<news@pool.test>").await), "another address is another tuple");

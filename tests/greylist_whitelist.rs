@@ -26,7 +26,11 @@ async fn listed_clients_and_recipients_are_not_greylisted() {
     let dir = tempfile::tempdir().unwrap();
     let clients = dir.path().join("whitelist_clients");
     let recipients = dir.path().join("whitelist_recipients");
-    std::fs::write(&clients, "# postgrey format\nbigbank.com\n/^mx[0-9]+\\.lists\\.example\\.net$/\n198.51.100.0/24\n203.0.113\nnot a name\n").unwrap();
+    std::fs::write(
+        &clients,
+        "# postgrey format\nbigbank.com\n/^mx[0-9]+\\.lists\\.example\\.net$/\n198.51.100.0/24\n203.0.113\nnot a name\n",
+    )
+    .unwrap();
     std::fs::write(&recipients, "postmaster@\nexample.org\n").unwrap();
     let d = TestDaemon::start(&format!(
         "grey-key = \"ip,mail,rcpt\"\ngrey-whitelist-clients = [\"{}\"]\ngrey-whitelist-recipients = \"{}\"",
@@ -66,12 +70,21 @@ fn check_config_names_skipped_lines_and_a_missing_file_stops_it() {
     let list = dir.path().join("wl");
     std::fs::write(&list, "example.com\nbad line\n").unwrap();
     let (_sock, config) = common::config_file(dir.path(), &format!("grey-whitelist-clients = \"{}\"\n", list.display()));
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_smtpf-milter")).args(["--config", config.to_str().unwrap(), "check-config"]).output().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_smtpf-milter"))
+        .args(["--config", config.to_str().unwrap(), "check-config"])
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
-    assert!(err.contains(&format!("#2064 grey-whitelist {}:2: \"bad line\" does not look like a host name", list.display())), "{err}");
+    assert!(
+        err.contains(&format!("#2064 grey-whitelist {}:2: \"bad line\" does not look like a host name", list.display())),
+        "{err}"
+    );
     let (_sock, config) = common::config_file(dir.path(), "grey-whitelist-recipients = \"/nonexistent/wl\"\n");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_smtpf-milter")).args(["--config", config.to_str().unwrap(), "check-config"]).output().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_smtpf-milter"))
+        .args(["--config", config.to_str().unwrap(), "check-config"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("grey-whitelist: /nonexistent/wl: No such file or directory (2)"));
 }

@@ -350,7 +350,11 @@ async fn ireject_refuses_at_once_even_with_smtp_delay_checks() {
 
 /// Opens a session for a client whose PTR name is not forward-confirmed, the way Postfix tells
 /// it: host name `unknown`, `{client_resolve}` FORGED and the PTR in `{client_ptr}`.
-async fn open_forged(c: &mut smtpf_milter::milter::client::MtaClient<tokio::net::UnixStream>, ptr: &str, ip: &str) -> Vec<Response> {
+async fn open_forged(
+    c: &mut smtpf_milter::milter::client::MtaClient<tokio::net::UnixStream>,
+    ptr: &str,
+    ip: &str,
+) -> Vec<Response> {
     use smtpf_milter::milter::client::{POSTFIX_ACTIONS, POSTFIX_PROTOCOL};
     use smtpf_milter::milter::codec::Family;
     c.negotiate(6, POSTFIX_ACTIONS, POSTFIX_PROTOCOL).await.unwrap();
@@ -376,7 +380,8 @@ async fn connect_name_keys_refuse_unconfirmed_ptrs_but_do_not_white_list_them() 
          From:x.example                  REJECT\n",
     );
     let d = TestDaemon::start(&format!("access-map = \"{}\"", map.display())).await;
-    let sid_of = |d: &TestDaemon, ip: &str| -> String { d.grep(&format!("[{ip}]:4711"))[0].split(' ').next().unwrap().to_string() };
+    let sid_of =
+        |d: &TestDaemon, ip: &str| -> String { d.grep(&format!("[{ip}]:4711"))[0].split(' ').next().unwrap().to_string() };
 
     let mut c = d.client().await;
     let got = open_forged(&mut c, "dsl-7.pool.spam.example", "198.51.100.7").await;

@@ -632,7 +632,12 @@ async fn an_acl_user_limited_to_the_prefix_is_enough() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_full_redis_refusing_writes_is_one_outage_not_one_per_message() {
     let r = redis_or_skip!("a_full_redis_refusing_writes_is_one_outage_not_one_per_message");
-    let d = TestDaemon::start(&redis_toml(&r, "oom:", "grey-key = \"mail,rcpt\"\ngrey-auto-whitelist-clients = 0\ncache-timeout = \"1s\"\n")).await;
+    let d = TestDaemon::start(&redis_toml(
+        &r,
+        "oom:",
+        "grey-key = \"mail,rcpt\"\ngrey-auto-whitelist-clients = 0\ncache-timeout = \"1s\"\n",
+    ))
+    .await;
     let mut admin = r.client().await;
     // Full, with nothing to evict: reads work, every write is refused (OOM).
     redis::cmd("CONFIG").arg("SET").arg("maxmemory-policy").arg("noeviction").query_async::<()>(&mut admin).await.unwrap();

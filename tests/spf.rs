@@ -537,11 +537,8 @@ async fn domain_specs_with_colons_slashes_and_spaces_are_looked_up() {
 /// made of two strings is read as their concatenation.
 #[tokio::test]
 async fn a_txt_record_of_no_strings_is_ignored() {
-    let server = TestDns::builder()
-        .txt_parts("null.test", &["v=spf1 ip4:", "192.0.2.5 -all"])
-        .txt_empty("null.test")
-        .start()
-        .await;
+    let server =
+        TestDns::builder().txt_parts("null.test", &["v=spf1 ip4:", "192.0.2.5 -all"]).txt_empty("null.test").start().await;
     let dns = dns(&server, TIMEOUT);
     assert_eq!(mail(&dns, "192.0.2.5", "null.test").await, SpfResult::Pass);
     assert_eq!(mail(&dns, "192.0.2.6", "null.test").await, SpfResult::Fail);

@@ -57,7 +57,9 @@ impl Session {
         if let Some(list) = &policy.grey_whitelist {
             let who = client_info.describe();
             let exempt = list.client(client_info.name.as_deref(), ip).map(|o| (who, o.clone())).or_else(|| {
-                tx.recipients.iter().find_map(|r| list.recipient(bare_address(r)).map(|o| (format!("recipient <{}>", bare_address(r)), o.clone())))
+                tx.recipients.iter().find_map(|r| {
+                    list.recipient(bare_address(r)).map(|o| (format!("recipient <{}>", bare_address(r)), o.clone()))
+                })
             });
             if let Some((what, origin)) = exempt {
                 self.emit(&catalog::GREY_WHITELISTED, &[&what, &origin]);
@@ -93,9 +95,10 @@ impl Session {
         // SPF identity: the sender's domain vouches for this address, so it stands for the client
         // (once, whichever host words the key has), and any address it authorises matches.
         let spf_domain = match (&self.tx, cfg.grey_spf_identity && self.spf_mail == Some(SpfResult::Pass)) {
-            (Some(tx), true) => {
-                bare_address(&tx.sender).rsplit_once('@').map(|(_, d)| d.trim_end_matches('.').to_ascii_lowercase()).filter(|d| !d.is_empty())
-            }
+            (Some(tx), true) => bare_address(&tx.sender)
+                .rsplit_once('@')
+                .map(|(_, d)| d.trim_end_matches('.').to_ascii_lowercase())
+                .filter(|d| !d.is_empty()),
             _ => None,
         };
         let not_the_host = [client::FORGED, client::IP_IN_PTR, client::PTR_MULTIDOMAIN];

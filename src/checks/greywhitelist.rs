@@ -155,7 +155,13 @@ fn pattern(entry: &str) -> Option<Result<Regex, String>> {
     if inner.is_empty() || inner.contains(char::is_whitespace) {
         return None;
     }
-    Some(regex::RegexBuilder::new(inner).case_insensitive(true).size_limit(1 << 20).build().map_err(|e| format!("bad regular expression: {e}")))
+    Some(
+        regex::RegexBuilder::new(inner)
+            .case_insensitive(true)
+            .size_limit(1 << 20)
+            .build()
+            .map_err(|e| format!("bad regular expression: {e}")),
+    )
 }
 
 fn client_rule(entry: &str) -> Result<ClientRule, String> {
@@ -236,7 +242,13 @@ mod tests {
     fn client_forms_match_as_postgrey_reads_them() {
         let mut w = GreyWhitelist::default();
         let warnings = w.add_clients(CLIENTS, "wl");
-        assert_eq!(warnings, vec!["wl:10: \"bad entry here\" does not look like a host name; line skipped".to_string(), "wl:11: \"/unclosed\" does not look like a host name; line skipped".to_string()]);
+        assert_eq!(
+            warnings,
+            vec![
+                "wl:10: \"bad entry here\" does not look like a host name; line skipped".to_string(),
+                "wl:11: \"/unclosed\" does not look like a host name; line skipped".to_string()
+            ]
+        );
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
         let hit = |name: Option<&str>, addr: &str| w.client(name, ip(addr)).map(|o| o.line);
         assert_eq!(hit(Some("mail.bigbank.example"), "192.0.2.1"), Some(2));

@@ -293,7 +293,10 @@ impl Session {
         }
         if self.debugging(&catalog::DEBUG_RBL) {
             for hit in &r.hits {
-                self.emit(&catalog::DEBUG_RBL, &[&option, &name, &hit.zone, &format_args!("listed {} (weight {})", hit.answer, hit.weight)]);
+                self.emit(
+                    &catalog::DEBUG_RBL,
+                    &[&option, &name, &hit.zone, &format_args!("listed {} (weight {})", hit.answer, hit.weight)],
+                );
             }
             for (zone, why) in r.failures() {
                 self.emit(&catalog::DEBUG_RBL, &[&option, &name, &zone, &format_args!("failed: {why}")]);

@@ -82,7 +82,10 @@ enum MxAnswer {
     Failed(String),
     /// The hosts' addresses (all of them, special-purpose ranges included), and whether some
     /// host's address lookup failed.
-    Hosts { addresses: Vec<IpAddr>, failed: bool },
+    Hosts {
+        addresses: Vec<IpAddr>,
+        failed: bool,
+    },
 }
 
 /// Looks up a domain's mail exchangers and their addresses (a domain without MX records is its

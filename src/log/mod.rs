@@ -44,10 +44,49 @@ pub const VERBOSE_WORDS: &[&str] =
 /// subjects, the scanners, ...): accepted, so that an smtpf setting such as its default
 /// `info,smtp=1,tls` loads, and reported as ignored.
 pub const SMTPF_ONLY_VERBOSE_WORDS: &[&str] = &[
-    "attachment", "auth", "avastd", "clamd", "cli", "click", "connect", "ctasd", "data", "db", "digest", "emew",
-    "fpscand", "headers", "helo", "ixhash", "kvm", "lua", "mail", "mail-bl", "mutex", "noop", "p0f", "rate", "rcpt",
-    "reply", "rset", "sav", "savdid", "save", "siq", "size", "smtp", "socket", "spamd", "stats", "subject",
-    "timelimitrcpt", "timers", "tls", "trace", "valgrind", "warn",
+    "attachment",
+    "auth",
+    "avastd",
+    "clamd",
+    "cli",
+    "click",
+    "connect",
+    "ctasd",
+    "data",
+    "db",
+    "digest",
+    "emew",
+    "fpscand",
+    "headers",
+    "helo",
+    "ixhash",
+    "kvm",
+    "lua",
+    "mail",
+    "mail-bl",
+    "mutex",
+    "noop",
+    "p0f",
+    "rate",
+    "rcpt",
+    "reply",
+    "rset",
+    "sav",
+    "savdid",
+    "save",
+    "siq",
+    "size",
+    "smtp",
+    "socket",
+    "spamd",
+    "stats",
+    "subject",
+    "timelimitrcpt",
+    "timers",
+    "tls",
+    "trace",
+    "valgrind",
+    "warn",
 ];
 
 /// Which optional lines are written (smtpf's `verbose` option).
@@ -79,7 +118,10 @@ impl Verbose {
             };
             let (word, on) = match word.split_once('=') {
                 Some((w, level)) => {
-                    let level: u32 = level.trim().parse().map_err(|_| format!("verbose word \"{raw}\": the level after = must be a number"))?;
+                    let level: u32 = level
+                        .trim()
+                        .parse()
+                        .map_err(|_| format!("verbose word \"{raw}\": the level after = must be a number"))?;
                     (w, on && level > 0)
                 }
                 None => (word, on),
@@ -281,8 +323,7 @@ impl Logger {
     pub fn new(target: &Target, verbose: Verbose) -> Logger {
         let dropped = Arc::new(AtomicU64::new(0));
         let (sink, fallback_reason) = Self::open_sink(target, &dropped);
-        let logger =
-            Logger { inner: Arc::new(LoggerInner::new(sink, verbose, dropped)) };
+        let logger = Logger { inner: Arc::new(LoggerInner::new(sink, verbose, dropped)) };
         if let Some(reason) = fallback_reason {
             logger.emit(&catalog::LOG_TARGET_ERROR, None, &[&"syslog", &reason]);
         }
@@ -307,9 +348,8 @@ impl Logger {
     /// A logger that keeps lines in memory; returns the shared buffer.
     pub fn memory(verbose: Verbose) -> (Logger, Arc<Mutex<Vec<String>>>) {
         let lines = Arc::new(Mutex::new(Vec::new()));
-        let logger = Logger {
-            inner: Arc::new(LoggerInner::new(Sink::Memory(lines.clone()), verbose, Arc::new(AtomicU64::new(0)))),
-        };
+        let logger =
+            Logger { inner: Arc::new(LoggerInner::new(Sink::Memory(lines.clone()), verbose, Arc::new(AtomicU64::new(0)))) };
         (logger, lines)
     }
 

@@ -168,8 +168,11 @@ impl Listener {
             SocketSpec::Unix(path) => {
                 let prepared = prepare_unix_path(path, owner)?;
                 let listener = UnixListener::bind(path).map_err(|e| format!("bind: {}", os_error(&e)))?;
-                std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-                    .map_err(|e| ListenError::Chmod { path: path.clone(), mode, error: os_error(&e) })?;
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|e| ListenError::Chmod {
+                    path: path.clone(),
+                    mode,
+                    error: os_error(&e),
+                })?;
                 if let Some((uid, gid)) = owner {
                     nix::unistd::chown(path, Some(uid), Some(gid)).map_err(|e| chown_error(path, uid, gid, e))?;
                 }

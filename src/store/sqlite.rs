@@ -43,8 +43,8 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
 use tokio::sync::oneshot;
 
 use super::{unix_now, PrefixStats, Record, StoreCounters, StoreError};
-use crate::sync::lock;
 use crate::log::os_error;
+use crate::sync::lock;
 
 mod cache;
 mod filter;
@@ -312,8 +312,9 @@ impl SqliteStore {
         let options = options.normalized();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             if !dir.exists() {
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| StoreError::Unavailable(format!("cannot create directory {}: {}", dir.display(), os_error(&e))))?;
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    StoreError::Unavailable(format!("cannot create directory {}: {}", dir.display(), os_error(&e)))
+                })?;
             } else if !dir.is_dir() {
                 return Err(StoreError::Unavailable(format!("{} is not a directory", dir.display())));
             }

@@ -277,7 +277,8 @@ fn key(name: &str) -> String {
 /// made of raw labels, as SPF macro expansions can produce.
 fn name_of(key: &str) -> Name {
     Name::from_ascii(format!("{key}.")).ok().filter(|_| !key.contains(' ')).unwrap_or_else(|| {
-        let mut name = Name::from_labels(key.split('.').map(str::as_bytes)).unwrap_or_else(|_| panic!("bad test DNS name {key:?}"));
+        let mut name =
+            Name::from_labels(key.split('.').map(str::as_bytes)).unwrap_or_else(|_| panic!("bad test DNS name {key:?}"));
         name.set_fqdn(true);
         name
     })
