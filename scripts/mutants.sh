@@ -23,7 +23,7 @@ declare -A reach=(
     [src/checks/mx.rs]="mx greylist verbose"
     [src/checks/dnslist.rs]="dnslist listing uribl verbose"
     [src/checks/dupmsg.rs]="greylist redis hostile verbose"
-    [src/checks/greylist.rs]="greylist redis hostile mx verbose"
+    [src/checks/greylist.rs]="greylist greylist_spf greylist_whitelist redis hostile mx verbose"
     [src/checks/listing.rs]="listing mx greylist verbose"
 )
 [ $# -eq 0 ] || files=("$@")
@@ -44,7 +44,7 @@ for file in "${files[@]}"; do
     report="$out/$(basename "$file" .rs)"
     echo "== cargo mutants --file $file (lib + ${reach[$file]})"
     rc=0
-    cargo mutants --file "$file" --timeout 90 --output "$report" "${args[@]}" || rc=$?
+    cargo mutants --file "$file" --profile mutants --timeout 90 --output "$report" "${args[@]}" || rc=$?
     # 0: every mutant caught; 2: some missed; 3: some timed out. Anything else: the run failed.
     if [ "$rc" -ne 0 ] && [ "$rc" -ne 2 ] && [ "$rc" -ne 3 ]; then
         summary+=("$file: cargo mutants exited $rc (see $report/mutants.out/debug.log)")
