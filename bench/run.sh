@@ -86,21 +86,8 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # ---- DNS ---------------------------------------------------------------------------------
-# 127.0.0.1:5399 in /proc/net/udp is "0100007F:1517".
-port_hex=$(printf '%04X' "$DNS_PORT")
-if grep -q "0100007F:$port_hex " /proc/net/udp 2>/dev/null; then
-    die "127.0.0.1:$DNS_PORT (UDP) is already in use; stop whatever listens there, or set DNS_PORT"
-fi
-# A copy, so that DNS_PORT can move it off 5399.
-sed "s/^\( *port:\).*/\1 $DNS_PORT/" bench/unbound.conf >"$work/unbound.conf"
-unbound -d -c "$work/unbound.conf" >"$work/unbound.log" 2>&1 &
-unbound_pid=$!
-for _ in $(seq 1 100); do
-    grep -q "0100007F:$port_hex " /proc/net/udp 2>/dev/null && break
-    kill -0 "$unbound_pid" 2>/dev/null || { cat "$work/unbound.log" >&2; die "unbound did not start"; }
-    sleep 0.1
-done
-grep -q "0100007F:$port_hex " /proc/net/udp 2>/dev/null || die "unbound does not listen on 127.0.0.1:$DNS_PORT"
+. bench/unbound.sh
+start_unbound "$work" "$DNS_PORT"
 
 # ---- access map and config ---------------------------------------------------------------
 # ~1000 entries of every common kind; none matches the bench's clients (198.51.100.0/24,

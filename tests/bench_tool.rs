@@ -1,6 +1,7 @@
 //! `milter-bench serve`, the null milter the benchmark and the end-to-end figures measure against:
 //! it must carry a whole MTA conversation, bind its socket as the daemon does (never taking over
-//! a running milter's socket or clobbering a file), and leave nothing behind when stopped.
+//! a running milter's socket or clobbering a file), and leave nothing behind when stopped. And
+//! `milter-bench delay`, the greylisting-delay benchmark: its figures must tell the settings apart.
 
 mod common;
 
@@ -87,4 +88,61 @@ fn serve_never_takes_over_a_live_socket_or_a_file() {
     let bad_mode = run_to_exit(&["serve", "--socket", &other, "--socket-mode", "0999"]);
     assert_eq!(bad_mode.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad_mode.stderr).contains("not an octal mode"));
+}
+
+/// Runs `milter-bench delay` (time scaled by 600: the daemon's 1 s period is 600 simulated s)
+/// against a daemon with the given big-sender settings, and returns its JSON report.
+async fn delay_run(spf_identity: bool, awl: u32) -> String {
+    let dns = common::dns::TestDns::builder()
+        .zone("org")
+        .zone("com")
+        .zone("net")
+        .txt("pool0.example.org", "v=spf1 ip4:198.18.0.0/15 -all")
+        .txt("corp0.example.com", "v=spf1 ip4:203.0.113.0/24 -all")
+        .txt("corp1.example.com", "v=spf1 ip4:203.0.113.0/24 -all")
+        .start()
+        .await;
+    let daemon = common::TestDaemon::start(&format!(
+        "dns-servers = [\"{}\"]\ngrey-key = \"ptr,mail,rcpt\"\ngrey-temp-fail-period = 1\n\
+         grey-spf-identity = {spf_identity}\ngrey-auto-whitelist-clients = {awl}\n",
+        dns.addr()
+    ))
+    .await;
+    let spec = format!("unix:{}", daemon.socket.display());
+    #[rustfmt::skip]
+    let args = [
+        "delay", "--socket", &spec, "--json", "--time-scale", "600", "--period", "1", "--window", "600",
+        "--give-up", "3600", "--providers", "1", "--pool-size", "200", "--pool-messages", "12",
+        "--mtas", "2", "--mta-messages", "6", "--bot-messages", "10", "--recipients", "4", "--seed", "3",
+    ];
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let out = tokio::task::spawn_blocking(move || Command::new(BENCH).args(args).output().unwrap()).await.unwrap();
+    let json = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{json} {}", String::from_utf8_lossy(&out.stderr));
+    json
+}
+
+/// The figures of one class from the report: (delivered_pct, by_first_retry_pct, delivered).
+fn class_figures(json: &str, class: &str) -> (f64, f64, u64) {
+    let v: serde_json::Value = serde_json::from_str(json).unwrap();
+    let c = v["classes"].as_array().unwrap().iter().find(|c| c["class"] == class).unwrap_or_else(|| panic!("{class} in {json}"));
+    (c["delivered_pct"].as_f64().unwrap(), c["by_first_retry_pct"].as_f64().unwrap(), c["delivered"].as_u64().unwrap())
+}
+
+/// The delay benchmark tells the settings apart the way the greylisting docs promise: with the SPF
+/// identity, every pool sender is through by its first retry after the period, although each
+/// retry comes from another address; with smtpf's keys most of them are not; bots that never
+/// retry get nothing through either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delay_bench_shows_pool_senders_through_on_first_retry_only_with_the_spf_identity() {
+    let (on, off) = tokio::join!(delay_run(true, 5), delay_run(false, 0));
+    let (pool_on, first_on, _) = class_figures(&on, "pool senders");
+    assert_eq!((pool_on, first_on), (100.0, 100.0), "{on}");
+    let (_, first_off, _) = class_figures(&off, "pool senders");
+    assert!(first_off < 50.0, "smtpf's key makes a retry from another address a new tuple: {off}");
+    for json in [&on, &off] {
+        assert_eq!(class_figures(json, "bots (never retry)").2, 0, "no bot gets through: {json}");
+        assert_eq!(class_figures(json, "single-IP MTAs").0, 100.0, "{json}");
+        assert!(json.contains("\"errors\":0"), "{json}");
+    }
 }

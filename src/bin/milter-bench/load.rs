@@ -129,6 +129,13 @@ pub struct ClientId {
     port: u16,
 }
 
+impl ClientId {
+    /// A client as the MTA presents it: verified PTR name, HELO name, address and source port.
+    pub fn new(host: String, helo: String, ip: String, port: u16) -> ClientId {
+        ClientId { host, helo, ip, port }
+    }
+}
+
 /// Known client number `k` (taken modulo the pool size).
 pub fn pool_client(k: u64) -> ClientId {
     let k = k % CLIENT_POOL;
@@ -264,7 +271,7 @@ enum Outcome {
 const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Whether a verdict lets the transaction go on.
-fn verdict_ok(rs: &[Response]) -> bool {
+pub fn verdict_ok(rs: &[Response]) -> bool {
     rs.last().is_none_or(|r| matches!(r, Response::Continue | Response::Accept | Response::Skip))
 }
 
@@ -275,7 +282,7 @@ fn closes(rs: &[Response]) -> bool {
 }
 
 /// Sends one command, times the reply, and returns the responses.
-async fn step(c: &mut Client, t: &mut Tally, ev: usize, cmd: &Command) -> Result<Vec<Response>, String> {
+pub async fn step(c: &mut Client, t: &mut Tally, ev: usize, cmd: &Command) -> Result<Vec<Response>, String> {
     let start = Instant::now();
     let rs = match tokio::time::timeout(REPLY_TIMEOUT, c.command(cmd)).await {
         Err(_) => return Err(format!("no reply to {} within {}s", EVENTS[ev], REPLY_TIMEOUT.as_secs())),
@@ -296,6 +303,12 @@ fn io(e: std::io::Error) -> String {
 /// Negotiation, connect macros, CONNECT and HELO. Ok(false) when the milter refused the client
 /// (counted as refused).
 pub async fn hello(c: &mut Client, t: &mut Tally, client: &ClientId) -> Result<bool, String> {
+    Ok(greet(c, t, client).await?.is_empty())
+}
+
+/// [`hello`], returning the milter's refusing replies (empty when it let the client go on), for
+/// callers that tell a temp-fail from a reject.
+pub async fn greet(c: &mut Client, t: &mut Tally, client: &ClientId) -> Result<Vec<Response>, String> {
     t.connections += 1;
     let r = tokio::time::timeout(REPLY_TIMEOUT, c.negotiate(6, POSTFIX_ACTIONS, POSTFIX_PROTOCOL))
         .await
@@ -320,15 +333,17 @@ pub async fn hello(c: &mut Client, t: &mut Tally, client: &ClientId) -> Result<b
     .map_err(io)?;
     let connect =
         Command::Connect { hostname: client.host.clone(), family: Family::Inet, port: client.port, address: client.ip.clone() };
-    if !verdict_ok(&step(c, t, 0, &connect).await?) {
+    let rs = step(c, t, 0, &connect).await?;
+    if !verdict_ok(&rs) {
         t.refused("connect");
-        return Ok(false);
+        return Ok(rs);
     }
-    if !verdict_ok(&step(c, t, 1, &Command::Helo { name: client.helo.clone() }).await?) {
+    let rs = step(c, t, 1, &Command::Helo { name: client.helo.clone() }).await?;
+    if !verdict_ok(&rs) {
         t.refused("helo");
-        return Ok(false);
+        return Ok(rs);
     }
-    Ok(true)
+    Ok(Vec::new())
 }
 
 /// One transaction, MAIL to ABORT.

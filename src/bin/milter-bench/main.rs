@@ -22,17 +22,19 @@
 //! Other modes: `--warm-up` (one transaction per known tuple before the measured run, so a milter
 //! with a short `grey-temp-fail-period` lets the known tuples pass), `--rate` (open-loop pacing,
 //! for latency at a fixed load), `--idle N` (hold N idle MTA connections and report the milter's
-//! memory), the `prefill` subcommand (greylist records into a SQLite state file before the
-//! daemon starts) and the `serve` subcommand (the raw responder on a real socket: a null milter
+//! memory), the `delay` subcommand (simulated senders replayed with time scaled down: what
+//! greylisting costs good mail and what it stops), the `prefill` subcommand (greylist records
+//! into a SQLite state file before the daemon starts) and the `serve` subcommand (the raw responder on a real socket: a null milter
 //! for measuring what an MTA pays for any milter at all). docs/performance.md describes them
 //! and bench/run.sh, the full measurement.
 //!
 //! The code is laid out by job: `load` (the plan, the workers and the transactions they run, the
 //! tally of what they saw), `target` (where to connect), `null_milter` (the raw responder, for
-//! `--raw-ceiling` and `serve`), `idle` (`--idle`), `prefill` (the `prefill` subcommand) and
+//! `--raw-ceiling` and `serve`), `idle` (`--idle`), `delay` (the `delay` subcommand), `prefill` (the `prefill` subcommand) and
 //! `report` (the text and JSON output, and the memory figures). This file holds the command line
 //! and the order of a run.
 
+mod delay;
 mod idle;
 mod load;
 mod null_milter;
@@ -121,6 +123,10 @@ struct Args {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
+    /// Replay simulated senders (big providers' pools, single-IP MTAs, bots that never retry)
+    /// with time scaled down, and report per class the share delivered, the delay greylisting
+    /// caused and the temp-fails per message (bench/delay.sh runs it with features off and on).
+    Delay(DelayArgs),
     /// Write greylist records into a SQLite state file (before the daemon starts on it).
     Prefill {
         /// The state file (the daemon's cache-path); created when missing.
@@ -147,10 +153,108 @@ enum Cmd {
     },
 }
 
+/// The `delay` subcommand's options; times are simulated seconds unless said otherwise.
+#[derive(clap::Args, Debug)]
+struct DelayArgs {
+    /// Milter socket, as for the load run.
+    #[arg(long)]
+    socket: String,
+    /// Simulated seconds per real second.
+    #[arg(long, default_value_t = 60.0)]
+    time_scale: f64,
+    /// The milter's grey-temp-fail-period, in real seconds (600 simulated at the default scale).
+    #[arg(long, value_name = "REAL_SECS", default_value_t = 10.0)]
+    period: f64,
+    /// First attempts are spread over this many simulated seconds.
+    #[arg(long, default_value_t = 1200.0)]
+    window: f64,
+    /// Senders give up this many simulated seconds after their first attempt.
+    #[arg(long, default_value_t = 7200.0)]
+    give_up: f64,
+    /// Large providers, each a pool of --pool-size addresses authorised by its SPF record.
+    #[arg(long, default_value_t = 10)]
+    providers: u32,
+    /// Addresses per provider (1 to 254).
+    #[arg(long, default_value_t = 200)]
+    pool_size: u32,
+    /// Messages from the providers.
+    #[arg(long, default_value_t = 300)]
+    pool_messages: u32,
+    /// Single-IP MTAs (1 to 254).
+    #[arg(long, default_value_t = 40)]
+    mtas: u32,
+    /// Messages from the single-IP MTAs.
+    #[arg(long, default_value_t = 200)]
+    mta_messages: u32,
+    /// Messages from bots that never retry.
+    #[arg(long, default_value_t = 300)]
+    bot_messages: u32,
+    /// Local recipients the messages are spread over.
+    #[arg(long, default_value_t = 100)]
+    recipients: u32,
+    /// Seed of the workload (the same seed replays the same messages).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// A label for the report, e.g. the milter's settings.
+    #[arg(long, default_value = "")]
+    label: String,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs `milter-bench delay`.
+async fn delay_run(a: DelayArgs) -> ExitCode {
+    let positive = |v: f64| v > 0.0 && v.is_finite();
+    if !positive(a.time_scale) || !positive(a.period) || !positive(a.window) || !positive(a.give_up) {
+        eprintln!("milter-bench delay: --time-scale, --period, --window and --give-up must be positive numbers");
+        return ExitCode::from(2);
+    }
+    if !(1..=254).contains(&a.pool_size) || !(1..=254).contains(&a.mtas) || !(1..=254).contains(&a.providers) || a.recipients == 0
+    {
+        eprintln!("milter-bench delay: --pool-size, --mtas and --providers must be within 1..=254, --recipients at least 1");
+        return ExitCode::from(2);
+    }
+    let target = match parse_target(&a.socket) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("milter-bench: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let model = delay::Model {
+        scale: a.time_scale,
+        period: a.period,
+        window: a.window,
+        give_up: a.give_up,
+        providers: a.providers,
+        pool_size: a.pool_size,
+        pool_messages: a.pool_messages,
+        mtas: a.mtas,
+        mta_messages: a.mta_messages,
+        bot_messages: a.bot_messages,
+        recipients: a.recipients,
+        seed: a.seed,
+    };
+    let label = if a.label.is_empty() { a.socket.clone() } else { a.label.clone() };
+    let report = delay::run(target, model, label).await;
+    if a.json {
+        println!("{}", serde_json::to_string(&report).unwrap_or_default());
+    } else {
+        print!("{}", report.text());
+    }
+    if report.errors > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
     match args.command {
+        Some(Cmd::Delay(a)) => return delay_run(a).await,
         Some(Cmd::Prefill { cache_path, records }) => return prefill::prefill(cache_path, records).await,
         Some(Cmd::Serve { socket, replies, socket_mode }) => return serve(&socket, replies, socket_mode).await,
         None => {}
