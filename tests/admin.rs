@@ -72,3 +72,61 @@ fn records_survive_kill_9_and_the_grey_tool_manages_them() {
     assert!(grey(&cfg, &["delete", "192.0.2.77,a@example.org,b@example.net"]).contains("deleted"));
     assert!(grey(&cfg, &["delete", "nothing-here"]).contains("not found"));
 }
+
+/// One message from `ip`, sender `from`, to b@example.net: the answer at DATA.
+async fn data_from(sock: &std::path::Path, ip: &str, from: &str) -> Vec<Response> {
+    let mut c = MtaClient::connect_unix(sock).await.unwrap();
+    open_session(&mut c, &format!("[{ip}]"), ip, "h.example").await;
+    c.command(&Command::Mail { sender: format!("<{from}>"), params: vec![] }).await.unwrap();
+    c.command(&Command::Rcpt { recipient: "<b@example.net>".into(), params: vec![] }).await.unwrap();
+    let r = c.command(&Command::Data).await.unwrap();
+    c.command(&Command::Quit).await.unwrap();
+    r
+}
+
+/// Waits until `grey ARGS` prints `needle` (records are written detached, within milliseconds).
+fn grey_until(cfg: &std::path::Path, args: &[&str], needle: &str) -> String {
+    let start = Instant::now();
+    loop {
+        let out = grey(cfg, args);
+        if out.contains(needle) {
+            return out;
+        }
+        assert!(start.elapsed() < Duration::from_secs(5), "grey {args:?} never showed {needle:?}: {out}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The auto-whitelist's records are greylist records like any other: the grey tool lists a
+/// candidate's count and a whitelisted client, allows a client by hand, and deleting the record
+/// puts the client back under greylisting.
+#[test]
+fn the_grey_tool_lists_allows_and_deletes_auto_whitelist_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sock, cfg) = common::config_file(
+        dir.path(),
+        "mail-require-mx = false\ndupmsg-ttl = 0\ngrey-key = \"mail,rcpt\"\ngrey-auto-whitelist-clients = 2\n",
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let _daemon = start(&cfg, &sock);
+    let temp_failed = |r: &[Response]| matches!(r, [Response::ReplyCode(t)] if t.starts_with("451 4.7.0 try again later #552"));
+
+    // One message of 192.0.2.80 passes (its tuple released by hand): a candidate with count 1.
+    assert!(temp_failed(&rt.block_on(data_from(&sock, "192.0.2.80", "a@example.org"))));
+    grey_until(&cfg, &["list", "--pending"], "a@example.org,b@example.net");
+    grey(&cfg, &["allow", "a@example.org,b@example.net"]);
+    assert_eq!(rt.block_on(data_from(&sock, "192.0.2.80", "a@example.org")), vec![Response::Continue]);
+    let listing = grey_until(&cfg, &["list", "--json", "awl:"], "awl:192.0.2.80");
+    assert!(listing.contains("\"key\":\"awl:192.0.2.80\",\"state\":\"pending\""), "a candidate, not yet whitelisted: {listing}");
+    assert!(temp_failed(&rt.block_on(data_from(&sock, "192.0.2.80", "c@example.org"))), "one pass is not enough");
+
+    // The admin whitelists it by hand: its new tuples pass at once.
+    assert!(grey(&cfg, &["allow", "awl:192.0.2.80"]).contains("awl:192.0.2.80 passed"));
+    assert!(grey(&cfg, &["list", "--passed"]).contains("awl:192.0.2.80"));
+    assert_eq!(rt.block_on(data_from(&sock, "192.0.2.80", "d@example.org")), vec![Response::Continue]);
+    assert!(temp_failed(&rt.block_on(data_from(&sock, "192.0.2.81", "d@example.org"))), "another client is still greylisted");
+
+    // Deleted, the client is greylisted again.
+    assert!(grey(&cfg, &["delete", "awl:192.0.2.80"]).contains("deleted"));
+    assert!(temp_failed(&rt.block_on(data_from(&sock, "192.0.2.80", "e@example.org"))));
+}
