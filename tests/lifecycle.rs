@@ -260,3 +260,34 @@ async fn odd_settings_are_logged_at_start_and_reload() {
     d.wait_for("#2042 config: dns-timeout = 20s: longer than Sendmail's default milter read timeout", 1).await;
     d.wait_for("#2042 config: milter-timeout = 1m", 2).await;
 }
+
+/// Under systemd (the shipped unit's RuntimeDirectory= and StateDirectory=) the daemon, not root,
+/// finds its socket and state file in the directories systemd made for it, with no
+/// milter-socket or cache-path in the config: the packaged config works as shipped.
+#[test]
+fn under_systemd_the_socket_and_state_file_go_to_its_directories() {
+    let dir = tempfile::tempdir().unwrap();
+    let (run, state) = (dir.path().join("run"), dir.path().join("state"));
+    std::fs::create_dir_all(&run).unwrap();
+    std::fs::create_dir_all(&state).unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(&cfg, "mail-require-mx = false\n").unwrap();
+    let child = Proc::new(env!("CARGO_BIN_EXE_smtpf-milter"))
+        .args(["--config", cfg.to_str().unwrap()])
+        .env("RUNTIME_DIRECTORY", &run)
+        .env("STATE_DIRECTORY", &state)
+        .env_remove("XDG_RUNTIME_DIR")
+        .current_dir(dir.path())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let _daemon = common::KillOnDrop(Some(child));
+    common::wait_for_socket(&run.join("milter.sock"), "the daemon under systemd's directories");
+    // The store's thread creates the file as the daemon starts listening.
+    let start = std::time::Instant::now();
+    while !state.join("cache.sq3").exists() {
+        assert!(start.elapsed() < Duration::from_secs(5), "the state file is in STATE_DIRECTORY");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(!dir.path().join("smtpf-milter.sock").exists());
+}

@@ -92,6 +92,13 @@ fn default_socket() -> SocketSpec {
 }
 
 fn default_socket_now() -> SocketSpec {
+    // Under systemd with RuntimeDirectory= (the shipped unit): /run/smtpf-milter/milter.sock.
+    if let Some(dir) = std::env::var_os("RUNTIME_DIRECTORY") {
+        let first = dir.to_string_lossy().split(':').next().unwrap_or("").to_string();
+        if first.starts_with('/') {
+            return SocketSpec::Unix(Path::new(&first).join("milter.sock"));
+        }
+    }
     if nix::unistd::geteuid().is_root() {
         return SocketSpec::Unix(PathBuf::from("/run/smtpf-milter/milter.sock"));
     }
@@ -183,7 +190,7 @@ macro_rules! config_keys {
 
 config_keys! {
     milter_socket: SocketSpec = "milter-socket", computed("(see text)", default_socket()), values::socket, restart(|c: &Config| c.milter_socket.to_string()),
-        "Where the MTA connects: unix:PATH, local:PATH, inet:PORT@HOST, inet:HOST:PORT, inet6:PORT@HOST. Default: a unix socket, /run/smtpf-milter/milter.sock as root, $XDG_RUNTIME_DIR/smtpf-milter.sock or ./smtpf-milter.sock otherwise (TCP only when configured: any local user could drive a TCP milter). Ignored under systemd socket activation. Restart to change.";
+        "Where the MTA connects: unix:PATH, local:PATH, inet:PORT@HOST, inet:HOST:PORT, inet6:PORT@HOST. Default: a unix socket, $RUNTIME_DIRECTORY/milter.sock under systemd (/run/smtpf-milter/milter.sock with the shipped unit), /run/smtpf-milter/milter.sock as root, $XDG_RUNTIME_DIR/smtpf-milter.sock or ./smtpf-milter.sock otherwise (TCP only when configured: any local user could drive a TCP milter). Ignored under systemd socket activation. Restart to change.";
     milter_socket_mode: u32 = "milter-socket-mode", default("\"0660\""), values::socket_mode, restart(|c: &Config| format!("{:04o}", c.milter_socket_mode)),
         "Permissions of a unix socket (octal string). Restart to change.";
     run_user: Option<String> = "run-user", default("\"\""), values::optional_name, restart(|c: &Config| c.run_user.clone().unwrap_or_default()),
