@@ -13,6 +13,7 @@ pub mod dns_raw;
 pub mod flags;
 pub mod ids;
 pub mod log;
+pub mod manpages;
 pub mod milter;
 pub mod policy;
 pub mod reply;

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use smtpf_milter::config::{Config, DEFAULT_CONFIG_FILE, KEYS};
 use smtpf_milter::log::{catalog, format_line, Logger};
@@ -64,6 +64,16 @@ enum Cmd {
         #[arg(long)]
         markdown: bool,
     },
+    /// Print a shell completion script (bash: /usr/share/bash-completion/completions/smtpf-milter,
+    /// zsh: a file _smtpf-milter in a directory of $fpath).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the manual pages smtpf-milter.8, smtpf-milter.toml.5 and smtpf-milter-messages.7
+    /// into DIR (for packaging).
+    #[command(hide = true)]
+    Manpages { dir: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -130,6 +140,17 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Cmd::Grey { action } => grey(cli.config.as_deref(), action),
+        Cmd::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "smtpf-milter", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
+        Cmd::Manpages { dir } => match write_manpages(&dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("smtpf-milter: cannot write the manual pages into {}: {e}", dir.display());
+                ExitCode::FAILURE
+            }
+        },
         Cmd::ImportSmtpf { file } => import_smtpf(&file),
         Cmd::CheckConfig => match load(cli.config.as_deref()).and_then(|c| {
             // Also read the access-map and set up the resolver, as start-up and reload do.
@@ -286,6 +307,82 @@ fn import_smtpf(file: &Path) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The three manual pages: the command line (from its clap definition), the config file and the
+/// numbered messages (from the tables the daemon reads).
+fn write_manpages(dir: &std::path::Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let version = env!("CARGO_PKG_VERSION");
+    let cmd = Cli::command().long_about(
+        "smtpf-milter applies the checks of smtpf, SnertSoft's SMTP filtering proxy, to mail \
+         received by Postfix or Sendmail over the milter protocol: access-map white and black \
+         lists, DNS lists, sender MX verification, SPF, greylisting and duplicate-message \
+         detection. It logs smtpf's numbered messages (smtpf-milter-messages(7)) and reads one \
+         TOML file (smtpf-milter.toml(5)). Run without a command it serves the milter socket \
+         in the foreground; SIGHUP reloads the configuration, SIGTERM stops it after open \
+         sessions finish.",
+    );
+    let mut page = Vec::new();
+    let man = clap_mangen::Man::new(cmd.clone()).section("8");
+    man.render_title(&mut page)?;
+    man.render_name_section(&mut page)?;
+    man.render_synopsis_section(&mut page)?;
+    man.render_description_section(&mut page)?;
+    man.render_options_section(&mut page)?;
+    // Each command with its arguments, in this one page.
+    let roff = smtpf_milter::manpages::roff;
+    page.extend_from_slice(b".SH COMMANDS\n");
+    for sub in cmd.get_subcommands().filter(|c| !c.is_hide_set()) {
+        let mut text = format!(".SS \"{}\"\n", roff(sub.get_name()));
+        if let Some(about) = sub.get_long_about().or(sub.get_about()) {
+            text.push_str(&format!("{}\n", roff(&about.to_string())));
+        }
+        for arg in sub.get_arguments().filter(|a| !a.is_hide_set() && a.get_id() != "help") {
+            let values = arg.get_value_names().map(|v| v.iter().map(|n| format!("<{n}>")).collect::<Vec<_>>().join(" "));
+            let flag = match (arg.get_long(), arg.get_short()) {
+                _ if arg.is_positional() => values.clone().unwrap_or_else(|| format!("<{}>", arg.get_id().as_str().to_uppercase())),
+                (Some(l), Some(c)) => format!("-{c}, --{l}"),
+                (Some(l), None) => format!("--{l}"),
+                (None, Some(c)) => format!("-{c}"),
+                (None, None) => arg.get_id().to_string(),
+            };
+            let flag = match values {
+                Some(v) if !arg.is_positional() && arg.get_action().takes_values() => format!("{flag} {v}"),
+                _ => flag,
+            };
+            let help = arg.get_long_help().or(arg.get_help()).map(|h| h.to_string()).unwrap_or_default();
+            let choices: Vec<String> = arg.get_possible_values().iter().map(|v| v.get_name().to_string()).collect();
+            let choices = if choices.is_empty() || !arg.get_action().takes_values() {
+                String::new()
+            } else {
+                format!("{}One of: {}.", if help.is_empty() { "" } else { ". " }, choices.join(", "))
+            };
+            text.push_str(&format!(".TP\n.B {}\n{}{}\n", roff(&flag), roff(&help), roff(&choices)));
+        }
+        for grand in sub.get_subcommands().filter(|c| !c.is_hide_set() && c.get_name() != "help") {
+            let about = grand.get_about().map(|a| a.to_string()).unwrap_or_default();
+            let args: Vec<String> = grand
+                .get_arguments()
+                .filter(|a| a.get_id() != "help")
+                .map(|a| match a.get_long() {
+                    Some(l) => format!("[--{l}]"),
+                    None => format!("<{}>", a.get_id().as_str().to_uppercase()),
+                })
+                .collect();
+            text.push_str(&format!(".TP\n.B {} {} {}\n{}\n", roff(sub.get_name()), roff(grand.get_name()), roff(&args.join(" ")), roff(&about)));
+        }
+        page.extend_from_slice(text.as_bytes());
+    }
+    man.render_version_section(&mut page)?;
+    page.extend_from_slice(
+        b".SH FILES\n.TP\n/etc/smtpf\\-milter/smtpf\\-milter.toml\nthe configuration\n\
+          .SH SEE ALSO\n.BR smtpf\\-milter.toml (5),\n.BR smtpf\\-milter\\-messages (7),\n.BR postconf (5),\n.BR sendmail (8)\n",
+    );
+    std::fs::write(dir.join("smtpf-milter.8"), page)?;
+    std::fs::write(dir.join("smtpf-milter.toml.5"), smtpf_milter::manpages::config_page(version))?;
+    std::fs::write(dir.join("smtpf-milter-messages.7"), smtpf_milter::manpages::messages_page(version))?;
+    Ok(())
 }
 
 fn explain(number: &str) -> ExitCode {
