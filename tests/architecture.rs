@@ -21,6 +21,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("checks::uribl", 5),
     ("server", 6),
     ("admin", 6),
+    ("manpages", 6),
     ("daemon", 7),
 ];
 
