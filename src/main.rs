@@ -341,7 +341,9 @@ fn write_manpages(dir: &std::path::Path) -> std::io::Result<()> {
         for arg in sub.get_arguments().filter(|a| !a.is_hide_set() && a.get_id() != "help") {
             let values = arg.get_value_names().map(|v| v.iter().map(|n| format!("<{n}>")).collect::<Vec<_>>().join(" "));
             let flag = match (arg.get_long(), arg.get_short()) {
-                _ if arg.is_positional() => values.clone().unwrap_or_else(|| format!("<{}>", arg.get_id().as_str().to_uppercase())),
+                _ if arg.is_positional() => {
+                    values.clone().unwrap_or_else(|| format!("<{}>", arg.get_id().as_str().to_uppercase()))
+                }
                 (Some(l), Some(c)) => format!("-{c}, --{l}"),
                 (Some(l), None) => format!("--{l}"),
                 (None, Some(c)) => format!("-{c}"),
@@ -370,7 +372,13 @@ fn write_manpages(dir: &std::path::Path) -> std::io::Result<()> {
                     None => format!("<{}>", a.get_id().as_str().to_uppercase()),
                 })
                 .collect();
-            text.push_str(&format!(".TP\n.B {} {} {}\n{}\n", roff(sub.get_name()), roff(grand.get_name()), roff(&args.join(" ")), roff(&about)));
+            text.push_str(&format!(
+                ".TP\n.B {} {} {}\n{}\n",
+                roff(sub.get_name()),
+                roff(grand.get_name()),
+                roff(&args.join(" ")),
+                roff(&about)
+            ));
         }
         page.extend_from_slice(text.as_bytes());
     }

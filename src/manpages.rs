@@ -6,7 +6,7 @@
 
 use crate::config::KEYS;
 use crate::log::catalog;
-use crate::reply::catalog as replies;
+use crate::reply::catalog as reply_catalog;
 
 /// Text made safe for roff: backslashes escaped, and a line that would start with `.` or `'`
 /// (a request) or a hyphen-minus that must stay one (option names, keys) written so.
@@ -72,16 +72,10 @@ pub fn messages_page(version: &str) -> String {
     ));
     s.push_str("\n.SH LOG MESSAGES\n");
     for m in catalog::ALL {
-        s.push_str(&format!(
-            ".TP\n.B #{} ({})\n.nf\n{}\n.fi\n{}\n",
-            m.num,
-            m.level.word(),
-            roff(m.format),
-            roff(m.meaning)
-        ));
+        s.push_str(&format!(".TP\n.B #{} ({})\n.nf\n{}\n.fi\n{}\n", m.num, m.level.word(), roff(m.format), roff(m.meaning)));
     }
     s.push_str(".SH REPLIES\n");
-    for m in replies::ALL {
+    for m in reply_catalog::ALL {
         s.push_str(&format!(
             ".TP\n.B #{}\n.nf\n{}\n.fi\n{}\n",
             m.num,
@@ -115,7 +109,7 @@ mod tests {
         for m in catalog::ALL {
             assert!(messages.contains(&format!(".B #{} (", m.num)), "#{}", m.num);
         }
-        for m in replies::ALL {
+        for m in reply_catalog::ALL {
             assert!(messages.contains(&format!(".B #{}\n", m.num)), "#{}", m.num);
         }
     }
