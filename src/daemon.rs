@@ -33,6 +33,8 @@ pub struct Running {
     /// Reports store writes that failed with nobody waiting for them (#2045/#2046).
     store_watch: tokio::task::JoinHandle<()>,
     address: String,
+    /// The `/metrics` server and the greylist record counter, when `metrics-listen` is set.
+    metrics_tasks: Vec<tokio::task::JoinHandle<()>>,
     /// Library events (the resolver's warnings) go to this daemon's log while it runs.
     _library: library::Attached,
 }
@@ -175,8 +177,15 @@ pub async fn start_with_store(config: Config, log: Logger, opened: Option<Store>
             watch_store_writes(shared, spec).await
         }
     });
+    let mut metrics_tasks = Vec::new();
+    if let Some(listen) = &config.metrics_listen {
+        if let Some(task) = crate::metrics_http::start(listen, shared.clone()).await {
+            metrics_tasks.push(task);
+            metrics_tasks.push(crate::metrics_http::count_records(shared.clone()));
+        }
+    }
     log.emit(&catalog::READY, None, &[]);
-    Ok(Running { shared, stop_tx, kill_tx, idle, accept_task, store_watch, address, _library: library })
+    Ok(Running { shared, stop_tx, kill_tx, idle, accept_task, store_watch, address, metrics_tasks, _library: library })
 }
 
 impl Running {
@@ -197,6 +206,12 @@ impl Running {
 
     /// Re-reads the config file in force (SIGHUP). A bad file changes nothing and is logged.
     pub fn reload(&self) -> Result<(), String> {
+        let result = self.reload_file();
+        self.shared.metrics.reloaded(result.is_ok(), crate::ids::unix_now());
+        result
+    }
+
+    fn reload_file(&self) -> Result<(), String> {
         let current = &self.shared.policy().config;
         let Some(path) = current.path.clone() else {
             self.shared.log.emit(&catalog::RELOADED, None, &[&"(embedded defaults)"]);
@@ -250,6 +265,12 @@ impl Running {
     pub async fn stop(mut self, deadline: Duration) -> StopReport {
         let _ = self.stop_tx.send(true);
         let _ = (&mut self.accept_task).await;
+        for task in &self.metrics_tasks {
+            task.abort();
+        }
+        if let Some(crate::metrics::MetricsListen::Unix(path)) = &self.shared.policy().config.metrics_listen {
+            let _ = std::fs::remove_file(path);
+        }
         let waited = tokio::time::timeout(deadline, async {
             loop {
                 let notified = self.idle.notified();

@@ -14,6 +14,8 @@ pub mod flags;
 pub mod ids;
 pub mod log;
 pub mod manpages;
+pub mod metrics;
+pub mod metrics_http;
 pub mod milter;
 pub mod policy;
 pub mod reply;

@@ -249,6 +249,7 @@ impl Session {
         let store = shared.store();
         let sid = SessionId::next(&LocalTime::now());
         let trace = shared.log.verbose().has("milter");
+        shared.metrics.connection_opened();
         Session {
             shared,
             policy,
@@ -293,6 +294,11 @@ impl Session {
     /// The state store (greylist and dupmsg records), when open.
     pub fn store(&self) -> Option<&crate::store::Store> {
         self.store.as_ref()
+    }
+
+    /// The daemon's counters.
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.shared.metrics
     }
 
     /// The current time in Unix seconds (the daemon's clock, which tests can move).
@@ -366,7 +372,22 @@ impl Session {
         if self.trace {
             self.shared.log.emit(&catalog::EVENT_TRACE, Some(&self.sid), &[&"<", &format!("{cmd:?}")]);
         }
+        let stage = match &cmd {
+            Command::Connect { .. } => Some(0),
+            Command::Helo { .. } => Some(1),
+            Command::Mail { .. } => Some(2),
+            Command::Rcpt { .. } => Some(3),
+            Command::Data => Some(4),
+            Command::Header { .. } => Some(5),
+            Command::EndOfHeaders => Some(6),
+            Command::EndOfMessage(_) => Some(7),
+            _ => None,
+        };
+        let started = stage.map(|_| Instant::now());
         let step = self.dispatch(cmd).await?;
+        if let (Some(i), Some(t)) = (stage, started) {
+            self.shared.metrics.observe_stage(i, t.elapsed().as_secs_f64());
+        }
         if self.trace {
             if let Step::Respond(r) = &step {
                 self.shared.log.emit(&catalog::EVENT_TRACE, Some(&self.sid), &[&">", &format!("{r:?}")]);
@@ -535,6 +556,7 @@ impl Session {
             Verdict::Discard => vec![Response::Discard],
             Verdict::Edit(changes) => changes.iter().map(HeaderChange::response).chain([Response::Continue]).collect(),
             Verdict::Reply(r) => {
+                self.shared.metrics.reply(r.num, r.code);
                 self.rejects += 1;
                 self.last_refusal = r.line(&self.sid);
                 vec![r.response(&self.sid)]
@@ -692,6 +714,7 @@ impl Session {
             self.abort();
         }
         self.mails += 1;
+        self.shared.metrics.transaction();
         if self.macros.get("auth_authen").is_some_and(|a| !a.is_empty()) {
             self.client_flags.set(flags::client::AUTH);
         }
@@ -849,6 +872,7 @@ impl Session {
             return;
         }
         self.ended = true;
+        self.shared.metrics.connection_closed();
         let Some(client) = &self.client else {
             self.shared.log.emit(&catalog::NO_CONNECT, Some(&self.sid), &[]);
             return;

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use crate::ids::unix_now;
 use crate::log::Logger;
+use crate::metrics::Metrics;
 use crate::policy::Policy;
 use crate::store::Store;
 use crate::sync::{lock, read, write};
@@ -16,6 +17,8 @@ use crate::sync::{lock, read, write};
 pub struct Shared {
     /// Where lines go.
     pub log: Logger,
+    /// The counters `metrics-listen` serves; they live as long as the daemon, across reloads.
+    pub metrics: Arc<Metrics>,
     policy: RwLock<Arc<Policy>>,
     /// Milter connections open now (`cn=`).
     pub active: AtomicUsize,
@@ -33,8 +36,11 @@ pub struct Shared {
 impl Shared {
     /// Builds the shared state for a config.
     pub fn new(policy: Policy, log: Logger, workers: usize) -> Arc<Shared> {
+        let metrics = Arc::new(Metrics::new());
+        metrics.watch_log(&log);
         Arc::new(Shared {
             log,
+            metrics,
             policy: RwLock::new(Arc::new(policy)),
             active: AtomicUsize::new(0),
             workers,
@@ -60,12 +66,14 @@ impl Shared {
     /// Hands an opened store to the sessions (at start-up, or when the file was reopened);
     /// returns the one it replaces, for the caller to close.
     pub fn set_store(&self, store: Store) -> Option<Store> {
+        self.metrics.watch_store(Some(store.clone()));
         write(&self.store).replace(store)
     }
 
     /// Withdraws the store in force (its file was replaced): new sessions run without one until
     /// [`Shared::set_store`] hands them the reopened file.
     pub fn take_store(&self) -> Option<Store> {
+        self.metrics.watch_store(None);
         write(&self.store).take()
     }
 

@@ -22,6 +22,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("server", 6),
     ("admin", 6),
     ("manpages", 6),
+    ("metrics_http", 6),
     ("daemon", 7),
 ];
 

@@ -52,6 +52,7 @@ impl Session {
         let previous_sid = previous.value.split_whitespace().nth(1).unwrap_or("").to_string();
         let shown = key;
         self.emit(&catalog::DUPLICATE, &[&policy.word(), &shown, &previous_sid]);
+        self.metrics().verdict("dupmsg", policy.word());
         match policy {
             DupPolicy::Tag => {
                 if let Some(tx) = self.tx.as_mut() {

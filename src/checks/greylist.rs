@@ -16,6 +16,7 @@ use crate::checks::spf::SpfResult;
 use crate::dns::Lookup;
 use crate::flags::{client, mail, message, rcpt};
 use crate::log::catalog;
+use crate::metrics::GreyOutcome;
 use crate::reply::catalog as replies;
 use crate::reply::{HeaderChange, Reply, Verdict};
 use crate::session::{Session, Shown};
@@ -25,8 +26,10 @@ use crate::store::{Record, Store, StoreError};
 enum KeyOutcome {
     /// Passed; `first` carries (age, created) when it left the temp-fail state just now.
     Pass { first: Option<(i64, i64)> },
-    /// Still blocked for this many seconds.
-    Wait(i64),
+    /// Still blocked for this many seconds; `first` when the tuple was seen for the first time.
+    Wait { seconds: i64, first: bool },
+    /// The store failed: let through (mail is never refused because we cannot read or write).
+    FailOpen,
     /// Content greylisting: let DATA through and decide at end of message.
     Defer,
 }
@@ -45,10 +48,12 @@ impl Session {
         }
         let exempt = [client::LOCALHOST, client::RELAY, client::WHITE, client::AUTH, client::SECOND_MX, client::GREY];
         if exempt.iter().any(|f| self.client_flags.has(*f)) {
+            self.metrics().grey(GreyOutcome::ExemptClient);
             return Verdict::Continue;
         }
         let (Some(client_info), Some(tx)) = (self.client.clone(), self.tx.as_ref()) else { return Verdict::Continue };
         if tx.mail_flags.has(mail::WHITE) || tx.rcpt_flags.has(rcpt::WHITE) || tx.msg_flags.has(message::DISCARD) {
+            self.metrics().grey(GreyOutcome::ExemptClient);
             return Verdict::Continue;
         }
         let Some(ip) = client_info.ip else { return Verdict::Continue };
@@ -63,6 +68,7 @@ impl Session {
             });
             if let Some((what, origin)) = exempt {
                 self.emit(&catalog::GREY_WHITELISTED, &[&what, &origin]);
+                self.metrics().grey(GreyOutcome::ExemptWhitelist);
                 return Verdict::Continue;
             }
         }
@@ -84,6 +90,7 @@ impl Session {
             }
         }
         if period <= 0 {
+            self.metrics().grey(GreyOutcome::ExemptAccessMap);
             return Verdict::Continue;
         }
 
@@ -162,6 +169,7 @@ impl Session {
                 Ok(Some(r)) if r.value.starts_with('0') => {
                     self.emit(&catalog::GREY_AUTO_WHITELISTED, &[&ip_text, &awl]);
                     self.grey_refresh(&store, awl, &r, now, cfg.cache_accept_ttl as i64).await;
+                    self.metrics().grey(GreyOutcome::Known);
                     return Verdict::Continue;
                 }
                 Ok(Some(r)) => awl_count = r.value.split_whitespace().nth(1).and_then(|n| n.parse().ok()).unwrap_or(0),
@@ -171,6 +179,7 @@ impl Session {
         }
         let mut last_key = String::new();
         let mut wait = period;
+        let mut first_sight = false;
         let content = cfg.grey_content;
         for key in keys {
             last_key = key.clone();
@@ -178,6 +187,10 @@ impl Session {
                 KeyOutcome::Pass { first } => {
                     if let Some((age, created)) = first {
                         self.grey_pass = Some(GreyPass { key: key.clone(), age, created });
+                        self.metrics().grey(GreyOutcome::Pass);
+                        self.metrics().grey_passed_after(age);
+                    } else {
+                        self.metrics().grey(GreyOutcome::Known);
                     }
                     if let Some(awl) = &awl_key {
                         self.grey_awl_count(&store, awl, awl_count + 1, now);
@@ -186,12 +199,21 @@ impl Session {
                 }
                 KeyOutcome::Defer => {
                     self.grey_deferred = Some(Deferred { key, host_key: has_host.then(|| host_key.clone()), period });
+                    self.metrics().grey(GreyOutcome::Deferred);
                     return Verdict::Continue;
                 }
-                KeyOutcome::Wait(n) => wait = n,
+                KeyOutcome::FailOpen => {
+                    self.metrics().grey(GreyOutcome::StoreError);
+                    return Verdict::Continue;
+                }
+                KeyOutcome::Wait { seconds, first } => {
+                    wait = seconds;
+                    first_sight |= first;
+                }
             }
         }
         let key_text = last_key.clone();
+        self.metrics().grey(if first_sight { GreyOutcome::FirstSight } else { GreyOutcome::RetryTooSoon });
         self.emit(&catalog::GREY_LISTED, &[&key_text, &wait]);
         if cfg.grey_dry_run {
             self.emit(&catalog::GREY_DRY_RUN, &[&key_text]);
@@ -244,7 +266,7 @@ impl Session {
                 Ok(_) => {}
                 Err(e) => {
                     self.store_error(&catalog::CACHE_GET_ERROR, &[&hk], &e);
-                    return KeyOutcome::Pass { first: None };
+                    return KeyOutcome::FailOpen;
                 }
             }
         }
@@ -254,7 +276,7 @@ impl Session {
             Ok(r) => r,
             Err(e) => {
                 self.store_error(&catalog::CACHE_GET_ERROR, &[&key], &e);
-                return KeyOutcome::Pass { first: None };
+                return KeyOutcome::FailOpen;
             }
         };
         let record = match found {
@@ -268,17 +290,17 @@ impl Session {
                     Ok(Some(existing)) => existing,
                     // grey-content: DATA is let through so that the body can be hashed.
                     Ok(None) if content => return KeyOutcome::Defer,
-                    Ok(None) => return KeyOutcome::Wait(period),
+                    Ok(None) => return KeyOutcome::Wait { seconds: period, first: true },
                     // Overload (the write queue is full) is exactly when a spam run is on: a tuple
                     // never seen is temp-failed all the same, and its retry finds the queue drained.
                     Err(e @ StoreError::Busy) => {
                         self.store_error(&catalog::CACHE_PUT_ERROR, &[&key, &"4"], &e);
-                        return if content { KeyOutcome::Defer } else { KeyOutcome::Wait(period) };
+                        return if content { KeyOutcome::Defer } else { KeyOutcome::Wait { seconds: period, first: true } };
                     }
                     // A broken store fails open: mail is never refused because we cannot write.
                     Err(e) => {
                         self.store_error(&catalog::CACHE_PUT_ERROR, &[&key, &"4"], &e);
-                        return KeyOutcome::Pass { first: None };
+                        return KeyOutcome::FailOpen;
                     }
                 }
             }
@@ -305,7 +327,7 @@ impl Session {
                 }
                 return KeyOutcome::Pass { first: Some((age, record.created)) };
             }
-            return KeyOutcome::Wait(record.created + period - now);
+            return KeyOutcome::Wait { seconds: record.created + period - now, first: false };
         }
         if record.value.starts_with('0') {
             self.grey_refresh(store, key, &record, now, cfg_accept).await;

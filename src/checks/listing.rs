@@ -288,6 +288,12 @@ impl Session {
     /// verbose word `rbl` every list's answer.
     pub(crate) fn log_failures(&self, option: &str, result: &Option<ListResult>, name: &str) {
         let Some(r) = result else { return };
+        for hit in &r.hits {
+            self.metrics().list(option, &hit.zone, "listed");
+        }
+        for (zone, _) in r.failures() {
+            self.metrics().list(option, zone, "failed");
+        }
         for (zone, why) in r.failures() {
             self.emit(&catalog::DNS_LIST_FAILED, &[&option, &zone, &name, &why]);
         }

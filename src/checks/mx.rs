@@ -164,6 +164,7 @@ impl Session {
         }
         let (addresses, failed) = match answer {
             MxAnswer::NullMx => {
+                self.metrics().verdict("mx", "null_mx");
                 if !enforce {
                     return Verdict::Continue;
                 }
@@ -171,6 +172,7 @@ impl Session {
                 return self.refuse(Reply::of(&replies::MX_INVALID, &[&sender, &domain]), Delay::Transaction);
             }
             MxAnswer::NxDomain => {
+                self.metrics().verdict("mx", "nxdomain");
                 // smtpf answers NXDOMAIN with #434 alone; #435 only when it does not refuse.
                 if !enforce {
                     self.emit(&catalog::MX_ERROR, &[&domain, &"NXDOMAIN"]);
@@ -179,6 +181,7 @@ impl Session {
                 return self.refuse(Reply::of(&replies::MX_NONE, &[&sender, &domain]), Delay::Transaction);
             }
             MxAnswer::Failed(why) => {
+                self.metrics().verdict("mx", "lookup_failed");
                 self.emit(&catalog::MX_ERROR, &[&domain, &why]);
                 if !enforce || why == "NOTIMP" {
                     return Verdict::Continue;
@@ -188,6 +191,12 @@ impl Session {
             MxAnswer::Hosts { addresses, failed } => (addresses, failed),
         };
         let usable: Vec<IpAddr> = addresses.into_iter().filter(|ip| !is_restricted(*ip)).collect();
+        let outcome = match (usable.is_empty(), failed) {
+            (false, _) => "ok",
+            (true, true) => "incomplete",
+            (true, false) => "no_usable_mx",
+        };
+        self.metrics().verdict("mx", outcome);
         if let Some(c) = self.client.as_ref() {
             if c.ip.is_some_and(|ip| usable.contains(&ip)) {
                 let who = c.describe();

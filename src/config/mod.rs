@@ -224,6 +224,9 @@ config_keys! {
         "How long the MTA may stay silent on a milter connection before it is closed (libmilter's default; 1s to 1d).";
     shutdown_timeout: Duration = "shutdown-timeout", default("30"), values::shutdown_timeout,
         "On SIGTERM, how long open sessions may run before they are closed (0 to 1d).";
+    /// Where Prometheus scrapes `/metrics`; None: off.
+    metrics_listen: Option<crate::metrics::MetricsListen> = "metrics-listen", default("\"\""), values::metrics_listen, restart(|c: &Config| c.metrics_listen.as_ref().map(|m| m.to_string()).unwrap_or_default()),
+        "Serve Prometheus/OpenMetrics text at /metrics on this address: \"127.0.0.1:9894\", \"[::1]:9894\" or unix:/path (docs/metrics.md). Empty: off. Counters survive reloads. Never a public address: anyone who reaches it sees your mail volumes. Restart to change.";
     /// The access-map text file; None: no access-map (#115).
     access_map: Option<PathBuf> = "access-map", default("\"\""), values::optional_file,
         "smtpf access-map text file (docs/access-map.md): Connect:, Helo:, From:, To:, combos, Grey-Connect:, Grey-To:. Read at start and at reload; empty: none.";

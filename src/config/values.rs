@@ -254,6 +254,11 @@ pub fn socket(p: &Parser, key: &str, v: &toml::Value) -> Result<SocketSpec> {
     SocketSpec::parse(p.string(key, v)?).map_err(|m| p.err(Some(key), m))
 }
 
+/// `metrics-listen`: IP:PORT or unix:/path; empty: off.
+pub fn metrics_listen(p: &Parser, key: &str, v: &toml::Value) -> Result<Option<crate::metrics::MetricsListen>> {
+    crate::metrics::MetricsListen::parse(p.string(key, v)?).map_err(|m| p.err(Some(key), m))
+}
+
 /// A unix socket's permissions, as an octal string ("0660").
 pub fn socket_mode(p: &Parser, key: &str, v: &toml::Value) -> Result<u32> {
     match v {

@@ -300,6 +300,10 @@ catalog! {
         "The client or a recipient is listed in a postgrey-format whitelist file (grey-whitelist-clients / grey-whitelist-recipients): the message is not greylisted. The file and line that matched follow.";
     GREY_AUTO_WHITELISTED = 2066 Info IfInfo, true, "grey auto-whitelist: client %s not greylisted (%s)",
         "The client has had grey-auto-whitelist-clients messages pass greylisting (postgrey's auto-whitelist, for a grey-key without ip/ptr/ptrn): it is not greylisted until the record (named last, listed by smtpf-milter grey list) expires after cache-accept-ttl without use.";
+    METRICS_READY = 2067 Info IfInfo, false, "metrics-listen=%s ready",
+        "Prometheus can scrape /metrics at this address (metrics-listen; docs/metrics.md).";
+    METRICS_ERROR = 2068 Err Always, false, "metrics-listen=%s error: %s",
+        "The metrics address could not be opened (in use, no permission, a file that is not a socket in the way): the milter serves mail all the same, without /metrics. Fix metrics-listen and restart.";
 }
 
 /// Looks up a message by number.

@@ -300,12 +300,19 @@ struct LoggerInner {
     /// `info` the answer is this one relaxed load, not a lock shared by every session.
     debug_on: AtomicBool,
     dropped: Arc<AtomicU64>,
+    /// Lines emitted per message number (the metrics' `smtpf_milter_log_messages_total`): one
+    /// relaxed add per line, indexed by number.
+    counts: Box<[AtomicU64]>,
 }
+
+/// One past the highest message number [`LoggerInner::counts`] keeps.
+const COUNTED_NUMBERS: usize = 4096;
 
 impl LoggerInner {
     fn new(sink: Sink, verbose: Verbose, dropped: Arc<AtomicU64>) -> LoggerInner {
         let debug_on = AtomicBool::new(verbose.any_debug());
-        LoggerInner { sink: RwLock::new(sink), verbose: RwLock::new(Arc::new(verbose)), debug_on, dropped }
+        let counts = (0..COUNTED_NUMBERS).map(|_| AtomicU64::new(0)).collect();
+        LoggerInner { sink: RwLock::new(sink), verbose: RwLock::new(Arc::new(verbose)), debug_on, dropped, counts }
     }
 }
 
@@ -416,8 +423,26 @@ impl Logger {
         if !self.enabled(msg) {
             return;
         }
+        if let Some(c) = self.inner.counts.get(usize::from(msg.num)) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
         let line = format_line(msg, sid, args);
         self.write_line(msg.level, line);
+    }
+
+    /// Lines emitted so far, per message number (numbers never emitted left out).
+    pub fn counts(&self) -> Vec<(u16, u64)> {
+        self.inner
+            .counts
+            .iter()
+            .enumerate()
+            .filter_map(|(num, c)| Some((num as u16, c.load(Ordering::Relaxed))).filter(|(_, n)| *n > 0))
+            .collect()
+    }
+
+    /// Lines lost to a full queue since start.
+    pub fn dropped(&self) -> u64 {
+        self.inner.dropped.load(Ordering::Relaxed)
     }
 
     /// Waits (at most `limit`) until every line logged so far has been written, and reports lines
