@@ -19,6 +19,7 @@ pub mod metrics_http;
 pub mod milter;
 pub mod policy;
 pub mod reply;
+pub mod report;
 pub mod server;
 pub mod session;
 pub mod shared;

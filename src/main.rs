@@ -64,6 +64,20 @@ enum Cmd {
         #[arg(long)]
         markdown: bool,
     },
+    /// Summarise our log: sessions, refusals by reply number and list, greylisting (first
+    /// sights, passes, never retried, the delay senders saw), duplicates, DNS failures, store
+    /// errors. Reads syslog or `journalctl -o short-iso` output, plain or gzip.
+    Report {
+        /// Log files (default: standard input); other programs' lines are skipped.
+        files: Vec<String>,
+        /// Postfix's log, to compare our refusals with the clients that disconnected without
+        /// sending a message (per client address), and to join the queue ids.
+        #[arg(long, value_name = "FILE")]
+        postfix: Vec<String>,
+        /// One JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print a shell completion script (bash: /usr/share/bash-completion/completions/smtpf-milter,
     /// zsh: a file _smtpf-milter in a directory of $fpath).
     Completions {
@@ -140,6 +154,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Cmd::Grey { action } => grey(cli.config.as_deref(), action),
+        Cmd::Report { files, postfix, json } => report(&files, &postfix, json),
         Cmd::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "smtpf-milter", &mut std::io::stdout());
             ExitCode::SUCCESS
@@ -307,6 +322,42 @@ fn import_smtpf(file: &Path) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `smtpf-milter report`.
+fn report(files: &[String], postfix: &[String], json: bool) -> ExitCode {
+    let mut reader = smtpf_milter::report::Reader::default();
+    let stdin = ["-".to_string()];
+    let files = if files.is_empty() { &stdin[..] } else { files };
+    for f in files {
+        match smtpf_milter::report::open_lines(f) {
+            Ok(lines) => lines.for_each(|l| reader.line(&l)),
+            Err(e) => {
+                eprintln!("smtpf-milter report: {f}: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    if !postfix.is_empty() {
+        let mut all: Box<dyn Iterator<Item = String>> = Box::new(std::iter::empty());
+        for f in postfix {
+            match smtpf_milter::report::open_lines(f) {
+                Ok(lines) => all = Box::new(all.chain(lines)),
+                Err(e) => {
+                    eprintln!("smtpf-milter report: --postfix {f}: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        reader.postfix(all);
+    }
+    let r = reader.finish();
+    if json {
+        println!("{}", serde_json::to_string(&r).unwrap_or_default());
+    } else {
+        print!("{}", r.text());
+    }
+    ExitCode::SUCCESS
 }
 
 /// The three manual pages: the command line (from its clap definition), the config file and the

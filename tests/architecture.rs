@@ -23,6 +23,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("admin", 6),
     ("manpages", 6),
     ("metrics_http", 6),
+    ("report", 6),
     ("daemon", 7),
 ];
 

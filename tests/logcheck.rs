@@ -35,6 +35,7 @@ fn each_rule_hides_its_routine_line_and_nothing_that_needs_a_human() {
         line(&catalog::QUEUE_ID, &[&"4Q2abc1XYZ", &tid]),
         line(&catalog::GREY_LISTED, &[&"grey:example.org,a@example.org,b@example.net", &600]),
         line(&catalog::GREY_CONTENT_LISTED, &[&"grey:0123abcd", &600]),
+        line(&catalog::GREY_PASSED, &[&"grey:example.org,a@example.org,b@example.net", &612]),
         line(&catalog::CLIENT_IS_SECOND_MX, &[&"192.0.2.9", &"example.net"]),
         line(&catalog::GREY_WHITELISTED, &[&"client mail.example.org", &"/etc/postgrey/whitelist_clients:12"]),
         line(&catalog::GREY_AUTO_WHITELISTED, &[&"192.0.2.7", &"grey:awl:192.0.2.7"]),

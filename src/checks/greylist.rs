@@ -186,6 +186,7 @@ impl Session {
             match self.grey_key_state(&store, &key, has_host.then_some(host_key.as_str()), period, now, content).await {
                 KeyOutcome::Pass { first } => {
                     if let Some((age, created)) = first {
+                        self.emit(&catalog::GREY_PASSED, &[&key, &age]);
                         self.grey_pass = Some(GreyPass { key: key.clone(), age, created });
                         self.metrics().grey(GreyOutcome::Pass);
                         self.metrics().grey_passed_after(age);
@@ -458,6 +459,9 @@ impl Session {
         if let Err(e) = store.put(target, Record::new("0", created, now + accept)).await {
             self.store_error(&catalog::CACHE_PUT_ERROR, &[&target, &"0"], &e);
         }
+        self.emit(&catalog::GREY_PASSED, &[&key, &age]);
+        self.metrics().grey(GreyOutcome::Pass);
+        self.metrics().grey_passed_after(age);
         self.grey_pass = Some(GreyPass { key: def.key.clone(), age, created });
         Verdict::Continue
     }

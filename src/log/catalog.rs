@@ -304,6 +304,8 @@ catalog! {
         "Prometheus can scrape /metrics at this address (metrics-listen; docs/metrics.md).";
     METRICS_ERROR = 2068 Err Always, false, "metrics-listen=%s error: %s",
         "The metrics address could not be opened (in use, no permission, a file that is not a socket in the way): the milter serves mail all the same, without /metrics. Fix metrics-listen and restart.";
+    GREY_PASSED = 2069 Info IfInfo, true, "grey passed {%s} after %ld seconds",
+        "A greylisted tuple came back after its period and passed, this long after it was first seen: the delay greylisting cost this sender (smtpf-milter report sums these). Logged once per tuple, at its first pass; #382 (verbose grey) is smtpf's line for every pass.";
 }
 
 /// Looks up a message by number.
