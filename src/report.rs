@@ -265,7 +265,8 @@ impl Reader {
             }
             542 | 544 | 546 | 2024 | 2045 | 2047 => *r.store_errors.entry(l.num).or_default() += 1,
             2005 => {
-                if let Some(qid) = l.text.split(' ').next() {
+                // "queue-id C0752C490A tid=..."
+                if let Some(qid) = l.text.strip_prefix("queue-id ").and_then(|t| t.split(' ').next()) {
                     self.queue_ids.insert(qid.to_string());
                 }
             }
