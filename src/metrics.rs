@@ -130,6 +130,19 @@ const LATENCY_BOUNDS: &[f64] =
 /// Seconds from a tuple's first sight to its pass: 1 minute to 2 days.
 const DELAY_BOUNDS: &[f64] = &[60.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0, 43200.0, 86400.0, 172800.0];
 
+/// The other checks' outcomes, created at start so that counting one is an atomic add.
+const KNOWN_VERDICTS: &[(&str, &str)] = &[
+    ("mx", "ok"),
+    ("mx", "nxdomain"),
+    ("mx", "null_mx"),
+    ("mx", "no_usable_mx"),
+    ("mx", "incomplete"),
+    ("mx", "lookup_failed"),
+    ("dupmsg", "TAG"),
+    ("dupmsg", "DISCARD"),
+    ("dupmsg", "REJECT"),
+];
+
 /// The milter events whose answer time is measured, in the order of [`Metrics::observe_stage`].
 pub const STAGES: [&str; 8] = ["connect", "helo", "mail", "rcpt", "data", "header", "eoh", "eom"];
 
@@ -198,8 +211,9 @@ pub struct Metrics {
     grey_delay: AtomicHistogram,
     /// dns-bl/dns-wl/dns-gl/uri-bl answers per list: listed, not listed, failed.
     lists: Family<Labels, Counter>,
-    /// Other checks' outcomes (mx, dupmsg, access map).
+    /// Other checks' outcomes (mx, dupmsg), with handles for the pairs known in advance.
     verdicts: Family<Labels, Counter>,
+    verdict_handles: Vec<(&'static str, &'static str, Counter)>,
     reloads: Family<Labels, Counter>,
     last_reload_ok: Gauge,
     last_reload_time: Gauge,
@@ -346,6 +360,12 @@ impl Metrics {
             lists.clone(),
         );
         let verdicts = Family::<Labels, Counter>::default();
+        let verdict_handles = KNOWN_VERDICTS
+            .iter()
+            .map(|&(check, outcome)| {
+                (check, outcome, verdicts.get_or_create(&vec![("check", check.to_string()), ("outcome", outcome.to_string())]).clone())
+            })
+            .collect();
         registry.register("verdicts", "Other checks' outcomes, by check and outcome", verdicts.clone());
 
         let reloads = Family::<Labels, Counter>::default();
@@ -384,6 +404,7 @@ impl Metrics {
             grey_delay,
             lists,
             verdicts,
+            verdict_handles,
             reloads,
             last_reload_ok,
             last_reload_time,
@@ -471,6 +492,10 @@ impl Metrics {
 
     /// Another check's outcome (e.g. "mx", "nxdomain").
     pub fn verdict(&self, check: &'static str, outcome: &'static str) {
+        if let Some((_, _, c)) = self.verdict_handles.iter().find(|(k, o, _)| *k == check && *o == outcome) {
+            c.inc();
+            return;
+        }
         self.verdicts.get_or_create(&vec![("check", check.to_string()), ("outcome", outcome.to_string())]).inc();
     }
 
