@@ -32,7 +32,8 @@
 #
 # Environment (defaults in brackets): RUNS [5], MESSAGES [20000], CONNECTIONS [32],
 # NEW_TUPLES [0.2], HALF_RUNS [RUNS], IDLE [2000], RECORDS [1000000], PER_CONNECTION [5],
-# DNS_PORT [5399] (unbound's loopback port, when 5399 is taken), KEEP=1 (keep the temp dir:
+# DNS_PORT [5399] (unbound's loopback port, when 5399 is taken), METRICS_LISTEN (e.g.
+# 127.0.0.1:9894: the milter serves /metrics during the runs), KEEP=1 (keep the temp dir:
 # configs, the JSON of every run, the milter and unbound logs).
 #
 # Exit status: 0 when every step ran without errors; non-zero when a run reported errors or
@@ -121,6 +122,7 @@ mail-require-mx = true
 grey-temp-fail-period = 1
 # duplicate-message detection (the default: on, tag)
 dupmsg-ttl = 90000
+${METRICS_LISTEN:+metrics-listen = \"$METRICS_LISTEN\"}
 EOF
     "$bin/smtpf-milter" --config "$1" check-config >&2 || die "config $1 is not valid"
 }
