@@ -96,16 +96,17 @@ impl AtomicHistogram {
         h.sum_micros.fetch_add((value.max(0.0) * 1e6) as u64, Ordering::Relaxed);
     }
 
-    /// (sum, count, cumulative buckets) as the exposition wants them.
+    /// (sum, count, per-bucket counts) as the encoder wants them (it writes them cumulative).
     fn snapshot(&self) -> (f64, u64, Vec<(f64, u64)>) {
         let h = &self.inner;
-        let mut cumulative = 0;
+        let mut count = 0;
         let mut buckets = Vec::with_capacity(h.counts.len());
         for (i, c) in h.counts.iter().enumerate() {
-            cumulative += c.load(Ordering::Relaxed);
-            buckets.push((h.bounds.get(i).copied().unwrap_or(f64::INFINITY), cumulative));
+            let n = c.load(Ordering::Relaxed);
+            count += n;
+            buckets.push((h.bounds.get(i).copied().unwrap_or(f64::INFINITY), n));
         }
-        (h.sum_micros.load(Ordering::Relaxed) as f64 / 1e6, cumulative, buckets)
+        (h.sum_micros.load(Ordering::Relaxed) as f64 / 1e6, count, buckets)
     }
 }
 
@@ -203,6 +204,7 @@ pub struct Metrics {
     connections: Counter,
     connections_open: Gauge,
     transactions: Counter,
+    transactions_open: Gauge,
     /// One counter per reply catalog entry and code (a reply number may be sent as 421 or 451).
     replies: Family<Labels, Counter>,
     reply_handles: Vec<(u16, u16, Counter)>,
@@ -320,6 +322,12 @@ impl Metrics {
         registry.register("connections_open", "Milter connections open now", connections_open.clone());
         let transactions = Counter::default();
         registry.register("transactions", "SMTP transactions (MAIL commands) seen", transactions.clone());
+        let transactions_open = Gauge::default();
+        registry.register(
+            "transactions_open",
+            "SMTP transactions open now (MAIL seen, no end of message or abort yet)",
+            transactions_open.clone(),
+        );
 
         let replies = Family::<Labels, Counter>::default();
         let mut reply_handles = Vec::new();
@@ -363,7 +371,11 @@ impl Metrics {
         let verdict_handles = KNOWN_VERDICTS
             .iter()
             .map(|&(check, outcome)| {
-                (check, outcome, verdicts.get_or_create(&vec![("check", check.to_string()), ("outcome", outcome.to_string())]).clone())
+                (
+                    check,
+                    outcome,
+                    verdicts.get_or_create(&vec![("check", check.to_string()), ("outcome", outcome.to_string())]).clone(),
+                )
             })
             .collect();
         registry.register("verdicts", "Other checks' outcomes, by check and outcome", verdicts.clone());
@@ -397,6 +409,7 @@ impl Metrics {
             connections,
             connections_open,
             transactions,
+            transactions_open,
             replies,
             reply_handles,
             stages,
@@ -450,8 +463,14 @@ impl Metrics {
     }
 
     /// A MAIL command started a transaction.
-    pub fn transaction(&self) {
+    pub fn transaction_opened(&self) {
         self.transactions.inc();
+        self.transactions_open.inc();
+    }
+
+    /// A transaction ended (end of message, abort, new MAIL, end of session).
+    pub fn transaction_closed(&self) {
+        self.transactions_open.dec();
     }
 
     /// A reply we made the MTA send.
@@ -483,7 +502,7 @@ impl Metrics {
         self.grey_delay.observe(seconds as f64);
     }
 
-    /// One DNS list's answer: `result` is "listed", "not_listed" or "failed".
+    /// One DNS list's answer: `result` is "listed", "timeout" or "error".
     pub fn list(&self, option: &str, list: &str, result: &'static str) {
         self.lists
             .get_or_create(&vec![("option", option.to_string()), ("list", list.to_string()), ("result", result.to_string())])
@@ -530,7 +549,7 @@ mod tests {
     }
 
     #[test]
-    fn histogram_buckets_are_cumulative_and_the_sum_adds_up() {
+    fn histogram_buckets_count_each_observation_once_and_the_sum_adds_up() {
         let h = AtomicHistogram::new(&[1.0, 10.0]);
         for v in [0.5, 1.0, 5.0, 50.0] {
             h.observe(v);
@@ -538,7 +557,7 @@ mod tests {
         let (sum, count, buckets) = h.snapshot();
         assert_eq!(count, 4);
         assert!((sum - 56.5).abs() < 1e-6, "{sum}");
-        assert_eq!(buckets, vec![(1.0, 2), (10.0, 3), (f64::INFINITY, 4)]);
+        assert_eq!(buckets, vec![(1.0, 2), (10.0, 1), (f64::INFINITY, 1)]);
     }
 
     #[test]
@@ -547,6 +566,7 @@ mod tests {
         m.connection_opened();
         m.reply(552, 421);
         m.observe_stage(4, 0.002);
+        m.observe_stage(4, 20.0);
         m.grey(GreyOutcome::FirstSight);
         m.list("dns-bl", "zen.example.", "listed");
         m.reloaded(false, 1_700_000_000);
@@ -555,7 +575,10 @@ mod tests {
             "smtpf_milter_connections_total 1",
             "smtpf_milter_connections_open 1",
             "smtpf_milter_replies_total{number=\"552\",code=\"421\"} 1",
-            "smtpf_milter_answer_seconds_bucket{le=\"0.0025\",stage=\"data\"} 1",
+            "smtpf_milter_answer_seconds_bucket{le=\"0.0025\",stage=\"data\"} 1\n",
+            "smtpf_milter_answer_seconds_bucket{le=\"10.0\",stage=\"data\"} 1\n",
+            "smtpf_milter_answer_seconds_bucket{le=\"+Inf\",stage=\"data\"} 2\n",
+            "smtpf_milter_answer_seconds_count{stage=\"data\"} 2\n",
             "smtpf_milter_greylist_verdicts_total{outcome=\"first_sight\"} 1",
             "smtpf_milter_list_lookups_total{option=\"dns-bl\",list=\"zen.example.\",result=\"listed\"} 1",
             "smtpf_milter_config_reloads_total{result=\"refused\"} 1",

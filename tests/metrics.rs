@@ -169,3 +169,34 @@ async fn every_metric_is_documented_and_the_contrib_files_query_real_ones() {
         }
     }
 }
+
+/// A DNS list that times out is counted per list as a timeout; transactions open and close.
+#[tokio::test]
+async fn list_timeouts_per_list_and_open_transactions() {
+    let port = free_port();
+    let dns =
+        common::dns::TestDns::builder().zone("org").zone("net").zone("test").blackhole("44.2.0.192.slow.test").start().await;
+    let d = TestDaemon::start(&format!(
+        "dns-servers = [\"{}\"]\ndns-timeout = \"300ms\"\ndns-bl = [\"slow.test\"]\nmetrics-listen = \"127.0.0.1:{port}\"\n",
+        dns.addr()
+    ))
+    .await;
+    d.wait_for("#2067 ", 1).await;
+    let mut c = d.client().await;
+    open_session(&mut c, "[192.0.2.44]", "192.0.2.44", "client.example.org").await;
+    c.command(&Command::Mail { sender: "<erin@example.org>".into(), params: vec![] }).await.unwrap();
+    let open = scrape(port).await;
+    assert_eq!(open.get("smtpf_milter_transactions_open"), Some(&1.0), "{open:?}");
+    c.command(&Command::Abort).await.unwrap();
+    c.command(&Command::Quit).await.unwrap();
+    d.wait_for("#721 end", 1).await;
+    let after = scrape(port).await;
+    assert_eq!(after.get("smtpf_milter_transactions_open"), Some(&0.0));
+    assert_eq!(after.get("smtpf_milter_transactions_total"), Some(&1.0));
+    assert_eq!(
+        after.get("smtpf_milter_list_lookups_total{option=\"dns-bl\",list=\"slow.test.\",result=\"timeout\"}"),
+        Some(&1.0),
+        "{:?}",
+        d.grep("#20")
+    );
+}

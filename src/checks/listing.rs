@@ -291,8 +291,12 @@ impl Session {
         for hit in &r.hits {
             self.metrics().list(option, &hit.zone, "listed");
         }
-        for (zone, _) in r.failures() {
-            self.metrics().list(option, zone, "failed");
+        for (zone, why) in r.failures() {
+            self.metrics().list(
+                option,
+                zone,
+                if why.contains("timeout") || why.contains("timed out") { "timeout" } else { "error" },
+            );
         }
         for (zone, why) in r.failures() {
             self.emit(&catalog::DNS_LIST_FAILED, &[&option, &zone, &name, &why]);
