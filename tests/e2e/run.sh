@@ -74,6 +74,7 @@ sock=$sockdir/milter.sock
 mlog=$work/milter.log
 milter_pid=
 GREY=2               # greylisting period of the scenarios, seconds
+METRICS_PORT=19894      # the milter's /metrics (loopback)
 
 cleanup() {
     postfix_stop "$pf"
@@ -142,6 +143,15 @@ stored() {
     done
     return 1
 }
+scrape() {      # the milter's /metrics text (HTTP/1.0: the server closes after the answer)
+    exec 9<>"/dev/tcp/127.0.0.1/$METRICS_PORT" || return 1
+    printf 'GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n' >&9
+    cat <&9
+    exec 9>&-
+}
+metric() {      # TEXT SAMPLE: one sample's value, 0 when absent
+    awk -v k="$2" '$1 == k { print $2; found = 1 } END { if (!found) print 0 }' <<< "$1"
+}
 wait_log() {    # REGEX: wait up to 5 s for the milter log to match
     local _
     for _ in $(seq 1 50); do grep -Eq "$1" "$mlog" && return 0; sleep 0.1; done
@@ -186,6 +196,7 @@ grey-key = "mail,rcpt"
 grey-temp-fail-period = $GREY
 dupmsg-policy = "reject"
 shutdown-timeout = 30
+metrics-listen = "127.0.0.1:$METRICS_PORT"
 CONF
 "$bin" --config "$work/milter.toml" check-config > /dev/null || { echo "config refused" >&2; exit 1; }
 milter_start "$work/milter.toml" || exit 1
@@ -215,6 +226,7 @@ else
 fi
 
 # ---- greylisting: first sight refused at DATA; the retry after the period passes, with our header.
+metrics_before=$(scrape)
 declare -A first
 for mta in $mtas; do
     first[$mta]=$(send $mta 192.0.2.60 --from "alice-$mta@example.org" --to bob@example.net \
@@ -246,6 +258,20 @@ for mta in $mtas; do
         fail "$mta clean retry" "$out" "stored copy: ${f:-none}" "$(cat "$f" 2>/dev/null | head -20)"
     fi
 done
+
+# ---- metrics: Prometheus sees the numbers move while real MTAs talk to the milter.
+metrics_after=$(scrape)
+d_replies=$(( $(metric "$metrics_after" 'smtpf_milter_replies_total{number="552",code="451"}') - $(metric "$metrics_before" 'smtpf_milter_replies_total{number="552",code="451"}') ))
+d_first=$(( $(metric "$metrics_after" 'smtpf_milter_greylist_verdicts_total{outcome="first_sight"}') - $(metric "$metrics_before" 'smtpf_milter_greylist_verdicts_total{outcome="first_sight"}') ))
+d_pass=$(( $(metric "$metrics_after" 'smtpf_milter_greylist_verdicts_total{outcome="pass"}') - $(metric "$metrics_before" 'smtpf_milter_greylist_verdicts_total{outcome="pass"}') ))
+d_conn=$(( $(metric "$metrics_after" 'smtpf_milter_connections_total') - $(metric "$metrics_before" 'smtpf_milter_connections_total') ))
+if grep -q "#2067 metrics-listen=127.0.0.1:$METRICS_PORT ready" "$mlog" && [ "$d_replies" -eq 2 ] && [ "$d_first" -eq 2 ] \
+    && [ "$d_pass" -eq 2 ] && [ "$d_conn" -ge 4 ]; then
+    pass "metrics: /metrics counted the sessions ($d_conn milter connections: Postfix reconnects after XCLIENT), first sights (2 x 451 #552) and passes (2)"
+else
+    fail "metrics" "deltas: replies 451 #552 $d_replies, first sights $d_first, passes $d_pass, connections $d_conn" \
+        "$(grep -E '^smtpf_milter_(replies|greylist_verdicts|connections)_total' <<< "$metrics_after" | grep -v ' 0$')"
+fi
 
 # ---- duplicate: the same message again (body, Message-ID, first recipient) -> dupmsg-policy reject.
 for mta in $mtas; do
