@@ -226,8 +226,8 @@ pub struct Metrics {
 pub struct Sources {
     log: Mutex<Option<Logger>>,
     store: Mutex<Option<Store>>,
-    /// Greylist records by state, refreshed by the daemon every minute: pending, passed.
-    records: [AtomicI64; 2],
+    /// Greylist records by state, refreshed by the daemon every minute: pending, passed, host.
+    records: [AtomicI64; 3],
     records_at: AtomicI64,
 }
 
@@ -292,12 +292,12 @@ impl Collector for Sources {
         }
         if self.records_at.load(Ordering::Relaxed) > 0 {
             let family: Family<Labels, Gauge> = Family::default();
-            for (i, state) in ["pending", "passed"].iter().enumerate() {
+            for (i, state) in ["pending", "passed", "host"].iter().enumerate() {
                 family.get_or_create(&vec![("state", state.to_string())]).set(self.records[i].load(Ordering::Relaxed));
             }
             family.encode(encoder.encode_descriptor(
                 "greylist_records",
-                "Live greylist records by state (pending: temp-failed tuples; passed: tuples, hosts and auto-whitelisted clients), counted every minute",
+                "Live greylist records by state (pending: temp-failed tuples; passed: passed tuples; host: passed hosts, SPF domains and auto-whitelisted clients), counted every minute",
                 None,
                 MetricType::Gauge,
             )?)?;
@@ -400,7 +400,7 @@ impl Metrics {
         let sources = Arc::new(Sources {
             log: Mutex::new(None),
             store: Mutex::new(None),
-            records: [AtomicI64::new(0), AtomicI64::new(0)],
+            records: [AtomicI64::new(0), AtomicI64::new(0), AtomicI64::new(0)],
             records_at: AtomicI64::new(0),
         });
         registry.register_collector(Box::new(sources.clone()));
@@ -443,9 +443,9 @@ impl Metrics {
         *crate::sync::lock(&self.sources.store) = store;
     }
 
-    /// The latest greylist record counts (pending, passed).
-    pub fn set_records(&self, pending: i64, passed: i64, now: i64) {
-        for (slot, v) in self.sources.records.iter().zip([pending, passed]) {
+    /// The latest greylist record counts (pending tuples, passed tuples, passed hosts).
+    pub fn set_records(&self, pending: i64, passed: i64, hosts: i64, now: i64) {
+        for (slot, v) in self.sources.records.iter().zip([pending, passed, hosts]) {
             slot.store(v, Ordering::Relaxed);
         }
         self.sources.records_at.store(now.max(1), Ordering::Relaxed);

@@ -115,14 +115,20 @@ pub async fn start(listen: &MetricsListen, shared: Arc<Shared>) -> Option<tokio:
 pub fn count_records(shared: Arc<Shared>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
-            if let Some(store) = shared.store() {
-                let now = shared.now();
-                if let Ok(stats) = store.stats("grey:", now).await {
-                    let by = |code: &str| stats.live_by_code.get(code).copied().unwrap_or(0) as i64;
-                    shared.metrics.set_records(by("4"), by("0"), now);
-                }
-            }
+            refresh_records(&shared).await;
             tokio::time::sleep(RECORDS_EVERY).await;
         }
     })
+}
+
+/// Counts greylist records by state now (one range query of the store); a store error leaves
+/// the previous counts.
+pub async fn refresh_records(shared: &Shared) {
+    let Some(store) = shared.store() else { return };
+    let now = shared.now();
+    if let Ok(stats) = store.stats("grey:", now).await {
+        let by = |code: &str| stats.live_by_code.get(code).copied().unwrap_or(0) as i64;
+        let hosts = stats.live_passed_without_address as i64;
+        shared.metrics.set_records(by("4"), by("0") - hosts, hosts, now);
+    }
 }

@@ -100,6 +100,12 @@ async fn a_scrape_shows_each_session_and_survives_a_reload() {
         assert_eq!(delta(&after, &later, key), want, "{key}: {later:?}");
     }
     assert_eq!(later.get("smtpf_milter_connections_total"), Some(&2.0), "not reset by the reload");
+    // The store holds the tuple (still pending: passing writes the host record) and the host.
+    smtpf_milter::metrics_http::refresh_records(d.running().shared()).await;
+    let records = scrape(port).await;
+    for (state, n) in [("pending", 1.0), ("passed", 0.0), ("host", 1.0)] {
+        assert_eq!(records.get(&format!("smtpf_milter_greylist_records{{state=\"{state}\"}}")), Some(&n), "{state}: {records:?}");
+    }
     assert_eq!(later.get("smtpf_milter_config_last_reload_successful"), Some(&1.0));
 
     assert_eq!(http(port, "GET / HTTP/1.1").await.0, "HTTP/1.1 404 Not Found");

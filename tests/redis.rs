@@ -239,17 +239,20 @@ async fn record_semantics_match_the_sqlite_store() {
         store.put(&format!("grey:n{i:04}"), Record::new(if i % 3 == 0 { "0" } else { "4" }, NOW, NOW + 1000)).await.unwrap();
     }
     store.put("dupmsg:x", Record::new("1 sid", NOW, NOW + 1000)).await.unwrap();
+    // A passed tuple names addresses; the passed hosts above (grey:nNNNN) do not.
+    store.put("grey:z.example,a@example.org,b@example.net", Record::new("0", NOW, NOW + 1000)).await.unwrap();
     let rows = store.scan("grey:", NOW + 150, 5).await.unwrap();
     let keys: Vec<&str> = rows.iter().map(|(k, _)| k.as_str()).collect();
     // b and g1 have expired at +150; garbage and the hash are not records.
     assert_eq!(keys, ["grey:a", "grey:n0000", "grey:n0001", "grey:n0002", "grey:n0003"]);
     let all = store.scan("grey:", NOW + 150, 100_000).await.unwrap();
-    assert_eq!(all.len(), 1201, "1200 + grey:a; b and g1 have expired at +150");
+    assert_eq!(all.len(), 1202, "1200 + grey:a + the tuple; b and g1 have expired at +150");
     assert!(all.windows(2).all(|w| w[0].0 < w[1].0));
     let s = store.stats("grey:", NOW + 150).await.unwrap();
-    assert_eq!((s.live, s.expired), (1201, 2));
-    assert_eq!(s.live_by_code.get("0"), Some(&400));
+    assert_eq!((s.live, s.expired), (1202, 2));
+    assert_eq!(s.live_by_code.get("0"), Some(&401));
     assert_eq!(s.live_by_code.get("4"), Some(&801));
+    assert_eq!(s.live_passed_without_address, 400, "every passed record but the tuple");
     assert_eq!(store.stats("dupmsg:", NOW).await.unwrap().live, 1);
 
     // expire(now) removes what is dead at `now` (here: ahead of Redis's clock), nothing else.

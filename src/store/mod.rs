@@ -164,6 +164,11 @@ pub struct PrefixStats {
     /// Live records by the first character of their value (the smtpf code: `"0"` passed,
     /// `"4"` temp-failed, ...); an empty value counts under `""`.
     pub live_by_code: BTreeMap<String, u64>,
+    /// Live passed records (`"0"`) whose key holds no address: greylisting's host records
+    /// (`grey:<ptr-domain>`, `grey:spf:<domain>`) and auto-whitelisted clients, as opposed to
+    /// passed tuples, which always name a sender or a recipient (except with a key of host
+    /// words only, whose tuples are hosts).
+    pub live_passed_without_address: u64,
 }
 
 /// Running totals since the store was opened, so operators and tests can see group commit and

@@ -328,10 +328,13 @@ impl RedisStore {
         let keys = self.keys(prefix).await?;
         let mut stats = PrefixStats::default();
         for chunk in keys.chunks(MGET_BATCH) {
-            for (_, r) in self.fetch(chunk).await? {
+            for (key, r) in self.fetch(chunk).await? {
                 if r.is_live(now) {
                     stats.live += 1;
                     let code: String = r.value.chars().take(1).collect();
+                    if code == "0" && !key.contains('@') {
+                        stats.live_passed_without_address += 1;
+                    }
                     *stats.live_by_code.entry(code).or_insert(0) += 1;
                 } else {
                     stats.expired += 1;

@@ -68,9 +68,10 @@ const SCAN_RANGE: &str = "SELECT k, v, c, e FROM mcc WHERE k >= ?1 AND k < ?2 AN
 /// Live records from a key on (`?1` first key, `?2` now, `?3` limit).
 const SCAN_FROM: &str = "SELECT k, v, c, e FROM mcc WHERE k >= ?1 AND e > ?2 ORDER BY k LIMIT ?3";
 /// Live counts by smtpf code in a key range.
-const LIVE_RANGE: &str = "SELECT substr(v, 1, 1), count(*) FROM mcc WHERE k >= ?1 AND k < ?2 AND e > ?3 GROUP BY 1";
+const LIVE_RANGE: &str =
+    "SELECT substr(v, 1, 1), instr(k, '@') = 0, count(*) FROM mcc WHERE k >= ?1 AND k < ?2 AND e > ?3 GROUP BY 1, 2";
 /// Live counts by smtpf code from a key on.
-const LIVE_FROM: &str = "SELECT substr(v, 1, 1), count(*) FROM mcc WHERE k >= ?1 AND e > ?2 GROUP BY 1";
+const LIVE_FROM: &str = "SELECT substr(v, 1, 1), instr(k, '@') = 0, count(*) FROM mcc WHERE k >= ?1 AND e > ?2 GROUP BY 1, 2";
 /// Expired rows in a key range.
 const EXPIRED_RANGE: &str = "SELECT count(*) FROM mcc WHERE k >= ?1 AND k < ?2 AND e <= ?3";
 /// Expired rows from a key on.
@@ -680,8 +681,8 @@ fn read_scan(conn: &Connection, prefix: &str, now: i64, limit: usize) -> rusqlit
 }
 
 fn read_stats(conn: &Connection, prefix: &str, now: i64) -> rusqlite::Result<PrefixStats> {
-    let row = |r: &Row<'_>| Ok((text_at(r, 0)?, int_at(r, 1)?));
-    let (by_code, expired): (Vec<(String, i64)>, i64) = match prefix_end(prefix) {
+    let row = |r: &Row<'_>| Ok((text_at(r, 0)?, int_at(r, 1)? != 0, int_at(r, 2)?));
+    let (by_code, expired): (Vec<(String, bool, i64)>, i64) = match prefix_end(prefix) {
         Some(end) => (
             conn.prepare_cached(LIVE_RANGE)?.query_map(params![prefix, end, now], row)?.collect::<Result<_, _>>()?,
             conn.prepare_cached(EXPIRED_RANGE)?.query_row(params![prefix, end, now], |r| int_at(r, 0))?,
@@ -692,8 +693,11 @@ fn read_stats(conn: &Connection, prefix: &str, now: i64) -> rusqlite::Result<Pre
         ),
     };
     let mut stats = PrefixStats { expired: count(expired), ..PrefixStats::default() };
-    for (code, n) in by_code {
+    for (code, no_address, n) in by_code {
         stats.live += count(n);
+        if no_address && code == "0" {
+            stats.live_passed_without_address += count(n);
+        }
         *stats.live_by_code.entry(code).or_insert(0) += count(n);
     }
     Ok(stats)
