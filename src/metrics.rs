@@ -502,11 +502,19 @@ impl Metrics {
         self.grey_delay.observe(seconds as f64);
     }
 
-    /// One DNS list's answer: `result` is "listed", "timeout" or "error".
+    /// One DNS list's answer: `result` is "listed", "timeout" or "error" ("queried" goes through
+    /// [`Metrics::list_counter`] handles).
     pub fn list(&self, option: &str, list: &str, result: &'static str) {
         self.lists
             .get_or_create(&vec![("option", option.to_string()), ("list", list.to_string()), ("result", result.to_string())])
             .inc();
+    }
+
+    /// The counter of one DNS list's `result`, to keep and bump without a lookup.
+    pub fn list_counter(&self, option: &str, list: &str, result: &str) -> Counter {
+        self.lists
+            .get_or_create(&vec![("option", option.to_string()), ("list", list.to_string()), ("result", result.to_string())])
+            .clone()
     }
 
     /// Another check's outcome (e.g. "mx", "nxdomain").

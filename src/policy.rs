@@ -24,6 +24,9 @@ pub struct Policy {
     /// Lines of those files that were skipped, to log once.
     pub grey_whitelist_warnings: Vec<String>,
     pub dns: Dns,
+    /// The query counters of this config's DNS lists, per option, made on first use so that
+    /// counting a lookup is one atomic add per list.
+    list_queries: std::sync::OnceLock<Vec<(&'static str, Vec<prometheus_client::metrics::counter::Counter>)>>,
 }
 
 /// Why a policy could not be built.
@@ -67,7 +70,38 @@ impl Policy {
                 (Some(Arc::new(list)), warnings)
             };
         let dns = Dns::new(&config.dns_servers, config.dns_timeout).map_err(PolicyError::Dns)?;
-        Ok(Policy { access, access_warnings, grey_whitelist, grey_whitelist_warnings, dns, config })
+        Ok(Policy {
+            access,
+            access_warnings,
+            grey_whitelist,
+            grey_whitelist_warnings,
+            dns,
+            config,
+            list_queries: Default::default(),
+        })
+    }
+
+    /// The `result="queried"` counters of `option`'s lists (dns-bl, dns-wl, dns-gl, uri-bl,
+    /// uri-dns-bl), one per list of this config.
+    pub fn list_queries(
+        &self,
+        metrics: &crate::metrics::Metrics,
+        option: &str,
+    ) -> &[prometheus_client::metrics::counter::Counter] {
+        let all = self.list_queries.get_or_init(|| {
+            let c = &self.config;
+            [
+                ("dns-bl", &c.dns_bl),
+                ("dns-wl", &c.dns_wl),
+                ("dns-gl", &c.dns_gl),
+                ("uri-bl", &c.uri_bl),
+                ("uri-dns-bl", &c.uri_dns_bl),
+            ]
+            .into_iter()
+            .map(|(option, zones)| (option, zones.iter().map(|z| metrics.list_counter(option, &z.name, "queried")).collect()))
+            .collect()
+        });
+        all.iter().find(|(o, _)| *o == option).map(|(_, c)| c.as_slice()).unwrap_or(&[])
     }
 
     /// What the enabled checks need from the MTA: the steps some check may answer at (the MTA

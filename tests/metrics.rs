@@ -205,4 +205,8 @@ async fn list_timeouts_per_list_and_open_transactions() {
         "{:?}",
         d.grep("#20")
     );
+    assert_eq!(
+        after.get("smtpf_milter_list_lookups_total{option=\"dns-bl\",list=\"slow.test.\",result=\"queried\"}"),
+        Some(&1.0)
+    );
 }

@@ -288,6 +288,9 @@ impl Session {
     /// verbose word `rbl` every list's answer.
     pub(crate) fn log_failures(&self, option: &str, result: &Option<ListResult>, name: &str) {
         let Some(r) = result else { return };
+        for c in self.policy().list_queries(self.metrics(), option) {
+            c.inc();
+        }
         for hit in &r.hits {
             self.metrics().list(option, &hit.zone, "listed");
         }
