@@ -225,6 +225,7 @@ async fn switched_off_greylisting_holds_and_records_nothing() {
         assert_eq!(finish(&mut c, HEADERS, b"x\r\n").await, vec![Response::Continue], "{extra}");
         d.wait_for("#720 message", 1).await;
         assert!(d.grep("#387").is_empty() && d.grep("#539").is_empty(), "{extra}: {:?}", d.lines());
+        eprintln!("LINES {:?}", d.lines());
         let conn = rusqlite::Connection::open(d.dir.path().join("cache.sq3")).unwrap();
         let rows: i64 = conn.query_row("SELECT count(*) FROM mcc WHERE k LIKE 'grey%'", [], |r| r.get(0)).unwrap();
         assert_eq!(rows, 0, "{extra}");
@@ -599,4 +600,35 @@ async fn ptr_names_of_unrelated_domains_fall_back_to_the_address() {
     open_session(&mut c, "out1.mail.farm-example.com", "198.51.100.21", "out1.mail.farm-example.com").await;
     to_data(&mut c, "<a@example.org>", &["<b@example.net>"]).await;
     d.wait_for("#387 grey listed {grey:mail.farm-example.com,a@example.org,b@example.net}", 1).await;
+}
+
+/// Either setting switches greylisting off on its own: an empty grey-key (whatever the period),
+/// or a period of 0 (whatever the key). Nothing is greylisted, recorded or logged. A protocol-2
+/// MTA (old Sendmail) is used: it has no DATA step to leave out, so the daemon itself must know.
+#[tokio::test]
+async fn an_empty_key_or_a_zero_period_each_turn_greylisting_off() {
+    for extra in ["grey-key = \"\"\ngrey-temp-fail-period = 600", "grey-key = \"ptr,mail,rcpt\"\ngrey-temp-fail-period = 0"] {
+        let d = TestDaemon::start(&format!("dupmsg-ttl = 0\n{extra}")).await;
+        let mut c = d.client().await;
+        c.negotiate(2, 0x3f, 0x7f).await.unwrap();
+        c.command(&Command::Connect {
+            hostname: "h.example".into(),
+            family: smtpf_milter::milter::codec::Family::Inet,
+            port: 25,
+            address: "192.0.2.90".into(),
+        })
+        .await
+        .unwrap();
+        c.command(&Command::Mail { sender: "<carol@example.org>".into(), params: vec![] }).await.unwrap();
+        c.command(&Command::Rcpt { recipient: "<bob@example.net>".into(), params: vec![] }).await.unwrap();
+        c.command(&Command::Header { name: "Subject".into(), value: "x".into() }).await.unwrap();
+        let r = c.command(&Command::EndOfHeaders).await.unwrap();
+        assert_eq!(r, vec![Response::Continue], "{extra}");
+        c.command(&Command::Quit).await.unwrap();
+        d.wait_for("#721 end i=192.0.2.90 ", 1).await;
+        assert!(d.grep("#387").is_empty(), "{extra}: {:?}", d.lines());
+        let conn = rusqlite::Connection::open(d.dir.path().join("cache.sq3")).unwrap();
+        let rows: i64 = conn.query_row("SELECT count(*) FROM mcc WHERE k LIKE 'grey:%'", [], |r| r.get(0)).unwrap();
+        assert_eq!(rows, 0, "{extra}: no greylist record");
+    }
 }
