@@ -20,11 +20,11 @@ out=${MUTANTS_OUT:-${TMPDIR:-/tmp}/smtpf-milter-mutants}
 # Each file and the integration test binaries that exercise it.
 files=(src/checks/mx.rs src/checks/dnslist.rs src/checks/dupmsg.rs src/checks/greylist.rs src/checks/listing.rs)
 declare -A reach=(
-    [src/checks/mx.rs]="mx greylist verbose"
+    [src/checks/mx.rs]="mx greylist verbose metrics"
     [src/checks/dnslist.rs]="dnslist listing uribl verbose"
-    [src/checks/dupmsg.rs]="greylist redis hostile verbose"
-    [src/checks/greylist.rs]="greylist greylist_spf greylist_whitelist redis hostile mx verbose"
-    [src/checks/listing.rs]="listing mx greylist verbose"
+    [src/checks/dupmsg.rs]="greylist redis hostile verbose metrics"
+    [src/checks/greylist.rs]="greylist greylist_spf greylist_whitelist redis hostile mx verbose metrics"
+    [src/checks/listing.rs]="listing mx greylist verbose metrics"
 )
 [ $# -eq 0 ] || files=("$@")
 

@@ -137,3 +137,23 @@ async fn a_client_whose_messages_keep_passing_is_auto_whitelisted() {
     assert_eq!(data_from(&d, "192.0.2.52", "<b@example.org>").await, vec![Response::Continue], "host record");
     assert!(d.grep("#2066").is_empty());
 }
+
+/// `grey-auto-whitelist-clients = 0` turns the auto-whitelist off: however many of its messages
+/// pass, a client's new tuples are greylisted, and no count is kept.
+#[tokio::test]
+async fn auto_whitelist_zero_is_off() {
+    let d = TestDaemon::start("grey-key = \"mail,rcpt\"\ngrey-auto-whitelist-clients = 0").await;
+    for i in 0..3 {
+        let sender = format!("<z{i}@example.org>");
+        assert!(greylisted(&data_from(&d, "192.0.2.53", &sender).await), "tuple {i} first seen");
+        d.running().shared().advance_clock(700);
+        assert_eq!(data_from(&d, "192.0.2.53", &sender).await, vec![Response::Continue], "tuple {i} retried");
+    }
+    assert!(greylisted(&data_from(&d, "192.0.2.53", "<new@example.org>").await), "still greylisted");
+    assert!(d.grep("#2066").is_empty());
+    // Give detached writes their moment, then look: no auto-whitelist record of any kind.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let conn = rusqlite::Connection::open(d.dir.path().join("cache.sq3")).unwrap();
+    let n: i64 = conn.query_row("SELECT count(*) FROM mcc WHERE k LIKE 'grey:awl:%'", [], |r| r.get(0)).unwrap();
+    assert_eq!(n, 0);
+}
