@@ -103,8 +103,11 @@ async fn first_sight_retry_and_pass() {
     }
     assert_eq!(eom[1], Response::Continue);
     assert!(d.grep("#2052").is_empty(), "no report header was there to remove: {:?}", d.grep("#2052"));
-    // The host record now lets everything from this client through at once.
-    assert_eq!(db_value(&d, "grey:192.0.2.1").unwrap().0, "0");
+    // The host record now lets everything from this client through at once, for
+    // cache-accept-ttl from the pass; it keeps the tuple's first-seen time.
+    let (v, host_created, host_expires) = db_value(&d, "grey:192.0.2.1").unwrap();
+    assert_eq!((v.as_str(), host_created), ("0", created));
+    assert_eq!(host_expires - d.running().shared().now(), 604_800, "cache-accept-ttl from the pass");
     let mut c = d.client().await;
     open_session(&mut c, "[192.0.2.1]", "192.0.2.1", "client.example.org").await;
     assert_eq!(to_data(&mut c, "<someone@else.example>", &["<carol@example.net>"]).await, vec![Response::Continue]);
