@@ -528,8 +528,8 @@ mod tests {
 
     /// Zone names are held to the DNS's own limits and no tighter: a 63-octet label and a
     /// 253-octet name are valid, one octet more is not.
-    /// Hyphens and underscores are legal in list names (b.barracudacentral.org's siblings,
-    /// `_dnsbl` labels), other punctuation is not.
+    /// Hyphens and underscores are legal in list names (`bl.spam-cop.test`,
+    /// `_dnsbl` labels); other punctuation is not.
     #[test]
     fn zone_names_with_hyphens_and_underscores() {
         assert_eq!(parse_zone("bl.spam-cop.test").unwrap().suffix(), "bl.spam-cop.test");
