@@ -121,9 +121,14 @@ async fn a_client_whose_messages_keep_passing_is_auto_whitelisted() {
     let conn = rusqlite::Connection::open(d.dir.path().join("cache.sq3")).unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
     loop {
-        let v: Option<String> = conn.query_row("SELECT v FROM mcc WHERE k = 'grey:awl:192.0.2.50'", [], |r| r.get(0)).ok();
-        if v.as_deref() == Some("0") {
-            break;
+        let row: Option<(String, i64)> =
+            conn.query_row("SELECT v, e FROM mcc WHERE k = 'grey:awl:192.0.2.50'", [], |r| Ok((r.get(0)?, r.get(1)?))).ok();
+        let v = row.as_ref().map(|(v, _)| v.clone());
+        if let Some((v, expires)) = &row {
+            if v == "0" {
+                assert_eq!(*expires - d.running().shared().now(), 604_800, "whitelisted for cache-accept-ttl");
+                break;
+            }
         }
         assert!(std::time::Instant::now() < deadline, "record {v:?}");
         std::thread::sleep(std::time::Duration::from_millis(10));
