@@ -404,6 +404,8 @@ async fn content_greylisting_identical_changed_and_reboundaried_retries() {
     let _ = h2;
     assert!(matches!(&eom[..], [Response::ReplyCode(t)] if t.starts_with("450 4.4.5 try again later #553 ")), "{eom:?}");
     d.wait_for("#393 grey-content message mismatch", 1).await;
+    // Another Message-ID than the first message's: no rebuilt-copy workaround.
+    assert!(d.grep("#964").is_empty(), "{:?}", d.grep("#964"));
 
     // The original text with only the MIME boundary changed hashes the same: it passes.
     let (h3, b3) = mime("ZZZ-other-boundary", "Hello Bob, the meeting is at ten.");
@@ -454,6 +456,35 @@ async fn content_retry_at_the_end_of_the_period_passes() {
     // The next message of the tuple passes at DATA, as a passed tuple does.
     let (data, eom) = content_try(&d, &refs(&h), b"another text\r\n").await;
     assert_eq!((data, eom), (vec![Response::Continue], vec![Response::Continue]));
+}
+
+/// A message let through DATA whose tuple was started afresh by another session before its end
+/// (the record expired and a new first sight took its place) is refused at its end with the
+/// time left of the new record's period.
+#[tokio::test]
+async fn content_end_of_message_against_a_record_started_meanwhile() {
+    let d = TestDaemon::start("dupmsg-ttl = 0\ngrey-key = \"mail,rcpt\"\ngrey-content = true").await;
+    let (h, b) = mime("S1", "Status report.");
+    content_try(&d, &refs(&h), &b).await;
+    d.running().shared().advance_clock(700);
+    // B: past the period, DATA is let through so that its content can be compared.
+    let mut b_session = d.client().await;
+    open_session(&mut b_session, "h.example", "192.0.2.90", "h.example").await;
+    assert_eq!(to_data(&mut b_session, "<a@example.org>", &["<b@example.net>"]).await, vec![Response::Continue]);
+    let b_sid = d.grep("#637 start").last().unwrap().split(' ').next().unwrap().to_string();
+    // Meanwhile the record goes, and C starts the tuple afresh (first sight, another text).
+    let store = d.running().shared().store().unwrap();
+    assert!(store.delete("grey:a@example.org,b@example.net").await.unwrap());
+    let (h2, b2) = mime("S2", "Another text.");
+    let (data, _) = content_try(&d, &refs(&h2), &b2).await;
+    assert_eq!(data, vec![Response::Continue]);
+    d.running().shared().advance_clock(100);
+    // B's end of message meets C's record: 500 seconds of its period are left.
+    let eom = finish(&mut b_session, &refs(&h), &b).await;
+    assert!(matches!(&eom[..], [Response::ReplyCode(t)] if t.starts_with("451 4.7.0 try again later #552 ")), "{eom:?}");
+    let listed = d.wait_for(&format!("{b_sid} #394 grey-content listed"), 1).await;
+    let left: i64 = listed[0].rsplit(" for ").next().unwrap().trim_end_matches(" seconds").parse().unwrap();
+    assert!((495..=500).contains(&left), "{}", listed[0]);
 }
 
 #[tokio::test]
