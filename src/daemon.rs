@@ -35,6 +35,8 @@ pub struct Running {
     address: String,
     /// The `/metrics` server and the greylist record counter, when `metrics-listen` is set.
     metrics_tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// The `/metrics` socket, whose unix file goes at stop.
+    metrics_listener: Option<Arc<Listener>>,
     /// Library events (the resolver's warnings) go to this daemon's log while it runs.
     _library: library::Attached,
 }
@@ -178,14 +180,27 @@ pub async fn start_with_store(config: Config, log: Logger, opened: Option<Store>
         }
     });
     let mut metrics_tasks = Vec::new();
+    let mut metrics_listener = None;
     if let Some(listen) = &config.metrics_listen {
-        if let Some(task) = crate::metrics_http::start(listen, shared.clone()).await {
+        if let Some((task, listener)) = crate::metrics_http::start(listen, shared.clone()).await {
             metrics_tasks.push(task);
             metrics_tasks.push(crate::metrics_http::count_records(shared.clone()));
+            metrics_listener = Some(listener);
         }
     }
     log.emit(&catalog::READY, None, &[]);
-    Ok(Running { shared, stop_tx, kill_tx, idle, accept_task, store_watch, address, metrics_tasks, _library: library })
+    Ok(Running {
+        shared,
+        stop_tx,
+        kill_tx,
+        idle,
+        accept_task,
+        store_watch,
+        address,
+        metrics_tasks,
+        metrics_listener,
+        _library: library,
+    })
 }
 
 impl Running {
@@ -268,8 +283,8 @@ impl Running {
         for task in &self.metrics_tasks {
             task.abort();
         }
-        if let Some(crate::metrics::MetricsListen::Unix(path)) = &self.shared.policy().config.metrics_listen {
-            let _ = std::fs::remove_file(path);
+        if let Some(Err((path, e))) = self.metrics_listener.as_ref().map(|l| l.cleanup()) {
+            self.shared.log.emit(&catalog::UNLINK_ERROR, None, &[&path.display(), &crate::log::os_error(&e)]);
         }
         let waited = tokio::time::timeout(deadline, async {
             loop {

@@ -3,8 +3,10 @@
 //! greylist records by state once a minute so that a scrape never scans the store.
 //!
 //! It is started after the milter socket and never stops mail: an address that cannot be opened
-//! is logged (#2068) and the daemon serves without it. A client must send its request headers
-//! within 10 s, and anything other than `GET /metrics` gets 404 or 405.
+//! is logged (#2068) and the daemon serves without it. The address is bound by the milter
+//! socket's own code. A client must send its request headers within 10 s and is done within
+//! 30 s, at most 16 connections are served at once, and anything other than `GET /metrics` gets
+//! 404 or 405.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -14,10 +16,10 @@ use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::{TcpListener, UnixListener};
 
 use crate::log::catalog;
 use crate::metrics::{Metrics, MetricsListen};
+use crate::milter::listen::{Connection, Listener, SocketSpec};
 use crate::shared::Shared;
 
 /// The content type of the OpenMetrics text prometheus-client writes.
@@ -40,8 +42,15 @@ fn respond(metrics: &Metrics, req: &Request<Incoming>) -> Response<Full<Bytes>> 
     resp
 }
 
-/// Serves one accepted connection.
-fn serve<S>(stream: S, metrics: Arc<Metrics>)
+/// Scrapes served at once; a connection beyond them is closed at once (a scraper needs one).
+const MAX_CONNECTIONS: usize = 16;
+/// Longest life of one HTTP connection, so a client that stops reading cannot hold a slot.
+const CONNECTION_LIFETIME: Duration = Duration::from_secs(30);
+/// Mode of a unix metrics socket: the daemon's user and group (add the scraper to the group).
+const UNIX_MODE: u32 = 0o660;
+
+/// Serves one accepted connection, holding one of the [`MAX_CONNECTIONS`] slots.
+fn serve<S>(stream: S, metrics: Arc<Metrics>, slot: tokio::sync::OwnedSemaphorePermit)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -50,64 +59,58 @@ where
             let m = metrics.clone();
             async move { Ok::<_, Infallible>(respond(&m, &req)) }
         });
-        let _ = hyper::server::conn::http1::Builder::new()
+        let connection = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(Duration::from_secs(10))
-            .serve_connection(TokioIo::new(stream), service)
-            .await;
+            .serve_connection(TokioIo::new(stream), service);
+        let _ = tokio::time::timeout(CONNECTION_LIFETIME, connection).await;
+        drop(slot);
     });
 }
 
-/// Opens `listen`, logs the outcome, and serves until the returned task is aborted. None when
-/// the address cannot be opened (logged; mail is served all the same).
-pub async fn start(listen: &MetricsListen, shared: Arc<Shared>) -> Option<tokio::task::JoinHandle<()>> {
-    let log = shared.log.clone();
+/// The address as the milter socket code binds it.
+fn socket_spec(listen: &MetricsListen) -> SocketSpec {
+    match listen {
+        MetricsListen::Tcp(a) => SocketSpec::Inet { host: a.ip().to_string(), port: a.port(), v6: a.is_ipv6() },
+        MetricsListen::Unix(path) => SocketSpec::Unix(path.clone()),
+    }
+}
+
+/// Opens `listen` the way the milter socket is opened (a stale unix socket is replaced, a live
+/// one or a file that is not a socket is refused), logs the outcome, and serves until the
+/// returned task is aborted; the listener is returned too, for [`Listener::cleanup`] at stop.
+/// None when the address cannot be opened (logged; mail is served all the same).
+pub async fn start(listen: &MetricsListen, shared: Arc<Shared>) -> Option<(tokio::task::JoinHandle<()>, Arc<Listener>)> {
+    let listener = match Listener::bind(&socket_spec(listen), UNIX_MODE, None).await {
+        Ok((l, _)) => Arc::new(l),
+        Err(e) => {
+            shared.log.emit(&catalog::METRICS_ERROR, None, &[listen, &e]);
+            return None;
+        }
+    };
     let metrics = shared.metrics.clone();
-    let fail = |e: &dyn std::fmt::Display| {
-        log.emit(&catalog::METRICS_ERROR, None, &[listen, e]);
-        None
-    };
-    let task = match listen {
-        MetricsListen::Tcp(addr) => {
-            let listener = match TcpListener::bind(addr).await {
-                Ok(l) => l,
-                Err(e) => return fail(&crate::log::os_error(&e)),
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let accepting = listener.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            let connection = match accepting.accept().await {
+                Ok(c) => c,
+                // Out of descriptors and the like: try again shortly.
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
             };
-            tokio::spawn(async move {
-                loop {
-                    match listener.accept().await {
-                        Ok((stream, _)) => serve(stream, metrics.clone()),
-                        // Out of descriptors and the like: try again shortly.
-                        Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-                    }
-                }
-            })
-        }
-        MetricsListen::Unix(path) => {
-            // A socket left by a previous run is replaced; anything else in the way is not.
-            if let Ok(meta) = std::fs::symlink_metadata(path) {
-                use std::os::unix::fs::FileTypeExt;
-                if !meta.file_type().is_socket() {
-                    return fail(&"a file that is not a socket is in the way");
-                }
-                let _ = std::fs::remove_file(path);
+            // Over the limit: dropping the connection closes it.
+            let Ok(slot) = slots.clone().try_acquire_owned() else { continue };
+            match connection {
+                Connection::Tcp(s) => serve(s, metrics.clone(), slot),
+                Connection::Unix(s) => serve(s, metrics.clone(), slot),
             }
-            let listener = match UnixListener::bind(path) {
-                Ok(l) => l,
-                Err(e) => return fail(&crate::log::os_error(&e)),
-            };
-            tokio::spawn(async move {
-                loop {
-                    match listener.accept().await {
-                        Ok((stream, _)) => serve(stream, metrics.clone()),
-                        Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-                    }
-                }
-            })
         }
-    };
-    log.emit(&catalog::METRICS_READY, None, &[listen]);
-    Some(task)
+    });
+    shared.log.emit(&catalog::METRICS_READY, None, &[listen]);
+    Some((task, listener))
 }
 
 /// Counts greylist records by state now and then every minute, for the

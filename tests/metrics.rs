@@ -210,3 +210,60 @@ async fn list_timeouts_per_list_and_open_transactions() {
         Some(&1.0)
     );
 }
+
+/// A unix metrics socket is bound as the milter socket is: a file that is not a socket is never
+/// replaced (#2068, the file kept), a free path serves /metrics and is removed at stop.
+#[tokio::test]
+async fn a_unix_metrics_socket_is_bound_and_removed_as_the_milter_socket_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let in_the_way = dir.path().join("notes.txt");
+    std::fs::write(&in_the_way, "keep me").unwrap();
+    let d = TestDaemon::start(&format!("metrics-listen = \"unix:{}\"\n", in_the_way.display())).await;
+    d.wait_for("#2068 ", 1).await;
+    assert!(d.grep("#2068 ")[0].contains("exists and is not a socket"), "{:?}", d.grep("#2068"));
+    assert_eq!(std::fs::read_to_string(&in_the_way).unwrap(), "keep me");
+    drop(d);
+
+    let path = dir.path().join("metrics.sock");
+    let mut d = TestDaemon::start(&format!("metrics-listen = \"unix:{}\"\n", path.display())).await;
+    d.wait_for("#2067 ", 1).await;
+    let mut s = tokio::net::UnixStream::connect(&path).await.unwrap();
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n").await.unwrap();
+    let mut text = String::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut text)).await.unwrap().unwrap();
+    assert!(text.starts_with("HTTP/1.0 200 OK") && text.contains("smtpf_milter_connections_total 0"), "{text}");
+    d.stop(Duration::from_secs(5)).await;
+    assert!(!path.exists(), "the metrics socket is removed at stop");
+}
+
+/// A client that connects and never sends a request does not keep the others out: connections
+/// beyond the limit are closed at once, and the slots come back.
+#[tokio::test]
+async fn idle_metrics_connections_cannot_lock_the_scraper_out() {
+    let port = free_port();
+    let d = TestDaemon::start(&format!("metrics-listen = \"127.0.0.1:{port}\"\n")).await;
+    d.wait_for("#2067 ", 1).await;
+    let mut idle = Vec::new();
+    for _ in 0..16 {
+        idle.push(tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap());
+    }
+    // The 17th is closed at once, without an answer.
+    let mut extra = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let mut buf = Vec::new();
+    let n = tokio::time::timeout(Duration::from_secs(5), extra.read_to_end(&mut buf))
+        .await
+        .expect("closed, not left hanging")
+        .unwrap();
+    assert_eq!(n, 0);
+    drop(idle);
+    // Freed slots serve the scraper again.
+    let start = std::time::Instant::now();
+    loop {
+        let got = tokio::time::timeout(Duration::from_secs(2), http(port, "GET /metrics HTTP/1.1")).await;
+        if matches!(&got, Ok((status, _)) if status == "HTTP/1.1 200 OK") {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "{got:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
