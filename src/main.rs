@@ -324,32 +324,41 @@ fn import_smtpf(file: &Path) -> ExitCode {
     }
 }
 
-/// `smtpf-milter report`.
+/// `smtpf-milter report`. A file that cannot be read to its end is named with the line it
+/// stopped at; the report still covers what was read, and the exit status is 1.
 fn report(files: &[String], postfix: &[String], json: bool) -> ExitCode {
-    let mut reader = smtpf_milter::report::Reader::default();
+    use smtpf_milter::report::{LogFile, Reader, MAX_LINE};
+    let mut reader = Reader::default();
+    let mut complete = true;
     let stdin = ["-".to_string()];
-    let files = if files.is_empty() { &stdin[..] } else { files };
-    for f in files {
-        match smtpf_milter::report::open_lines(f) {
-            Ok(lines) => lines.for_each(|l| reader.line(&l)),
+    let ours = if files.is_empty() { &stdin[..] } else { files };
+    let all = ours.iter().map(|f| (f, false)).chain(postfix.iter().map(|f| (f, true)));
+    for (f, is_postfix) in all {
+        let shown = if is_postfix { format!("--postfix {f}") } else { f.clone() };
+        let mut log = match LogFile::open(f) {
+            Ok(log) => log,
             Err(e) => {
-                eprintln!("smtpf-milter report: {f}: {e}");
+                eprintln!("smtpf-milter report: {shown}: {e}");
                 return ExitCode::FAILURE;
             }
-        }
-    }
-    if !postfix.is_empty() {
-        let mut all: Box<dyn Iterator<Item = String>> = Box::new(std::iter::empty());
-        for f in postfix {
-            match smtpf_milter::report::open_lines(f) {
-                Ok(lines) => all = Box::new(all.chain(lines)),
-                Err(e) => {
-                    eprintln!("smtpf-milter report: --postfix {f}: {e}");
-                    return ExitCode::FAILURE;
-                }
+        };
+        for line in log.by_ref() {
+            if is_postfix {
+                reader.postfix_line(&line);
+            } else {
+                reader.line(&line);
             }
         }
-        reader.postfix(all);
+        if log.long_lines > 0 {
+            eprintln!("smtpf-milter report: {shown}: {} lines longer than {MAX_LINE} bytes skipped", log.long_lines);
+        }
+        if let Some(e) = &log.error {
+            eprintln!(
+                "smtpf-milter report: {shown}: read error after line {}: {e}; the report covers the lines before it",
+                log.lines
+            );
+            complete = false;
+        }
     }
     let r = reader.finish();
     if json {
@@ -357,7 +366,11 @@ fn report(files: &[String], postfix: &[String], json: bool) -> ExitCode {
     } else {
         print!("{}", r.text());
     }
-    ExitCode::SUCCESS
+    if complete {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 /// The three manual pages: the command line (from its clap definition), the config file and the

@@ -51,23 +51,57 @@ pub fn parse_line(raw: &str) -> Option<Line<'_>> {
     Some(Line { sid, num, text })
 }
 
-/// The value of `name="..."` or `name=...` in a line's text (quoted values may hold spaces;
-/// our log escapes quotes inside them).
-fn field<'a>(text: &'a str, name: &str) -> Option<&'a str> {
-    let start = text.match_indices(&format!("{name}=")).find(|(i, _)| *i == 0 || text.as_bytes()[i - 1] == b' ')?.0;
-    let value = &text[start + name.len() + 1..];
-    if let Some(quoted) = value.strip_prefix('"') {
-        let mut prev = ' ';
-        for (i, c) in quoted.char_indices() {
-            if c == '"' && prev != '\\' {
-                return Some(&quoted[..i]);
-            }
-            prev = c;
+/// The `name=value` fields of a line whose every field from outside is quoted (#721: `p`, `f`,
+/// `h`, `l`), in order; words without `=` are skipped. A quoted value runs to the first `"` that
+/// is not escaped (our log writes a `"` inside it as `\"`), so a HELO name carrying ` R=5` or
+/// ` l="..."` stays inside its own field.
+fn fields(text: &str) -> Vec<(&str, &str)> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    loop {
+        rest = rest.trim_start_matches(' ');
+        if rest.is_empty() {
+            return out;
         }
-        Some(quoted)
-    } else {
-        Some(value.split(' ').next().unwrap_or(""))
+        let word_end = rest.find([' ', '=']).unwrap_or(rest.len());
+        if !rest[word_end..].starts_with('=') {
+            rest = &rest[word_end..];
+            continue;
+        }
+        let name = &rest[..word_end];
+        let after = &rest[word_end + 1..];
+        if let Some(quoted) = after.strip_prefix('"') {
+            let mut escaped = false;
+            let end = quoted
+                .char_indices()
+                .find(|&(_, c)| {
+                    let closes = c == '"' && !escaped;
+                    escaped = c == '\\' && !escaped;
+                    closes
+                })
+                .map(|(i, _)| i)
+                .unwrap_or(quoted.len());
+            out.push((name, &quoted[..end]));
+            rest = quoted.get(end + 1..).unwrap_or("");
+        } else {
+            let end = after.find(' ').unwrap_or(after.len());
+            out.push((name, &after[..end]));
+            rest = &after[end..];
+        }
     }
+}
+
+/// The value of `name` among [`fields`].
+fn field<'a>(fields: &[(&str, &'a str)], name: &str) -> Option<&'a str> {
+    fields.iter().find(|(n, _)| *n == name).map(|(_, v)| *v)
+}
+
+/// The quoted value of the field `name` that ends the line (`x="..."` of #717-#720). Found from
+/// the end: the fields before it hold an address or a Message-ID as sent, which may contain
+/// anything, but its own value cannot hold an unescaped `"`.
+fn last_quoted<'a>(text: &'a str, name: &str) -> Option<&'a str> {
+    let start = text.rfind(&format!(" {name}=\""))? + name.len() + 3;
+    text[start..].strip_suffix('"')
 }
 
 /// The reply number at the end of a reply text (`... #552 SID`).
@@ -75,11 +109,10 @@ fn reply_number(reply: &str) -> Option<u16> {
     reply.rsplit(' ').find_map(|w| w.strip_prefix('#').and_then(|n| n.parse().ok()))
 }
 
-/// The text between the first `{` and its `}` (a greylist key).
-fn braced(text: &str) -> Option<&str> {
-    let start = text.find('{')? + 1;
-    let end = text[start..].find('}')? + start;
-    Some(&text[start..end])
+/// The greylist key of a line `PREFIX{KEY}SUFFIX...`: the key holds addresses as sent, braces
+/// included, so it ends at the last `SUFFIX`, not at the first `}`.
+fn key_between<'a>(text: &'a str, prefix: &str, suffix: &str) -> Option<&'a str> {
+    text.strip_prefix(prefix)?.rsplit_once(suffix).map(|(key, _)| key)
 }
 
 /// p-quantile (nearest rank) of sorted values; 0 when none.
@@ -173,6 +206,17 @@ pub struct Reader {
     /// Refused sessions per client address (R>0 in #721).
     refused_sessions: HashMap<String, u64>,
     queue_ids: BTreeSet<String>,
+    /// What Postfix's log said, once a line of it was given.
+    postfix: Option<PostfixTally>,
+}
+
+/// Postfix's side of the reconciliation, gathered line by line.
+#[derive(Default)]
+struct PostfixTally {
+    disconnects: u64,
+    /// Zero-message disconnects per client address.
+    zero: BTreeMap<String, u64>,
+    queue_ids: BTreeSet<String>,
 }
 
 impl Reader {
@@ -183,7 +227,7 @@ impl Reader {
         match l.num {
             637 => r.sessions += 1,
             717..=720 => {
-                if let Some(n) = field(l.text, "x").filter(|x| !x.is_empty()).and_then(reply_number) {
+                if let Some(n) = last_quoted(l.text, "x").filter(|x| !x.is_empty()).and_then(reply_number) {
                     *r.refusals_by_number.entry(n).or_default() += 1;
                     if let Some(sid) = l.sid {
                         self.refused_in_transaction.insert(sid.to_string());
@@ -192,17 +236,18 @@ impl Reader {
             }
             721 => {
                 r.sessions_ended += 1;
-                if let Some((passed, mails)) = field(l.text, "m").and_then(|m| m.split_once('/')) {
+                let fields = fields(l.text);
+                if let Some((passed, mails)) = field(&fields, "m").and_then(|m| m.split_once('/')) {
                     r.messages_accepted += passed.parse::<u64>().unwrap_or(0);
                     r.transactions += mails.parse::<u64>().unwrap_or(0);
                 }
-                let refusals: u64 = field(l.text, "R").and_then(|n| n.parse().ok()).unwrap_or(0);
+                let refusals: u64 = field(&fields, "R").and_then(|n| n.parse().ok()).unwrap_or(0);
                 if refusals > 0 {
-                    let ip = field(l.text, "i").unwrap_or("").to_string();
+                    let ip = field(&fields, "i").unwrap_or("").to_string();
                     *self.refused_sessions.entry(ip).or_default() += 1;
                     let before_mail = l.sid.is_none_or(|sid| !self.refused_in_transaction.contains(sid));
                     if before_mail {
-                        if let Some(n) = field(l.text, "l").and_then(reply_number) {
+                        if let Some(n) = field(&fields, "l").and_then(reply_number) {
                             *r.refusals_by_number.entry(n).or_default() += 1;
                         }
                     }
@@ -224,7 +269,9 @@ impl Reader {
                 *r.listings.entry(format!("access-map {entry}")).or_default() += 1;
             }
             387 | 394 => {
-                if let Some(key) = braced(l.text) {
+                let key = key_between(l.text, "grey listed {", "} for ")
+                    .or_else(|| key_between(l.text, "grey-content listed {", "} for "));
+                if let Some(key) = key {
                     let t = self.tuples.entry(key.to_string()).or_default();
                     if t.0 == 0 {
                         r.greylisting.first_sights += 1;
@@ -235,7 +282,7 @@ impl Reader {
                 }
             }
             2069 => {
-                if let Some(key) = braced(l.text) {
+                if let Some(key) = key_between(l.text, "grey passed {", "} after ") {
                     self.tuples.entry(key.to_string()).or_default().1 = true;
                     r.greylisting.passed += 1;
                     let age: i64 = l.text.rsplit(' ').nth(1).and_then(|n| n.parse().ok()).unwrap_or(0);
@@ -274,57 +321,63 @@ impl Reader {
         }
     }
 
-    /// Reads Postfix's log and adds the reconciliation.
-    pub fn postfix(&mut self, lines: impl Iterator<Item = String>) {
-        let mut rec = Reconciliation::default();
-        let mut zero: BTreeMap<String, u64> = BTreeMap::new();
-        let mut postfix_qids = BTreeSet::new();
-        for raw in lines {
-            if !raw.contains("postfix/") && !raw.contains("postfix[") {
-                continue;
+    /// Takes one line of Postfix's log (other programs' lines are skipped); [`Reader::finish`]
+    /// then adds the reconciliation.
+    pub fn postfix_line(&mut self, raw: &str) {
+        let tally = self.postfix.get_or_insert_with(PostfixTally::default);
+        if !raw.contains("postfix/") && !raw.contains("postfix[") {
+            return;
+        }
+        if let Some(i) = raw.find("disconnect from ") {
+            tally.disconnects += 1;
+            let rest = &raw[i + "disconnect from ".len()..];
+            let ip = rest.split_once('[').and_then(|(_, t)| t.split_once(']')).map(|(ip, _)| ip).unwrap_or("unknown");
+            // "data=1" (or "data=1/1"): a message was accepted in this session.
+            let sent = rest.split(' ').any(|w| {
+                w.strip_prefix("data=")
+                    .and_then(|v| v.split('/').next())
+                    .and_then(|n| n.parse::<u64>().ok())
+                    .is_some_and(|n| n > 0)
+            });
+            if !sent {
+                *tally.zero.entry(ip.to_string()).or_default() += 1;
             }
-            if let Some(i) = raw.find("disconnect from ") {
-                rec.disconnects += 1;
-                let rest = &raw[i + "disconnect from ".len()..];
-                let ip = rest.split_once('[').and_then(|(_, t)| t.split_once(']')).map(|(ip, _)| ip).unwrap_or("unknown");
-                // "data=1" (or "data=1/1"): a message was accepted in this session.
-                let sent = rest.split(' ').any(|w| {
-                    w.strip_prefix("data=")
-                        .and_then(|v| v.split('/').next())
-                        .and_then(|n| n.parse::<u64>().ok())
-                        .is_some_and(|n| n > 0)
-                });
-                if !sent {
-                    rec.zero_message_disconnects += 1;
-                    *zero.entry(ip.to_string()).or_default() += 1;
-                }
-                continue;
-            }
-            // "postfix/smtpd[123]: 4QxYz1abc: client=..." : a queue id.
-            if let Some((_, tail)) = raw.split_once("]: ") {
-                if let Some((qid, _)) = tail.split_once(": ") {
-                    if !qid.is_empty() && qid.chars().all(|c| c.is_ascii_alphanumeric()) {
-                        postfix_qids.insert(qid.to_string());
-                    }
-                }
+            return;
+        }
+        // "postfix/smtpd[123]: 4QxYz1abc: client=..." : a queue id.
+        if let Some((qid, _)) = raw.split_once("]: ").and_then(|(_, tail)| tail.split_once(": ")) {
+            if !qid.is_empty() && qid.chars().all(|c| c.is_ascii_alphanumeric()) {
+                tally.queue_ids.insert(qid.to_string());
             }
         }
-        rec.queue_ids_joined = postfix_qids.intersection(&self.queue_ids).count() as u64;
-        for (ip, n) in zero {
-            let ours = self.refused_sessions.get(&ip).copied().unwrap_or(0);
+    }
+
+    /// Our refusals against Postfix's zero-message disconnects, per client address.
+    fn reconcile(&self, tally: &PostfixTally) -> Reconciliation {
+        let mut rec = Reconciliation {
+            disconnects: tally.disconnects,
+            zero_message_disconnects: tally.zero.values().sum(),
+            queue_ids_joined: tally.queue_ids.intersection(&self.queue_ids).count() as u64,
+            ..Reconciliation::default()
+        };
+        for (ip, &n) in &tally.zero {
+            let ours = self.refused_sessions.get(ip).copied().unwrap_or(0);
             rec.explained_by_our_refusals += n.min(ours);
             if n > ours {
                 rec.unexplained.push((ip.clone(), n - ours));
             }
-            rec.by_client.push((ip, n, ours));
+            rec.by_client.push((ip.clone(), n, ours));
         }
         rec.by_client.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         rec.unexplained.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-        self.report.postfix = Some(rec);
+        rec
     }
 
     /// The finished report.
     pub fn finish(mut self) -> Report {
+        if let Some(tally) = self.postfix.take() {
+            self.report.postfix = Some(self.reconcile(&tally));
+        }
         let g = &mut self.report.greylisting;
         for (times, passed) in self.tuples.values() {
             if !passed {
@@ -347,15 +400,84 @@ impl Reader {
     }
 }
 
-/// Lines of a file, plain or gzip (by its magic bytes), or of stdin for "-"; invalid UTF-8 is
-/// replaced, never fatal.
-pub fn open_lines(path: &str) -> std::io::Result<Box<dyn Iterator<Item = String>>> {
-    let raw: Box<dyn std::io::Read> = if path == "-" { Box::new(std::io::stdin()) } else { Box::new(std::fs::File::open(path)?) };
-    let mut buffered = std::io::BufReader::new(raw);
-    let gz = buffered.fill_buf()?.starts_with(&[0x1f, 0x8b]);
-    let reader: Box<dyn BufRead> =
-        if gz { Box::new(std::io::BufReader::new(flate2::bufread::MultiGzDecoder::new(buffered))) } else { Box::new(buffered) };
-    Ok(Box::new(reader.split(b'\n').map_while(Result::ok).map(|b| String::from_utf8_lossy(&b).into_owned())))
+/// Longest line read; a longer one is skipped (counted in [`LogFile::long_lines`]), so a file
+/// without line breaks cannot make the report hold it whole. Our own lines are far shorter.
+pub const MAX_LINE: usize = 64 * 1024;
+
+/// A log to read: a file, plain or gzip (by its magic bytes), or standard input for "-".
+/// Invalid UTF-8 is replaced; a read error (a truncated gzip file) ends the lines and is kept in
+/// [`LogFile::error`], so the caller can say the report stops short.
+pub struct LogFile {
+    reader: Box<dyn BufRead>,
+    /// Lines read so far.
+    pub lines: u64,
+    /// Lines skipped for being longer than [`MAX_LINE`].
+    pub long_lines: u64,
+    /// Why reading stopped before the end, if it did.
+    pub error: Option<std::io::Error>,
+}
+
+impl LogFile {
+    /// Opens `path` ("-": standard input).
+    pub fn open(path: &str) -> std::io::Result<LogFile> {
+        let raw: Box<dyn std::io::Read> =
+            if path == "-" { Box::new(std::io::stdin()) } else { Box::new(std::fs::File::open(path)?) };
+        let mut buffered = std::io::BufReader::new(raw);
+        let gz = buffered.fill_buf()?.starts_with(&[0x1f, 0x8b]);
+        let reader: Box<dyn BufRead> = if gz {
+            Box::new(std::io::BufReader::new(flate2::bufread::MultiGzDecoder::new(buffered)))
+        } else {
+            Box::new(buffered)
+        };
+        Ok(LogFile { reader, lines: 0, long_lines: 0, error: None })
+    }
+
+    /// Reads up to and including the next line break, at most [`MAX_LINE`] + 1 bytes.
+    fn read_bounded(&mut self, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+        buf.clear();
+        std::io::Read::take(&mut self.reader, MAX_LINE as u64 + 1).read_until(b'\n', buf)
+    }
+}
+
+impl Iterator for LogFile {
+    type Item = String;
+
+    fn next(&mut self) -> Option<String> {
+        let mut buf = Vec::new();
+        loop {
+            let n = match self.read_bounded(&mut buf) {
+                Ok(n) => n,
+                Err(e) => {
+                    self.error = Some(e);
+                    return None;
+                }
+            };
+            if n == 0 {
+                return None;
+            }
+            if buf.len() > MAX_LINE && !buf.ends_with(b"\n") {
+                // Too long: skip to the end of this line.
+                self.long_lines += 1;
+                loop {
+                    match self.read_bounded(&mut buf) {
+                        Ok(0) => return None,
+                        Ok(_) if buf.ends_with(b"\n") => break,
+                        Ok(_) => {}
+                        Err(e) => {
+                            self.error = Some(e);
+                            return None;
+                        }
+                    }
+                }
+                continue;
+            }
+            self.lines += 1;
+            if buf.ends_with(b"\n") {
+                buf.pop();
+            }
+            return Some(String::from_utf8_lossy(&buf).into_owned());
+        }
+    }
 }
 
 /// `h:mm:ss`.
@@ -472,11 +594,24 @@ mod tests {
     #[test]
     fn fields_quoted_or_not() {
         let t = r#"end i=192.0.2.7 p="a b" f="" h="x" m=1/2 b=10 R=1 t=0 l="451 4.7.0 try again later #552 SID""#;
-        assert_eq!(field(t, "i"), Some("192.0.2.7"));
-        assert_eq!(field(t, "p"), Some("a b"));
-        assert_eq!(field(t, "f"), Some(""));
-        assert_eq!(field(t, "m"), Some("1/2"));
-        assert_eq!(field(t, "l").and_then(reply_number), Some(552));
-        assert_eq!(field(t, "zz"), None);
+        let f = fields(t);
+        assert_eq!(field(&f, "i"), Some("192.0.2.7"));
+        assert_eq!(field(&f, "p"), Some("a b"));
+        assert_eq!(field(&f, "f"), Some(""));
+        assert_eq!(field(&f, "m"), Some("1/2"));
+        assert_eq!(field(&f, "l").and_then(reply_number), Some(552));
+        assert_eq!(field(&f, "zz"), None);
+        // A HELO name dressed up as fields stays in h=.
+        let t = r#"end i=192.0.2.7 p="" f="" h="x\" R=9 l=\"550 #525 y" m=1/1 b=10 R=0 t=0 l="""#;
+        let f = fields(t);
+        assert_eq!(field(&f, "h"), Some(r#"x\" R=9 l=\"550 #525 y"#));
+        assert_eq!((field(&f, "R"), field(&f, "l")), (Some("0"), Some("")));
+        // x= is read from the end, past a sender that imitates it.
+        let t = r#"sender <a x="550 5.7.1 no #525 S"@example.org> tid=T f="" spf-mail=None spf-helo=None x="""#;
+        assert_eq!(last_quoted(t, "x"), Some(""));
+        assert_eq!(
+            key_between("grey listed {grey:a}b@x,c@y} for 600 seconds", "grey listed {", "} for "),
+            Some("grey:a}b@x,c@y")
+        );
     }
 }

@@ -102,3 +102,49 @@ fn a_missing_file_is_a_clear_error() {
     assert!(!ok);
     assert!(err.contains("/nonexistent/mail.log") && err.contains("No such file"), "{err}");
 }
+
+/// A gzip file cut short (logrotate still compressing it, a full disk) is read up to where it
+/// breaks: the report covers those lines, says where it stopped, and exits 1. A line without an
+/// end in sight is skipped, not held whole.
+#[test]
+fn a_truncated_gzip_file_and_an_endless_line_are_said_not_hidden() {
+    let dir = tempfile::tempdir().unwrap();
+    let whole = std::fs::read(format!("{FIXTURES}/milter.log.gz")).unwrap();
+    let cut = dir.path().join("milter.log.1.gz");
+    std::fs::write(&cut, &whole[..whole.len() / 2]).unwrap();
+    let (ok, out, err) = report(&["--json", cut.to_str().unwrap()], None);
+    assert!(!ok, "exit status 1");
+    assert!(
+        err.contains("milter.log.1.gz: read error after line ") && err.contains("the report covers the lines before it"),
+        "{err}"
+    );
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let sessions = v["sessions"].as_u64().unwrap();
+    assert!(sessions > 100 && sessions < 838, "some sessions, not all: {sessions}");
+
+    let mut endless = b"Dec  5 00:20:42 mx smtpf-milter[1]: 2B40Kg045680000600 #637 start ".to_vec();
+    endless.extend(std::iter::repeat_n(b'x', 200_000));
+    endless.extend_from_slice(b"\nDec  5 00:20:42 mx smtpf-milter[1]: 2B40Kg045680000601 #637 start [192.0.2.9]:4 f=\"\"\n");
+    let (ok, out, err) = report(&["--json"], Some(&endless));
+    assert!(ok, "{err}");
+    assert!(err.contains("-: 1 lines longer than 65536 bytes skipped"), "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["sessions"], 1, "the line after the long one is read");
+}
+
+/// Fields from outside (a HELO name, a sender, a greylist key's addresses) cannot pass for
+/// fields of ours: the report counts what the daemon decided.
+#[test]
+fn a_hostile_helo_or_sender_cannot_fake_a_refusal() {
+    let log = r#"smtpf-milter[1]: 2B40Kg045680000600 #637 start [192.0.2.9]:4 f="" th=1 cn=1 cs=1
+smtpf-milter[1]: 2B40Kg045680000600 #717 sender <a x="550 5.7.1 no #525 S"@example.org> tid=T f="" spf-mail=None spf-helo=None x=""
+smtpf-milter[1]: 2B40Kg045680000600 #387 grey listed {grey:x}y@example.org,b@example.net} for 600 seconds
+smtpf-milter[1]: 2B40Kg045680000600 #721 end i=192.0.2.9 p="" f="" h="evil\" R=1 l=\"550 5.7.0 #525 z" m=1/1 b=10 R=0 t=0 l=""
+"#;
+    let (ok, out, err) = report(&["--json"], Some(log.as_bytes()));
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["refusals_by_number"], serde_json::json!({}), "{out}");
+    assert_eq!((v["messages_accepted"].as_u64(), v["transactions"].as_u64()), (Some(1), Some(1)));
+    assert_eq!(v["greylisting"]["first_sights"], 1);
+}
