@@ -115,10 +115,11 @@ fn key_between<'a>(text: &'a str, prefix: &str, suffix: &str) -> Option<&'a str>
     text.strip_prefix(prefix)?.rsplit_once(suffix).map(|(key, _)| key)
 }
 
-/// p-quantile (nearest rank) of sorted values; 0 when none.
-fn quantile(sorted: &[i64], q: f64) -> i64 {
+/// The value below which `q` of the sorted values lie (nearest rank); zero when there are none.
+/// (Also the delay benchmark's.)
+pub fn quantile<T: Copy + Default>(sorted: &[T], q: f64) -> T {
     if sorted.is_empty() {
-        return 0;
+        return T::default();
     }
     let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
     sorted[rank - 1]
@@ -480,8 +481,8 @@ impl Iterator for LogFile {
     }
 }
 
-/// `h:mm:ss`.
-fn clock(secs: i64) -> String {
+/// `h:mm:ss` for a number of seconds, hours unbounded (also the delay benchmark's).
+pub fn clock(secs: i64) -> String {
     let s = secs.max(0);
     format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
 }

@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use smtpf_milter::milter::codec::{Command, Response};
+use smtpf_milter::report::quantile;
 use tokio::task::JoinSet;
 
 use crate::load::{greet, step, verdict_ok, ClientId, Tally};
@@ -338,15 +339,6 @@ pub struct ClassReport {
     pub temp_fails_per_delivered: f64,
 }
 
-/// The value below which `q` of the sorted values lie (nearest rank); 0 when there are none.
-fn quantile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-    sorted[rank - 1]
-}
-
 fn pct(part: u32, whole: u32) -> f64 {
     if whole == 0 {
         0.0
@@ -396,8 +388,7 @@ pub struct DelayReport {
 
 /// `h:mm:ss` for a number of simulated seconds.
 fn clock(secs: f64) -> String {
-    let s = secs.max(0.0).round() as u64;
-    format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+    smtpf_milter::report::clock(secs.round() as i64)
 }
 
 impl DelayReport {
@@ -558,7 +549,7 @@ mod tests {
         assert_eq!(quantile(&sorted, 0.5), 5.0);
         assert_eq!(quantile(&sorted, 0.9), 9.0);
         assert_eq!(quantile(&sorted, 1.0), 10.0);
-        assert_eq!(quantile(&[], 0.5), 0.0);
+        assert_eq!(quantile::<f64>(&[], 0.5), 0.0);
         assert_eq!(clock(3725.0), "1:02:05");
 
         let fates = [
