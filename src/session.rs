@@ -741,7 +741,7 @@ impl Session {
         self.spf_helo = None;
         self.grey_pass = None;
         self.grey_deferred = None;
-        self.set_tx(Some(tx));
+        let _ = self.set_tx(Some(tx));
         self.note_queue_id();
         let mut verdict = self.listing_mail();
         if verdict == Verdict::Continue {
@@ -821,11 +821,7 @@ impl Session {
         self.note_queue_id();
         let verdict = self.content_verdict(&chunk).await;
         let x = self.x_text(&verdict);
-        let ended = self.tx.take();
-        if ended.is_some() {
-            self.shared.metrics.transaction_closed();
-        }
-        if let Some(mut tx) = ended {
+        if let Some(mut tx) = self.set_tx(None) {
             // The last chunk, if any, is part of the body (already digested above).
             tx.bytes += chunk.len() as u64;
             self.bytes += tx.bytes;
@@ -843,19 +839,20 @@ impl Session {
         self.answer(verdict, false)
     }
 
-    /// Replaces the transaction, keeping the open-transactions gauge true.
-    fn set_tx(&mut self, tx: Option<Transaction>) {
+    /// Replaces the transaction (returning the one it ends), keeping the open-transactions gauge
+    /// true.
+    fn set_tx(&mut self, tx: Option<Transaction>) -> Option<Transaction> {
         match (self.tx.is_some(), tx.is_some()) {
             (false, true) => self.shared.metrics.transaction_opened(),
             (true, false) => self.shared.metrics.transaction_closed(),
             _ => {}
         }
-        self.tx = tx;
+        std::mem::replace(&mut self.tx, tx)
     }
 
     /// Ends the transaction without a message (ABORT, RSET, new MAIL).
     fn abort(&mut self) {
-        self.set_tx(None);
+        let _ = self.set_tx(None);
         if matches!(self.delayed, Some((_, false))) {
             self.delayed = None;
         }
@@ -886,7 +883,7 @@ impl Session {
         }
         self.ended = true;
         self.shared.metrics.connection_closed();
-        self.set_tx(None);
+        let _ = self.set_tx(None);
         let Some(client) = &self.client else {
             self.shared.log.emit(&catalog::NO_CONNECT, Some(&self.sid), &[]);
             return;

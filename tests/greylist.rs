@@ -517,19 +517,24 @@ async fn every_key_word_builds_its_element() {
     .await;
 }
 
+/// Negotiates as an MTA speaking milter protocol 2 (old Sendmail: no DATA step) and connects
+/// from `ip`.
+async fn protocol_2_connect(c: &mut MtaClient<UnixStream>, ip: &str) {
+    c.negotiate(2, 0x3f, 0x7f).await.unwrap();
+    let connect = Command::Connect {
+        hostname: "h.example".into(),
+        family: smtpf_milter::milter::codec::Family::Inet,
+        port: 25,
+        address: ip.into(),
+    };
+    c.command(&connect).await.unwrap();
+}
+
 #[tokio::test]
 async fn protocol_2_mtas_are_greylisted_at_end_of_headers() {
     let d = TestDaemon::start("dupmsg-ttl = 0\ngrey-key = \"mail,rcpt\"").await;
     let mut c = d.client().await;
-    c.negotiate(2, 0x3f, 0x7f).await.unwrap();
-    c.command(&Command::Connect {
-        hostname: "h.example".into(),
-        family: smtpf_milter::milter::codec::Family::Inet,
-        port: 25,
-        address: "192.0.2.95".into(),
-    })
-    .await
-    .unwrap();
+    protocol_2_connect(&mut c, "192.0.2.95").await;
     c.command(&Command::Mail { sender: "<a@example.org>".into(), params: vec![] }).await.unwrap();
     c.command(&Command::Rcpt { recipient: "<b@example.net>".into(), params: vec![] }).await.unwrap();
     c.command(&Command::Header { name: "Subject".into(), value: "x".into() }).await.unwrap();
@@ -644,15 +649,7 @@ async fn an_empty_key_or_a_zero_period_each_turn_greylisting_off() {
     for extra in ["grey-key = \"\"\ngrey-temp-fail-period = 600", "grey-key = \"ptr,mail,rcpt\"\ngrey-temp-fail-period = 0"] {
         let d = TestDaemon::start(&format!("dupmsg-ttl = 0\n{extra}")).await;
         let mut c = d.client().await;
-        c.negotiate(2, 0x3f, 0x7f).await.unwrap();
-        c.command(&Command::Connect {
-            hostname: "h.example".into(),
-            family: smtpf_milter::milter::codec::Family::Inet,
-            port: 25,
-            address: "192.0.2.90".into(),
-        })
-        .await
-        .unwrap();
+        protocol_2_connect(&mut c, "192.0.2.90").await;
         c.command(&Command::Mail { sender: "<carol@example.org>".into(), params: vec![] }).await.unwrap();
         c.command(&Command::Rcpt { recipient: "<bob@example.net>".into(), params: vec![] }).await.unwrap();
         c.command(&Command::Header { name: "Subject".into(), value: "x".into() }).await.unwrap();

@@ -796,6 +796,17 @@ mod tests {
         assert!(Verbose::parse(["info", "gery"]).unwrap_err().contains("gery"));
     }
 
+    /// Every number of the catalog has its slot in the per-number line counts (the metrics'
+    /// `smtpf_milter_log_messages_total`): a number past them would never be counted.
+    #[test]
+    fn every_message_number_is_counted() {
+        assert!(catalog::ALL.iter().all(|m| usize::from(m.num) < COUNTED_NUMBERS));
+        let (log, _) = Logger::memory(Verbose::default());
+        log.emit(&catalog::READY, None, &[]);
+        log.emit(&catalog::READY, None, &[]);
+        assert_eq!(log.counts(), vec![(catalog::READY.num, 2)]);
+    }
+
     #[test]
     fn memory_logger_formats_lines() {
         let (log, lines) = Logger::memory(Verbose::default());
