@@ -42,17 +42,10 @@ bin=$target/release
 work=$(mktemp -d "${TMPDIR:-/tmp}/smtpf-delay.XXXXXX")
 unbound_pid=
 milter_pid=
-cleanup() {
-    local rc=$?
-    if [ -n "$milter_pid" ]; then kill "$milter_pid" 2>/dev/null || true; wait "$milter_pid" 2>/dev/null || true; fi
-    if [ -n "$unbound_pid" ]; then kill "$unbound_pid" 2>/dev/null || true; wait "$unbound_pid" 2>/dev/null || true; fi
-    if [ -n "$KEEP" ]; then say "kept $work"; else rm -rf "$work"; fi
-    exit "$rc"
-}
-trap cleanup EXIT
+. bench/common.sh
+trap bench_cleanup EXIT
 trap 'exit 130' INT TERM
 
-. bench/unbound.sh
 start_unbound "$work" "$DNS_PORT"
 
 run_setting() { # NAME SPF_IDENTITY AWL
@@ -79,8 +72,7 @@ EOF
     "$bin/milter-bench" delay --socket "unix:$work/$name.sock" --time-scale "$SCALE" --period "$PERIOD" --seed "$SEED" \
         --label "$name (grey-spf-identity = $2, grey-auto-whitelist-clients = $3)" >"$work/$name.txt" ||
         { cat "$work/$name.txt" >&2; die "milter-bench delay failed ($name)"; }
-    kill "$milter_pid"
-    wait "$milter_pid" 2>/dev/null || true
+    stop_pid "$milter_pid"
     milter_pid=
 }
 

@@ -75,19 +75,11 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/smtpf-bench.XXXXXX")
 unbound_pid=
 milter_pid=
 null_pid=
-cleanup() {
-    local rc=$?
-    if [ -n "$milter_pid" ]; then kill "$milter_pid" 2>/dev/null || true; wait "$milter_pid" 2>/dev/null || true; fi
-    if [ -n "$null_pid" ]; then kill "$null_pid" 2>/dev/null || true; wait "$null_pid" 2>/dev/null || true; fi
-    if [ -n "$unbound_pid" ]; then kill "$unbound_pid" 2>/dev/null || true; wait "$unbound_pid" 2>/dev/null || true; fi
-    if [ -n "$KEEP" ]; then say "kept $work"; else rm -rf "$work"; fi
-    exit "$rc"
-}
-trap cleanup EXIT
+. bench/common.sh
+trap bench_cleanup EXIT
 trap 'exit 130' INT TERM
 
 # ---- DNS ---------------------------------------------------------------------------------
-. bench/unbound.sh
 start_unbound "$work" "$DNS_PORT"
 
 # ---- access map and config ---------------------------------------------------------------
@@ -142,9 +134,7 @@ start_milter() { # CONFIG LOG
     die "the milter did not open $work/m.sock within 60 s"
 }
 stop_milter() {
-    [ -n "$milter_pid" ] || return 0
-    kill "$milter_pid" 2>/dev/null || true
-    wait "$milter_pid" 2>/dev/null || true
+    stop_pid "$milter_pid"
     milter_pid=
 }
 
@@ -221,8 +211,7 @@ for r in $(seq 1 "$HALF_RUNS"); do
     bench "$work/nullhalf.$r.json" --socket "unix:$work/null.sock" --rate "$half_rate" "${load[@]}"
     say "b. null milter $r/$HALF_RUNS: $(jnum "$work/nullhalf.$r.json" messages_per_s) messages/s (paced at $half_rate)"
 done
-kill "$null_pid" 2>/dev/null || true
-wait "$null_pid" 2>/dev/null || true
+stop_pid "$null_pid"
 null_pid=
 store_counts() { # FILE: "grey: N, dupmsg: M" records in a state file, when sqlite3 is there
     if command -v sqlite3 >/dev/null; then
