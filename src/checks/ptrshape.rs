@@ -89,7 +89,12 @@ pub fn multi_domain(name: &str, all: &[String]) -> bool {
         return false;
     }
     let Some(suffix) = domain_suffix(name) else { return false };
-    all.iter().any(|other| !other.trim_end_matches('.').to_ascii_lowercase().ends_with(suffix.as_str()))
+    // Whole labels: `x.evilmail.example.com` is not in `mail.example.com`.
+    let dotted = format!(".{suffix}");
+    all.iter().any(|other| {
+        let other = other.trim_end_matches('.').to_ascii_lowercase();
+        other != suffix && !other.ends_with(&dotted)
+    })
 }
 
 /// Finds `pattern` in `text` from `from` on, where punctuation in the text may sit between the
@@ -193,5 +198,10 @@ mod tests {
         assert!(!multi_domain("localhost", &unrelated), "a dotless name has no suffix");
         let upper = vec!["A.Mail.Example.COM.".to_string(), "b.mail.example.com".to_string()];
         assert!(!multi_domain("a.mail.example.com", &upper));
+        // A name that merely ends with the same letters is another domain.
+        let lookalike = vec!["mx1.mail.example.com".to_string(), "x.evilmail.example.com".to_string()];
+        assert!(multi_domain("mx1.mail.example.com", &lookalike));
+        let apex = vec!["mx1.mail.example.com".to_string(), "mail.example.com".to_string()];
+        assert!(!multi_domain("mx1.mail.example.com", &apex), "the suffix itself is in the domain");
     }
 }
