@@ -13,9 +13,10 @@ use tokio::sync::{watch, Notify};
 
 use crate::config::{Config, KEYS};
 use crate::log::{catalog, library, Logger};
-use crate::milter::listen::{ListenError, Listener, Prepared};
+use crate::milter::listen::{ListenError, Listener, Prepared, SocketSpec};
 use crate::policy::{Policy, PolicyError};
-use crate::server::{accept_loop, Kill};
+use crate::policy_door::serve_policy;
+use crate::server::{accept_loop, serve_milter, Kill, Serve};
 use crate::shared::Shared;
 use crate::store::{sqlite_version, Store, StoreError, StoreSpec};
 use crate::systemd;
@@ -29,7 +30,8 @@ pub struct Running {
     stop_tx: watch::Sender<bool>,
     kill_tx: watch::Sender<bool>,
     idle: Arc<Notify>,
-    accept_task: tokio::task::JoinHandle<()>,
+    /// The milter socket's accept loop, and the policy socket's when `policy-socket` is set.
+    accept_tasks: Vec<tokio::task::JoinHandle<()>>,
     /// Reports store writes that failed with nobody waiting for them (#2045/#2046).
     store_watch: tokio::task::JoinHandle<()>,
     address: String,
@@ -75,37 +77,30 @@ pub async fn start_with_store(config: Config, log: Logger, opened: Option<Store>
             log.emit(&catalog::INTERFACE_ERROR, None, &[&"systemd socket", &e]);
             return Err(e);
         }
-        None => {
-            let spec = &config.milter_socket;
-            match Listener::bind(spec, config.milter_socket_mode, owner.as_ref().map(|o| (o.uid, o.gid))).await {
-                Ok((l, prepared)) => {
-                    if prepared == Prepared::RemovedStale {
-                        log.emit(&catalog::STALE_SOCKET, None, &[spec]);
-                    }
-                    l
-                }
-                Err(e) => {
-                    match &e {
-                        ListenError::Chown { path, uid, gid, error } => {
-                            log.emit(&catalog::CHOWN_ERROR, None, &[&path.display(), uid, gid, error])
-                        }
-                        ListenError::Chmod { path, mode, error } => {
-                            log.emit(&catalog::CHMOD_ERROR, None, &[&path.display(), &format_args!("{mode:o}"), error])
-                        }
-                        ListenError::Other(_) => log.emit(&catalog::INTERFACE_ERROR, None, &[spec, &e]),
-                    }
-                    return Err(format!("interface={spec} error: {e}"));
-                }
-            }
-        }
+        None => bind(&config.milter_socket, &config, owner.as_ref(), &log, &config.milter_socket.to_string()).await?,
     };
     let address = listener.describe();
     log.emit(&catalog::INTERFACE_READY, None, &[&address]);
+    // The policy door is bound now too, while the daemon may still give its file away.
+    let policy_listener = match &config.policy_socket {
+        Some(spec) => match bind(spec, &config, owner.as_ref(), &log, &format!("policy-socket {spec}")).await {
+            Ok(l) => {
+                log.emit(&catalog::POLICY_READY, None, &[&l.describe()]);
+                Some(l)
+            }
+            Err(e) => {
+                let _ = listener.cleanup();
+                return Err(e);
+            }
+        },
+        None => None,
+    };
 
     if let Some(owner) = &owner {
         if let Err(e) = owner.switch() {
             log.emit(&catalog::INIT_ERROR, None, &[&"switching user", &e]);
             let _ = listener.cleanup();
+            let _ = policy_listener.as_ref().map(Listener::cleanup);
             return Err(e);
         }
     }
@@ -144,6 +139,7 @@ pub async fn start_with_store(config: Config, log: Logger, opened: Option<Store>
                 StoreSpec::Redis(_) => log.emit(&catalog::INIT_ERROR, None, &[&shown_error, &e]),
             }
             let _ = listener.cleanup();
+            let _ = policy_listener.as_ref().map(Listener::cleanup);
             return Err(format!("{shown_error} open error: {e}"));
         }
     };
@@ -158,17 +154,19 @@ pub async fn start_with_store(config: Config, log: Logger, opened: Option<Store>
     let (stop_tx, stop_rx) = watch::channel(false);
     let (kill_tx, kill) = Kill::new();
     let idle = Arc::new(Notify::new());
-    let accept_task = tokio::spawn({
-        let shared = shared.clone();
-        let idle = idle.clone();
-        let log = log.clone();
-        async move {
-            accept_loop(&listener, shared, stop_rx, kill, idle).await;
+    let serve = |listener: Listener, serve: Serve| {
+        let (shared, idle, log, stop_rx, kill) = (shared.clone(), idle.clone(), log.clone(), stop_rx.clone(), kill.clone());
+        tokio::spawn(async move {
+            accept_loop(&listener, shared, stop_rx, kill, idle, serve).await;
             if let Err((path, e)) = listener.cleanup() {
                 log.emit(&catalog::UNLINK_ERROR, None, &[&path.display(), &crate::log::os_error(&e)]);
             }
-        }
-    });
+        })
+    };
+    let mut accept_tasks = vec![serve(listener, serve_milter)];
+    if let Some(policy_listener) = policy_listener {
+        accept_tasks.push(serve(policy_listener, serve_policy));
+    }
     let store_watch = tokio::spawn({
         let shared = shared.clone();
         async move {
@@ -194,7 +192,7 @@ pub async fn start_with_store(config: Config, log: Logger, opened: Option<Store>
         stop_tx,
         kill_tx,
         idle,
-        accept_task,
+        accept_tasks,
         store_watch,
         address,
         metrics_tasks,
@@ -279,7 +277,9 @@ impl Running {
     /// Stops accepting, waits for open sessions up to `deadline`, then closes the rest.
     pub async fn stop(mut self, deadline: Duration) -> StopReport {
         let _ = self.stop_tx.send(true);
-        let _ = (&mut self.accept_task).await;
+        for task in &mut self.accept_tasks {
+            let _ = task.await;
+        }
         for task in &self.metrics_tasks {
             task.abort();
         }
@@ -321,6 +321,30 @@ impl Running {
             }
         })
         .await;
+    }
+}
+
+/// Binds a socket of the daemon (`shown` names it in errors), logging why it cannot be bound.
+async fn bind(spec: &SocketSpec, config: &Config, owner: Option<&Owner>, log: &Logger, shown: &str) -> Result<Listener, String> {
+    match Listener::bind(spec, config.milter_socket_mode, owner.map(|o| (o.uid, o.gid))).await {
+        Ok((l, prepared)) => {
+            if prepared == Prepared::RemovedStale {
+                log.emit(&catalog::STALE_SOCKET, None, &[spec]);
+            }
+            Ok(l)
+        }
+        Err(e) => {
+            match &e {
+                ListenError::Chown { path, uid, gid, error } => {
+                    log.emit(&catalog::CHOWN_ERROR, None, &[&path.display(), uid, gid, error])
+                }
+                ListenError::Chmod { path, mode, error } => {
+                    log.emit(&catalog::CHMOD_ERROR, None, &[&path.display(), &format_args!("{mode:o}"), error])
+                }
+                ListenError::Other(_) => log.emit(&catalog::INTERFACE_ERROR, None, &[&shown, &e]),
+            }
+            Err(format!("interface={shown} error: {e}"))
+        }
     }
 }
 

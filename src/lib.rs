@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod metrics_http;
 pub mod milter;
 pub mod policy;
+pub mod policy_door;
 pub mod postfix_policy;
 pub mod reply;
 pub mod report;

@@ -6,7 +6,9 @@
 //! Shutdown is graceful: stop accepting, let sessions finish, and after the deadline close the rest
 //! between two commands so that each still logs its #721.
 
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,13 +27,30 @@ use crate::shared::Shared;
 #[derive(Clone)]
 pub struct Kill(watch::Receiver<bool>);
 
-/// Serves connections until `stop` turns true; then returns, leaving open sessions running.
+/// Runs one accepted connection to its end: [`serve_milter`] for the milter socket, the policy
+/// door's for `policy-socket`.
+pub type Serve = fn(Connection, Arc<Shared>, Kill) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// The milter socket's [`Serve`].
+pub fn serve_milter(conn: Connection, shared: Arc<Shared>, kill: Kill) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+    Box::pin(async move {
+        match conn {
+            Connection::Unix(s) => serve_connection(s, shared, kill).await,
+            Connection::Tcp(s) => serve_connection(s, shared, kill).await,
+        }
+    })
+}
+
+/// Serves connections with `serve` until `stop` turns true; then returns, leaving open
+/// sessions running. Every connection counts in the open-connection total the graceful stop
+/// waits for, whichever door it came through.
 pub async fn accept_loop(
     listener: &Listener,
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
     kill: Kill,
     idle: Arc<Notify>,
+    serve: Serve,
 ) {
     loop {
         if *stop.borrow() {
@@ -50,10 +69,7 @@ pub async fn accept_loop(
                     // for open sessions never count a connection that is gone.
                     let _open = open;
                     let shared = _open.shared.clone();
-                    match conn {
-                        Connection::Unix(s) => serve_connection(s, shared, kill).await,
-                        Connection::Tcp(s) => serve_connection(s, shared, kill).await,
-                    }
+                    serve(conn, shared, kill).await;
                 });
             }
             Err(e) => {
@@ -88,7 +104,7 @@ impl Drop for OpenConnection {
 }
 
 /// The text of a caught panic.
-fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+pub fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
     match (payload.downcast_ref::<&str>(), payload.downcast_ref::<String>()) {
         (Some(s), _) => s.to_string(),
         (_, Some(s)) => s.clone(),
@@ -101,6 +117,20 @@ impl Kill {
     pub fn new() -> (watch::Sender<bool>, Kill) {
         let (tx, rx) = watch::channel(false);
         (tx, Kill(rx))
+    }
+
+    /// Whether the kill switch was thrown.
+    pub fn is_set(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    /// Waits until the kill switch is thrown (for ever, if its trigger is gone unthrown).
+    pub async fn thrown(&mut self) {
+        while !*self.0.borrow_and_update() {
+            if self.0.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
     }
 }
 

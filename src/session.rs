@@ -213,6 +213,25 @@ pub struct Session {
     /// Recipient domains whose MX hosts were already compared with the client (`2nd_mx`), so
     /// that the next messages of the connection do not ask again.
     pub(crate) mx_domains_checked: Vec<String>,
+    /// Which front door the MTA came through.
+    pub door: Door,
+}
+
+/// The two ways an MTA reaches the checks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Door {
+    /// A milter connection: every SMTP step and the message itself; greylisting at DATA.
+    Milter,
+    /// Postfix's policy delegation: the envelope only, so no content checks, and greylisting
+    /// per recipient at RCPT, where Postfix asks.
+    Policy,
+}
+
+/// What one command came to: a verdict to answer, or a step that is no check's business
+/// (negotiation, macros, abort, quit).
+enum Outcome {
+    Answer(Verdict),
+    Done(Step),
 }
 
 /// Whether a refusal may be held until RCPT under `smtp-delay-checks` (smtpf's DELAY flag), and
@@ -278,7 +297,24 @@ impl Session {
             trace,
             ptr_checked: false,
             mx_domains_checked: Vec::new(),
+            door: Door::Milter,
         }
+    }
+
+    /// A session driven by the policy door: no option negotiation (every step may be answered,
+    /// through [`Session::decide`]) and no message, hence no content checks.
+    pub fn for_policy_door(shared: Arc<Shared>) -> Session {
+        let mut session = Session::new(shared);
+        session.negotiated = Some(Negotiated {
+            version: crate::milter::negotiate::VERSION,
+            actions: 0,
+            protocol: 0,
+            mta_version: 0,
+            mta_actions: 0,
+            mta_protocol: 0,
+        });
+        session.door = Door::Policy;
+        session
     }
 
     /// The config this session runs under.
@@ -384,7 +420,11 @@ impl Session {
             _ => None,
         };
         let started = stage.map(|_| Instant::now());
-        let step = self.dispatch(cmd).await?;
+        let silent = self.negotiated.is_some_and(|n| n.no_reply(&cmd));
+        let step = match self.dispatch(cmd).await? {
+            Outcome::Answer(verdict) => self.answer(verdict, silent),
+            Outcome::Done(step) => step,
+        };
         if let (Some(i), Some(t)) = (stage, started) {
             self.shared.metrics.observe_stage(i, t.elapsed().as_secs_f64());
         }
@@ -396,21 +436,32 @@ impl Session {
         Ok(step)
     }
 
-    async fn dispatch(&mut self, cmd: Command) -> Result<Step, ProtocolError> {
+    /// The policy door's way in: one SMTP step, and the verdict for it (refusals counted for
+    /// #721 as the milter door counts them). Steps that are no check's business answer Continue.
+    pub async fn decide(&mut self, cmd: Command) -> Result<Verdict, ProtocolError> {
+        match self.dispatch(cmd).await? {
+            Outcome::Answer(verdict) => {
+                self.count_refusal(&verdict);
+                Ok(verdict)
+            }
+            Outcome::Done(_) => Ok(Verdict::Continue),
+        }
+    }
+
+    async fn dispatch(&mut self, cmd: Command) -> Result<Outcome, ProtocolError> {
         let Some(neg) = self.negotiated else {
             return match cmd {
-                Command::OptNeg { version, actions, protocol } => self.optneg(version, actions, protocol),
-                Command::Macro { .. } | Command::Abort => Ok(Step::Silent),
-                Command::Quit => Ok(Step::Close),
+                Command::OptNeg { version, actions, protocol } => self.optneg(version, actions, protocol).map(Outcome::Done),
+                Command::Macro { .. } | Command::Abort => Ok(Outcome::Done(Step::Silent)),
+                Command::Quit => Ok(Outcome::Done(Step::Close)),
                 other => Err(format!("command '{}' before option negotiation", other.code() as char)),
             };
         };
-        let silent = neg.no_reply(&cmd);
         let verdict = match cmd {
             Command::OptNeg { .. } => return Err("option negotiation repeated".into()),
             Command::Macro { stage, pairs } => {
                 self.macros.set(stage, pairs);
-                return Ok(Step::Silent);
+                return Ok(Outcome::Done(Step::Silent));
             }
             Command::Connect { hostname, family, port, address } => {
                 if self.client.is_some() {
@@ -426,11 +477,11 @@ impl Session {
             }
             Command::Mail { sender, params } => {
                 self.need_client("MAIL")?;
-                return Ok(self.mail(sender, params, silent).await);
+                self.mail(sender, params).await
             }
             Command::Rcpt { recipient, .. } => {
                 self.need_tx("RCPT")?;
-                return Ok(self.rcpt(recipient, silent).await);
+                self.rcpt(recipient).await
             }
             Command::Data => {
                 self.need_tx("DATA")?;
@@ -479,15 +530,15 @@ impl Session {
             }
             Command::EndOfMessage(chunk) => {
                 self.need_tx("end of message")?;
-                return Ok(self.end_of_message(chunk).await);
+                self.end_of_message(chunk).await
             }
             Command::Abort => {
                 self.abort();
-                return Ok(Step::Silent);
+                return Ok(Outcome::Done(Step::Silent));
             }
             Command::Quit => {
                 self.client_flags.set(flags::client::QUIT);
-                return Ok(Step::Close);
+                return Ok(Outcome::Done(Step::Close));
             }
             Command::QuitNewConnection => {
                 // The MTA keeps the connection for a new SMTP session: end this one, start afresh.
@@ -495,11 +546,11 @@ impl Session {
                 self.end();
                 let fresh = Session::new(self.shared.clone());
                 *self = fresh;
-                return Ok(Step::Silent);
+                return Ok(Outcome::Done(Step::Silent));
             }
             Command::Unknown(_) => Verdict::Continue,
         };
-        Ok(self.answer(verdict, silent))
+        Ok(Outcome::Answer(verdict))
     }
 
     fn optneg(&mut self, version: u32, actions: u32, protocol: u32) -> Result<Step, ProtocolError> {
@@ -551,18 +602,23 @@ impl Session {
             }
             return Step::Silent;
         }
+        self.count_refusal(&verdict);
         let responses = match &verdict {
             Verdict::Continue => vec![Response::Continue],
             Verdict::Discard => vec![Response::Discard],
             Verdict::Edit(changes) => changes.iter().map(HeaderChange::response).chain([Response::Continue]).collect(),
-            Verdict::Reply(r) => {
-                self.shared.metrics.reply(r.num, r.code);
-                self.rejects += 1;
-                self.last_refusal = r.line(&self.sid);
-                vec![r.response(&self.sid)]
-            }
+            Verdict::Reply(r) => vec![r.response(&self.sid)],
         };
         Step::Respond(responses)
+    }
+
+    /// Counts a refusal for /metrics and #721 (`R=`, `l=`).
+    fn count_refusal(&mut self, verdict: &Verdict) {
+        if let Verdict::Reply(r) = verdict {
+            self.shared.metrics.reply(r.num, r.code);
+            self.rejects += 1;
+            self.last_refusal = r.line(&self.sid);
+        }
     }
 
     /// The SPF evaluations for this MAIL, as a future that does not borrow the session (so it
@@ -708,7 +764,7 @@ impl Session {
         self.helo = name;
     }
 
-    async fn mail(&mut self, sender: String, params: Vec<String>, silent: bool) -> Step {
+    async fn mail(&mut self, sender: String, params: Vec<String>) -> Verdict {
         if self.tx.is_some() {
             // A new MAIL without ABORT (or after a refused one) starts over.
             self.abort();
@@ -731,10 +787,10 @@ impl Session {
             }
         }
         tx.sender = bounded(sender, 512);
-        if self.policy.scans_uris() || self.policy.config.grey_content {
+        if self.door == Door::Milter && (self.policy.scans_uris() || self.policy.config.grey_content) {
             tx.content = Some(Vec::new());
         }
-        if self.policy.config.dupmsg_ttl > 0 {
+        if self.door == Door::Milter && self.policy.config.dupmsg_ttl > 0 {
             tx.body_digest = Some(BodyDigest::default());
         }
         self.spf_mail = None;
@@ -768,15 +824,18 @@ impl Session {
                 &[&tx.sender, &tx.tid, &tx.mail_flags.words(), &spf_word(self.spf_mail), &spf_word(self.spf_helo), &x],
             );
         }
-        self.answer(verdict, silent)
+        verdict
     }
 
-    async fn rcpt(&mut self, recipient: String, silent: bool) -> Step {
+    async fn rcpt(&mut self, recipient: String) -> Verdict {
         self.note_queue_id();
         let recipient = bounded(recipient, 512);
-        let verdict = self.listing_rcpt(&recipient);
+        let mut verdict = self.listing_rcpt(&recipient);
         if !matches!(verdict, Verdict::Reply(_)) {
             self.mx_rcpt(&recipient).await;
+        }
+        if self.door == Door::Policy && verdict == Verdict::Continue {
+            verdict = self.greylist_rcpt(&recipient).await;
         }
         let x = self.x_text(&verdict);
         if let Some(tx) = &mut self.tx {
@@ -792,7 +851,7 @@ impl Session {
         if let Some(tx) = &self.tx {
             self.shared.log.emit(&catalog::RECIPIENT, Some(&self.sid), &[&recipient, &tx.tid, &tx.rcpt_flags.words(), &x]);
         }
-        self.answer(verdict, silent)
+        verdict
     }
 
     fn header(&mut self, name: &str, value: &str) {
@@ -817,7 +876,7 @@ impl Session {
         }
     }
 
-    async fn end_of_message(&mut self, chunk: Vec<u8>) -> Step {
+    async fn end_of_message(&mut self, chunk: Vec<u8>) -> Verdict {
         self.note_queue_id();
         let verdict = self.content_verdict(&chunk).await;
         let x = self.x_text(&verdict);
@@ -836,7 +895,7 @@ impl Session {
             );
         }
         self.macros.reset_transaction();
-        self.answer(verdict, false)
+        verdict
     }
 
     /// Replaces the transaction (returning the one it ends), keeping the open-transactions gauge

@@ -38,8 +38,19 @@ enum KeyOutcome {
 pub const REFRESH_EVERY: i64 = 3600;
 
 impl Session {
-    /// DATA stage: greylist the message.
+    /// DATA stage: greylist the message (one passing recipient lets it through).
     pub(crate) async fn greylist_data(&mut self) -> Verdict {
+        self.greylist(None).await
+    }
+
+    /// The policy door's RCPT stage: greylist this recipient alone, as Postfix asks for each
+    /// recipient separately. The tuple and its record are those the milter door uses at DATA.
+    pub(crate) async fn greylist_rcpt(&mut self, recipient: &str) -> Verdict {
+        self.greylist(Some(recipient)).await
+    }
+
+    /// Greylists the transaction's recipients, or `only` that one.
+    async fn greylist(&mut self, only: Option<&str>) -> Verdict {
         let policy = self.policy().clone();
         let cfg = &policy.config;
         let Some(store) = self.store().cloned() else { return Verdict::Continue };
@@ -57,12 +68,16 @@ impl Session {
             return Verdict::Continue;
         }
         let Some(ip) = client_info.ip else { return Verdict::Continue };
+        let recipients = match only {
+            Some(r) => vec![r.to_string()],
+            None => tx.recipients.clone(),
+        };
         // postgrey's whitelists: the client, or any recipient (one exempt recipient passes the
         // message, as one passing recipient does).
         if let Some(list) = &policy.grey_whitelist {
             let who = client_info.describe();
             let exempt = list.client(client_info.name.as_deref(), ip).map(|o| (who, o.clone())).or_else(|| {
-                tx.recipients.iter().find_map(|r| {
+                recipients.iter().find_map(|r| {
                     list.recipient(bare_address(r)).map(|o| (format!("recipient <{}>", bare_address(r)), o.clone()))
                 })
             });
@@ -81,7 +96,7 @@ impl Session {
                     period = n as i64;
                 }
             }
-            for r in &tx.recipients {
+            for r in &recipients {
                 if let Some(hit) = map.lookup_mail(Tag::GreyTo, bare_address(r)) {
                     if let Action::Seconds(n) = hit.action {
                         period = period.min(n as i64);
@@ -150,7 +165,7 @@ impl Session {
         let host_key = format!("grey:{}", head.iter().take(host_elements).cloned().collect::<Vec<_>>().join(","));
         let per_rcpt = cfg.grey_key.contains(&KeyWord::Rcpt);
         let keys: Vec<String> = if per_rcpt {
-            tx.recipients.iter().map(|r| format!("grey:{},{}", head.join(","), key_address(r)).replace(":,", ":")).collect()
+            recipients.iter().map(|r| format!("grey:{},{}", head.join(","), key_address(r)).replace(":,", ":")).collect()
         } else {
             vec![format!("grey:{}", head.join(","))]
         };
@@ -180,7 +195,8 @@ impl Session {
         let mut last_key = String::new();
         let mut wait = period;
         let mut first_sight = false;
-        let content = cfg.grey_content;
+        // Content greylisting needs the message, which only the milter door sees.
+        let content = cfg.grey_content && self.door == crate::session::Door::Milter;
         for key in keys {
             last_key = key.clone();
             match self.grey_key_state(&store, &key, has_host.then_some(host_key.as_str()), period, now, content).await {
@@ -220,7 +236,10 @@ impl Session {
             self.emit(&catalog::GREY_DRY_RUN, &[&key_text]);
             return Verdict::Continue;
         }
-        let code = if cfg.grey_drop && has_host { 421 } else { 451 };
+        // The policy door never drops: Postfix asks per recipient, and a 421 at the first one
+        // would leave the others unrecorded, so each would cost the sender another period.
+        let drop = cfg.grey_drop && has_host && self.door == crate::session::Door::Milter;
+        let code = if drop { 421 } else { 451 };
         Verdict::Reply(Reply::of(&replies::GREY_TEMPFAIL, &[]).with_code(code))
     }
 

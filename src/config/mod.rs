@@ -193,6 +193,9 @@ config_keys! {
         "Where the MTA connects: unix:PATH, local:PATH, inet:PORT@HOST, inet:HOST:PORT, inet6:PORT@HOST. Default: a unix socket, $RUNTIME_DIRECTORY/milter.sock under systemd (/run/smtpf-milter/milter.sock with the shipped unit), /run/smtpf-milter/milter.sock as root, $XDG_RUNTIME_DIR/smtpf-milter.sock or ./smtpf-milter.sock otherwise (TCP only when configured: any local user could drive a TCP milter). Ignored under systemd socket activation. Restart to change.";
     milter_socket_mode: u32 = "milter-socket-mode", default("\"0660\""), values::socket_mode, restart(|c: &Config| format!("{:04o}", c.milter_socket_mode)),
         "Permissions of a unix socket (octal string). Restart to change.";
+    /// Postfix's policy delegation front door; None: off.
+    policy_socket: Option<SocketSpec> = "policy-socket", default("\"\""), values::optional_socket, restart(|c: &Config| c.policy_socket.as_ref().map(|s| s.to_string()).unwrap_or_default()),
+        "Also serve Postfix's policy delegation protocol (check_policy_service) on this socket, in milter-socket's forms (unix:PATH, inet:PORT@HOST, ...): the same checks, records and log lines, decided at RCPT (docs/policy-service.md). Content checks (dupmsg, uri-bl, grey-content) need the message and run only for mail that comes through the milter socket. Empty: off. The unix socket gets milter-socket-mode and run-group. Restart to change.";
     run_user: Option<String> = "run-user", default("\"\""), values::optional_name, restart(|c: &Config| c.run_user.clone().unwrap_or_default()),
         "When started as root: the user to switch to after binding the socket. Empty: stay as started. Restart to change.";
     run_group: Option<String> = "run-group", default("\"\""), values::optional_name, restart(|c: &Config| c.run_group.clone().unwrap_or_default()),
@@ -422,6 +425,24 @@ impl Config {
                 "verbose: smtpf's word(s) {} have no meaning in a milter (the MTA holds the SMTP dialogue, TLS and the message; smtpf-milter has none of smtpf's scanners) and are ignored",
                 self.verbose.ignored().join(", ")
             ));
+        }
+        if let Some(socket) = &self.policy_socket {
+            let mut content = Vec::new();
+            if self.dupmsg_ttl > 0 {
+                content.push("dupmsg");
+            }
+            if (!self.uri_bl.is_empty() || !self.uri_dns_bl.is_empty()) && self.uri_max_test > 0 {
+                content.push("uri-bl");
+            }
+            if self.grey_content {
+                content.push("grey-content");
+            }
+            if !content.is_empty() {
+                out.push(format!(
+                    "policy-socket = \"{socket}\": {} need the message and run only for mail that comes through the milter socket; mail Postfix sends only to the policy service gets none of them (grey-content there is envelope greylisting)",
+                    content.join(", ")
+                ));
+            }
         }
         if self.grey_temp_fail_ttl < self.grey_temp_fail_period {
             out.push(format!(

@@ -254,6 +254,14 @@ pub fn socket(p: &Parser, key: &str, v: &toml::Value) -> Result<SocketSpec> {
     SocketSpec::parse(p.string(key, v)?).map_err(|m| p.err(Some(key), m))
 }
 
+/// `policy-socket`: a socket in `milter-socket`'s forms; empty: off.
+pub fn optional_socket(p: &Parser, key: &str, v: &toml::Value) -> Result<Option<SocketSpec>> {
+    match p.string(key, v)?.trim() {
+        "" => Ok(None),
+        text => SocketSpec::parse(text).map(Some).map_err(|m| p.err(Some(key), m)),
+    }
+}
+
 /// `metrics-listen`: IP:PORT or unix:/path; empty: off.
 pub fn metrics_listen(p: &Parser, key: &str, v: &toml::Value) -> Result<Option<crate::metrics::MetricsListen>> {
     crate::metrics::MetricsListen::parse(p.string(key, v)?).map_err(|m| p.err(Some(key), m))

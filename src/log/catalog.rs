@@ -306,6 +306,12 @@ catalog! {
         "The metrics address could not be opened (in use, no permission, a file that is not a socket in the way): the milter serves mail all the same, without /metrics. Fix metrics-listen and restart.";
     GREY_PASSED = 2069 Info IfInfo, true, "grey passed {%s} after %ld seconds",
         "A greylisted tuple came back after its period and passed, this long after it was first seen: the delay greylisting cost this sender (smtpf-milter report sums these). Logged once per tuple, at its first pass; #382 (verbose grey) is smtpf's line for every pass.";
+    POLICY_REQUEST_ERROR = 2070 Warn Always, false, "policy-socket request error: %s; %s",
+        "A Postfix policy request could not be used: unreadable (a line or a request too long, a line that is not name=value, the connection cut mid-request: the connection is closed, Postfix reconnects), or readable but not one we can decide (another request= than smtpd_access_policy, no client_address or protocol_state, no recipient at RCPT: answered DUNNO, so Postfix goes on with its other restrictions).";
+    POLICY_INSTANCE = 2071 Info IfInfo, true, "policy instance %s tid=%s",
+        "A transaction that came through the policy socket, with Postfix's instance attribute: requests with the same instance are one transaction, so this ties Postfix's requests to our transaction id.";
+    POLICY_READY = 2072 Info IfInfo, false, "policy-socket=%s ready",
+        "Postfix's check_policy_service can connect to this address (policy-socket; docs/policy-service.md).";
 }
 
 /// Looks up a message by number.

@@ -28,6 +28,8 @@ impl TestDaemon {
     /// Starts a daemon whose config is the socket and state file in a temp dir plus `extra` TOML.
     pub async fn start(extra: &str) -> TestDaemon {
         let dir = tempfile::tempdir().unwrap();
+        // `{dir}` in the extra TOML is this daemon's temporary directory.
+        let extra = &extra.replace("{dir}", &dir.path().display().to_string());
         let socket = dir.path().join("run/milter.sock");
         let config_path = dir.path().join("smtpf-milter.toml");
         // MX verification needs DNS; tests that do not exercise it switch it off.
