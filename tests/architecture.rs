@@ -20,6 +20,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("checks::dupmsg", 5),
     ("checks::uribl", 5),
     ("server", 6),
+    ("policy_door", 6),
     ("admin", 6),
     ("manpages", 6),
     ("metrics_http", 6),

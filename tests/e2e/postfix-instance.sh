@@ -14,6 +14,8 @@
 #                                          as in Debian's default master.cf; a unix: milter path
 #                                          is then relative to DIR/queue
 #   POSTFIX_DISCARD=y                      mail for example.net is discarded, not delivered
+#   POSTFIX_POLICY=unix:PATH|inet:H:P      check_policy_service after reject_unauth_destination,
+#                                          as docs/policy-service.md wires it
 
 postfix_start() {
     local dir=$1 port=$2 milter=$3
@@ -52,7 +54,7 @@ smtpd_milters = $milter
 milter_default_action = tempfail
 milter_protocol = 6
 smtputf8_enable = no
-smtpd_recipient_restrictions = permit_mynetworks, reject_unauth_destination
+smtpd_recipient_restrictions = permit_mynetworks, reject_unauth_destination${POSTFIX_POLICY:+, check_policy_service $POSTFIX_POLICY}
 import_environment = MAIL_CONFIG MAIL_DEBUG MAIL_LOGTAG TZ LANG=C
 MAIN
     [ "${POSTFIX_DISCARD:-n}" = y ] && echo "virtual_transport = discard" >> "$dir/etc/main.cf"

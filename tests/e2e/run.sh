@@ -68,6 +68,7 @@ printf 'nameserver 127.0.0.1\noptions timeout:1 attempts:1\n' > "$work/resolv.co
 mount --bind "$work/resolv.conf" /etc/resolv.conf
 
 pf=$work/pf          # Postfix instance
+pf2=$work/pf2        # Postfix instance asking the policy door (no milter)
 sm=$work/sm          # Sendmail instance
 sockdir=$pf/queue/smtpf-milter
 sock=$sockdir/milter.sock
@@ -78,6 +79,7 @@ METRICS_PORT=19894      # the milter's /metrics (loopback)
 
 cleanup() {
     postfix_stop "$pf"
+    postfix_stop "$pf2"
     sendmail_stop "$sm"
     milter_stop
     dns_stop "$work/dns"
@@ -120,6 +122,8 @@ send() {
     shift 2
     case $mta in
         postfix) swaks --server 127.0.0.1:2525 --xclient-addr "$ip" --xclient-name '[UNAVAILABLE]' \
+                     --helo client.example.org --timeout 60 "$@" 2>&1 ;;
+        policy) swaks --server 127.0.0.1:2527 --xclient-addr "$ip" --xclient-name '[UNAVAILABLE]' \
                      --helo client.example.org --timeout 60 "$@" 2>&1 ;;
         sendmail) swaks --server 127.0.0.1:2526 --local-interface "$ip" \
                      --helo client.example.org --timeout 60 "$@" 2>&1 ;;
@@ -182,6 +186,12 @@ mkdir -p "$sockdir"
 chmod 755 "$pf" "$pf/queue"
 chgrp postfix "$sockdir"
 chmod 750 "$sockdir"
+# The policy door's socket, the same way inside the second instance's chroot.
+policydir=$pf2/queue/smtpf-milter
+mkdir -p "$policydir"
+chmod 755 "$pf2" "$pf2/queue"
+chgrp postfix "$policydir"
+chmod 750 "$policydir"
 
 cat > "$work/milter.toml" <<CONF
 milter-socket = "unix:$sock"
@@ -197,12 +207,17 @@ grey-temp-fail-period = $GREY
 dupmsg-policy = "reject"
 shutdown-timeout = 30
 metrics-listen = "127.0.0.1:$METRICS_PORT"
+policy-socket = "unix:$policydir/policy.sock"
 CONF
 "$bin" --config "$work/milter.toml" check-config > /dev/null || { echo "config refused" >&2; exit 1; }
 milter_start "$work/milter.toml" || exit 1
 
 POSTFIX_CHROOT=y POSTFIX_ADDRS="127.0.0.1 192.0.2.1" \
     postfix_start "$pf" 2525 "unix:/smtpf-milter/milter.sock" || exit 1
+
+# The policy door's instance: no milter, check_policy_service relative to its chroot.
+POSTFIX_CHROOT=y POSTFIX_POLICY="unix:smtpf-milter/policy.sock" \
+    postfix_start "$pf2" 2527 "" || exit 1
 
 sendmail_unpack "$work/sendmail-pkg" || { echo "cannot get the sendmail packages" >&2; exit 1; }
 export SENDMAIL_ROOT=$work/sendmail-pkg/root
@@ -271,6 +286,49 @@ if grep -q "#2067 metrics-listen=127.0.0.1:$METRICS_PORT ready" "$mlog" && [ "$d
 else
     fail "metrics" "deltas: replies 451 #552 $d_replies, first sights $d_first, passes $d_pass, connections $d_conn" \
         "$(grep -E '^smtpf_milter_(replies|greylist_verdicts|connections)_total' <<< "$metrics_after" | grep -v ' 0$')"
+fi
+
+# ---- the policy door: Postfix's check_policy_service (second instance, chrooted, no milter).
+# First sight refused at RCPT with our reply; the retry after the period is accepted and stored
+# with the report header Postfix prepended.
+out=$(send policy 192.0.2.80 --from policy@example.org --to bob@example.net \
+    --header "Message-Id: <policy-1@example.org>" --body "through the policy door")
+if grep -A1 '^ -> RCPT TO:<bob@example.net>' <<< "$out" | grep -q '^<\*\* 451 4\.7\.0 try again later #552 ' \
+    && wait_log "#387 grey listed \{grey:policy@example.org,bob@example.net\} for [0-9]+ seconds" \
+    && wait_log "#2071 policy instance [^ ]+ tid=" && grep -q 'check_policy_service\|policy' "$pf2/etc/main.cf"; then
+    pass "policy door: first sight refused at RCPT (451 4.7.0 try again later #552, #387 and #2071 logged)"
+else
+    fail "policy door first sight" "$out" "$(grep -i 'policy\|warning' "$pf2/maillog" | tail -5)"
+fi
+sleep $((GREY + 1))
+out=$(send policy 192.0.2.80 --from policy@example.org --to bob@example.net \
+    --header "Message-Id: <policy-1@example.org>" --body "through the policy door")
+qid=$(queue_id postfix "$out")
+f=
+for _ in $(seq 1 100); do
+    f=$(grep -l "^Message-Id: <policy-1@example.org>" "$pf2"/Maildir/inbox/new/* 2>/dev/null | head -1)
+    [ -n "$f" ] && break
+    sleep 0.1
+done
+if [ -n "$qid" ] && [ -n "$f" ] && grep -q '^X-Grey-Report: age=' "$f" \
+    && wait_log "#2069 grey passed \{grey:policy@example.org,bob@example.net\} after"; then
+    pass "policy door: retry after the period accepted (queue id $qid), stored with X-Grey-Report (PREPEND), #2069 logged"
+else
+    fail "policy door retry" "$out" "stored copy: ${f:-none}"
+fi
+# The same tuple through both doors: greylisted at one, passed at the other after the period.
+out1=$(send postfix 192.0.2.81 --from cross-1@example.org --to bob@example.net --body "milter first")
+out2=$(send policy 192.0.2.82 --from cross-2@example.org --to bob@example.net --body "policy first")
+sleep $((GREY + 1))
+out3=$(send policy 192.0.2.81 --from cross-1@example.org --to bob@example.net --body "then policy")
+out4=$(send postfix 192.0.2.82 --from cross-2@example.org --to bob@example.net --body "then milter")
+if grep -q '^<\*\* 451 4\.7\.0 try again later #552 ' <<< "$out1" && grep -q '^<\*\* 451 4\.7\.0 try again later #552 ' <<< "$out2" \
+    && [ -n "$(queue_id postfix "$out3")" ] && [ -n "$(queue_id postfix "$out4")" ] \
+    && wait_log "#2069 grey passed \{grey:cross-1@example.org,bob@example.net\}" \
+    && wait_log "#2069 grey passed \{grey:cross-2@example.org,bob@example.net\}"; then
+    pass "policy door: a tuple greylisted through the milter passes through the policy door after the period, and the other way round"
+else
+    fail "policy door across doors" "$out1" "$out2" "$out3" "$out4"
 fi
 
 # ---- duplicate: the same message again (body, Message-ID, first recipient) -> dupmsg-policy reject.
