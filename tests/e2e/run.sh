@@ -293,10 +293,10 @@ fi
 # with the report header Postfix prepended.
 out=$(send policy 192.0.2.80 --from policy@example.org --to bob@example.net \
     --header "Message-Id: <policy-1@example.org>" --body "through the policy door")
-if grep -A1 '^ -> RCPT TO:<bob@example.net>' <<< "$out" | grep -q '^<\*\* 451 4\.7\.0 try again later #552 ' \
+if grep -A1 '^ -> RCPT TO:<bob@example.net>' <<< "$out" | grep -q '^<\*\* 451 4\.7\.0 <bob@example\.net>: Recipient address rejected: try again later #552 ' \
     && wait_log "#387 grey listed \{grey:policy@example.org,bob@example.net\} for [0-9]+ seconds" \
     && wait_log "#2071 policy instance [^ ]+ tid=" && grep -q 'check_policy_service\|policy' "$pf2/etc/main.cf"; then
-    pass "policy door: first sight refused at RCPT (451 4.7.0 try again later #552, #387 and #2071 logged)"
+    pass "policy door: first sight refused at RCPT (451 4.7.0 <bob@example.net>: Recipient address rejected: try again later #552, #387 and #2071 logged)"
 else
     fail "policy door first sight" "$out" "$(grep -i 'policy\|warning' "$pf2/maillog" | tail -5)"
 fi
@@ -322,7 +322,7 @@ out2=$(send policy 192.0.2.82 --from cross-2@example.org --to bob@example.net --
 sleep $((GREY + 1))
 out3=$(send policy 192.0.2.81 --from cross-1@example.org --to bob@example.net --body "then policy")
 out4=$(send postfix 192.0.2.82 --from cross-2@example.org --to bob@example.net --body "then milter")
-if grep -q '^<\*\* 451 4\.7\.0 try again later #552 ' <<< "$out1" && grep -q '^<\*\* 451 4\.7\.0 try again later #552 ' <<< "$out2" \
+if grep -q '^<\*\* 451 4\.7\.0 try again later #552 ' <<< "$out1" && grep -q '^<\*\* 451 4\.7\.0 <bob@example\.net>: Recipient address rejected: try again later #552 ' <<< "$out2" \
     && [ -n "$(queue_id postfix "$out3")" ] && [ -n "$(queue_id postfix "$out4")" ] \
     && wait_log "#2069 grey passed \{grey:cross-1@example.org,bob@example.net\}" \
     && wait_log "#2069 grey passed \{grey:cross-2@example.org,bob@example.net\}"; then
