@@ -300,7 +300,11 @@ impl Conversation {
         let verdict = self.step(Command::Mail { sender, params }).await;
         if let Some(session) = &self.session {
             if let Some(tx) = &session.tx {
-                self.shared.log.emit(&catalog::POLICY_INSTANCE, Some(&session.sid), &[&crate::text::bounded(instance.to_string(), 64), &tx.tid]);
+                self.shared.log.emit(
+                    &catalog::POLICY_INSTANCE,
+                    Some(&session.sid),
+                    &[&crate::text::bounded(instance.to_string(), 64), &tx.tid],
+                );
             }
         }
         if refuses(&verdict) {

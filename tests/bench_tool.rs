@@ -146,3 +146,31 @@ async fn delay_bench_shows_pool_senders_through_on_first_retry_only_with_the_spf
         assert!(json.contains("\"errors\":0"), "{json}");
     }
 }
+
+/// `milter-bench policy` drives the policy door as Postfix's smtpd processes do: after its
+/// warm-up the known tuples pass, never-seen ones are temp-failed, and nothing is an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_bench_drives_the_policy_door() {
+    let d = common::TestDaemon::start(
+        "policy-socket = \"unix:{dir}/run/policy.sock\"\ngrey-key = \"ptr,mail,rcpt\"\ngrey-temp-fail-period = 1",
+    )
+    .await;
+    let spec = format!("unix:{}", d.dir.path().join("run/policy.sock").display());
+    let args = ["policy", "--socket", &spec, "--messages", "60", "--connections", "4", "--new-tuples", "0.5"];
+    let args: Vec<String> =
+        args.iter().map(|s| s.to_string()).chain(["--warm-up", "--warm-up-wait", "1.2", "--json"].map(String::from)).collect();
+    let out =
+        tokio::task::spawn_blocking(move || run_to_exit(&args.iter().map(String::as_str).collect::<Vec<_>>())).await.unwrap();
+    let json = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{json} {}", String::from_utf8_lossy(&out.stderr));
+    let num = |key: &str| -> u64 {
+        let at = json.find(&format!("\"{key}\":")).unwrap_or_else(|| panic!("{key} in {json}")) + key.len() + 3;
+        json[at..].chars().take_while(char::is_ascii_digit).collect::<String>().parse().unwrap()
+    };
+    // 60 messages of 1 to 3 recipients: 120 requests (20 of each count).
+    assert_eq!(num("requests"), 120, "{json}");
+    assert_eq!(num("errors"), 0, "{json}");
+    assert!(num("passed") >= 50 && num("refused") >= 50, "known tuples pass, new ones are temp-failed: {json}");
+    assert_eq!(num("passed") + num("refused"), 120);
+    assert!(d.grep("#387 grey listed").len() as u64 >= num("refused"), "each refusal is a greylisting line");
+}

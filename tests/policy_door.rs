@@ -211,7 +211,14 @@ async fn a_tuple_greylisted_at_one_door_passes_at_the_other() {
 
 #[tokio::test]
 async fn access_map_and_dns_lists_answer_at_rcpt_and_lists_are_asked_once_per_client() {
-    let dns = TestDns::builder().zone("example").zone("test").zone("org").zone("net").listed("192.0.2.66", "bl.test", "127.0.0.2").start().await;
+    let dns = TestDns::builder()
+        .zone("example")
+        .zone("test")
+        .zone("org")
+        .zone("net")
+        .listed("192.0.2.66", "bl.test", "127.0.0.2")
+        .start()
+        .await;
     let dir = tempfile::tempdir().unwrap();
     let map = dir.path().join("access.cf");
     std::fs::write(&map, "Connect:192.0.2.9 REJECT\nConnect:192.0.2.10 OK\nTo:abuse@example.net OK\n").unwrap();

@@ -116,17 +116,17 @@ impl Tally {
 /// Known client hosts: addresses in TEST-NET-2/3, PTR names in 10 domains.
 const CLIENT_POOL: u64 = 200;
 /// Most recipients of one message.
-const MAX_RCPTS: u64 = 3;
+pub const MAX_RCPTS: u64 = 3;
 
 /// One SMTP client as the MTA presents it to the milter.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ClientId {
     /// The verified PTR name the MTA reports.
-    host: String,
+    pub host: String,
     /// The HELO name it gives.
-    helo: String,
-    ip: String,
-    port: u16,
+    pub helo: String,
+    pub ip: String,
+    pub port: u16,
 }
 
 impl ClientId {
@@ -145,7 +145,7 @@ pub fn pool_client(k: u64) -> ClientId {
 }
 
 /// The known client of a worker's `n`-th connection.
-fn pool_client_for(worker: usize, n: u64) -> ClientId {
+pub fn pool_client_for(worker: usize, n: u64) -> ClientId {
     pool_client(worker as u64 * 7919 + n)
 }
 
@@ -154,7 +154,7 @@ fn pool_client_for(worker: usize, n: u64) -> ClientId {
 /// address's HELO name, so the milter's DNS questions (lists, SPF) are answered from its cache, as
 /// the speed targets specify; with `fresh_address` its address is unique too (in 198.18.0.0/15)
 /// and so is its HELO name, and every new host costs real DNS lookups, as on the Internet.
-fn fresh_client(run_id: &str, seed: u64, i: u64, fresh_address: bool) -> ClientId {
+pub fn fresh_client(run_id: &str, seed: u64, i: u64, fresh_address: bool) -> ClientId {
     let host = format!("mail.n{run_id}-{i}.example.org");
     let port = 10000 + (i % 50000) as u16;
     if !fresh_address {
@@ -167,35 +167,35 @@ fn fresh_client(run_id: &str, seed: u64, i: u64, fresh_address: bool) -> ClientI
 }
 
 /// The sender of known-tuple message `i`.
-fn known_sender(i: u64) -> String {
+pub fn known_sender(i: u64) -> String {
     format!("user{}@pool{}.example.com", i % 4, i % 2)
 }
 
 /// Every sender [`known_sender`] produces (it repeats every 4 messages).
-fn known_senders() -> Vec<String> {
+pub fn known_senders() -> Vec<String> {
     let set: BTreeSet<String> = (0..4).map(known_sender).collect();
     set.into_iter().collect()
 }
 
 /// The sender of new-tuple message `i`.
-fn new_sender(run_id: &str, i: u64) -> String {
+pub fn new_sender(run_id: &str, i: u64) -> String {
     format!("new-{run_id}-{i}@sender{}.example.org", i % 97)
 }
 
 /// How many recipients message `i` has (rcpt0.., 1 to MAX_RCPTS).
-fn rcpt_count(i: u64) -> u64 {
+pub fn rcpt_count(i: u64) -> u64 {
     1 + i % MAX_RCPTS
 }
 
 /// Known clients to warm up: the first pool client of each distinct PTR domain (greylisting
 /// keys on the domain, so one host per domain covers them all).
-fn warm_up_clients() -> Vec<ClientId> {
+pub fn warm_up_clients() -> Vec<ClientId> {
     let mut seen = BTreeSet::new();
     (0..CLIENT_POOL).map(pool_client).filter(|c| seen.insert(c.host.split_once('.').map(|(_, d)| d.to_string()))).collect()
 }
 
 /// Exactly a `share` of message numbers, spread evenly.
-fn is_new(share: f64, i: u64) -> bool {
+pub fn is_new(share: f64, i: u64) -> bool {
     ((i + 1) as f64 * share).floor() > (i as f64 * share).floor()
 }
 
@@ -510,7 +510,7 @@ pub async fn worker(target: Target, plan: Arc<Plan>, id: usize) -> Tally {
 }
 
 /// Number of the first warm-up message (its queue id and Message-ID stay apart from the run's).
-const WARM_UP_BASE: u64 = 1 << 40;
+pub const WARM_UP_BASE: u64 = 1 << 40;
 
 /// One transaction for every known tuple: each PTR domain × each known sender, with all
 /// recipients. Returns the tally (not part of the measured run).

@@ -22,7 +22,8 @@
 //! Other modes: `--warm-up` (one transaction per known tuple before the measured run, so a milter
 //! with a short `grey-temp-fail-period` lets the known tuples pass), `--rate` (open-loop pacing,
 //! for latency at a fixed load), `--idle N` (hold N idle MTA connections and report the milter's
-//! memory), the `delay` subcommand (simulated senders replayed with time scaled down: what
+//! memory), the `policy` subcommand (a Postfix policy-service socket driven as smtpd drives it:
+//! requests per second and answer latency), the `delay` subcommand (simulated senders replayed with time scaled down: what
 //! greylisting costs good mail and what it stops), the `prefill` subcommand (greylist records
 //! into a SQLite state file before the daemon starts) and the `serve` subcommand (the raw responder on a real socket: a null milter
 //! for measuring what an MTA pays for any milter at all). docs/performance.md describes them
@@ -30,7 +31,7 @@
 //!
 //! The code is laid out by job: `load` (the plan, the workers and the transactions they run, the
 //! tally of what they saw), `target` (where to connect), `null_milter` (the raw responder, for
-//! `--raw-ceiling` and `serve`), `idle` (`--idle`), `delay` (the `delay` subcommand), `prefill` (the `prefill` subcommand) and
+//! `--raw-ceiling` and `serve`), `idle` (`--idle`), `policy` (the `policy` subcommand), `delay` (the `delay` subcommand), `prefill` (the `prefill` subcommand) and
 //! `report` (the text and JSON output, and the memory figures). This file holds the command line
 //! and the order of a run.
 
@@ -38,6 +39,7 @@ mod delay;
 mod idle;
 mod load;
 mod null_milter;
+mod policy;
 mod prefill;
 mod report;
 mod target;
@@ -127,6 +129,10 @@ enum Cmd {
     /// with time scaled down, and report per class the share delivered, the delay greylisting
     /// caused and the temp-fails per message (bench/delay.sh runs it with features off and on).
     Delay(DelayArgs),
+    /// Drive a Postfix policy-service socket (smtpf-milter's policy-socket, postgrey, ...) as
+    /// Postfix's smtpd processes do: one connection each, one RCPT request per recipient; report
+    /// requests per second and the answer latency.
+    Policy(PolicyArgs),
     /// Write greylist records into a SQLite state file (before the daemon starts on it).
     Prefill {
         /// The state file (the daemon's cache-path); created when missing.
@@ -151,6 +157,79 @@ enum Cmd {
         #[arg(long, value_name = "OCTAL", default_value = "0660", value_parser = parse_octal_mode)]
         socket_mode: u32,
     },
+}
+
+/// The `policy` subcommand's options.
+#[derive(clap::Args, Debug)]
+struct PolicyArgs {
+    /// The policy socket: unix:/path, inet:PORT@HOST, inet:HOST:PORT or a bare /path.
+    #[arg(long)]
+    socket: String,
+    /// Concurrent policy connections (Postfix: one per smtpd process).
+    #[arg(long, default_value_t = 32)]
+    connections: usize,
+    /// Messages to run (1 to 3 recipients each, one request per recipient).
+    #[arg(long, default_value_t = 20_000)]
+    messages: u64,
+    /// Share (0..=1) of messages from a never-seen client host and sender.
+    #[arg(long, default_value_t = 0.2)]
+    new_tuples: f64,
+    /// Before the measured run, ask once for every known tuple (not counted), then wait
+    /// --warm-up-wait seconds.
+    #[arg(long)]
+    warm_up: bool,
+    /// Seconds to wait after the warm-up (longer than the server's greylisting delay).
+    #[arg(long, value_name = "SECS", default_value_t = 2.0)]
+    warm_up_wait: f64,
+    /// A label for the report.
+    #[arg(long, default_value = "")]
+    label: String,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs `milter-bench policy`.
+async fn policy_run(a: PolicyArgs) -> ExitCode {
+    if !(0.0..=1.0).contains(&a.new_tuples) || a.connections == 0 {
+        eprintln!("milter-bench policy: --new-tuples must be within 0..=1, --connections at least 1");
+        return ExitCode::from(2);
+    }
+    let target = match parse_target(&a.socket) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("milter-bench: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let run_id = format!("{:x}{:x}", now.as_secs(), now.subsec_nanos());
+    if a.warm_up {
+        if let Err(e) = policy::warm_up(&target, &run_id).await {
+            eprintln!("milter-bench policy: warm-up: {e}");
+            return ExitCode::FAILURE;
+        }
+        tokio::time::sleep(Duration::from_secs_f64(a.warm_up_wait.max(0.0))).await;
+    }
+    let plan = policy::PolicyPlan {
+        messages: a.messages,
+        new_tuples: a.new_tuples,
+        seed: now.as_secs().wrapping_mul(1_000_003) ^ now.subsec_nanos() as u64,
+        run_id,
+        next: AtomicU64::new(0),
+    };
+    let label = if a.label.is_empty() { a.socket.clone() } else { a.label.clone() };
+    let report = policy::run(target, a.connections, plan, label).await;
+    if a.json {
+        println!("{}", serde_json::to_string(&report).unwrap_or_default());
+    } else {
+        print!("{}", report.text());
+    }
+    if report.errors > 0 || report.requests == 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 /// The `delay` subcommand's options; times are simulated seconds unless said otherwise.
@@ -255,6 +334,7 @@ async fn main() -> ExitCode {
     let args = Args::parse();
     match args.command {
         Some(Cmd::Delay(a)) => return delay_run(a).await,
+        Some(Cmd::Policy(a)) => return policy_run(a).await,
         Some(Cmd::Prefill { cache_path, records }) => return prefill::prefill(cache_path, records).await,
         Some(Cmd::Serve { socket, replies, socket_mode }) => return serve(&socket, replies, socket_mode).await,
         None => {}
