@@ -330,3 +330,30 @@ async fn stop_closes_idle_policy_connections_and_removes_the_socket() {
     assert_eq!(d.grep(&format!("{s} #721 end i=192.0.2.40")).len(), 1, "{:?}", d.lines());
     assert!(!d.dir.path().join("run/policy.sock").exists(), "the socket file is removed at stop");
 }
+
+/// check-config says which content checks the policy door cannot run, and only when it is on.
+#[test]
+fn check_config_names_the_content_checks_the_policy_door_cannot_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |text: &str| {
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, text).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_smtpf-milter"))
+            .args(["--config", path.to_str().unwrap(), "check-config"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let policy = "policy-socket = \"inet:10023@127.0.0.1\"\nmail-require-mx = false\n";
+    let warned = run(&format!("{policy}grey-content = true\nuri-bl = [\"uribl.test\"]\n"));
+    assert!(
+        warned.contains("the content checks in force (dupmsg, uri-bl, grey-content) need the message and run only for mail that comes through the milter socket"),
+        "{warned}"
+    );
+    assert!(!run(&format!("{policy}dupmsg-ttl = 0\n")).contains("content checks"), "nothing to say without content checks");
+    assert!(
+        !run("mail-require-mx = false\ngrey-content = true\n").contains("policy-socket"),
+        "nothing to say without the policy door"
+    );
+}

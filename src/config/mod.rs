@@ -439,7 +439,7 @@ impl Config {
             }
             if !content.is_empty() {
                 out.push(format!(
-                    "policy-socket = \"{socket}\": {} need the message and run only for mail that comes through the milter socket; mail Postfix sends only to the policy service gets none of them (grey-content there is envelope greylisting)",
+                    "policy-socket = \"{socket}\": the content checks in force ({}) need the message and run only for mail that comes through the milter socket; mail Postfix sends only to the policy service gets none of them (grey-content there is envelope greylisting)",
                     content.join(", ")
                 ));
             }

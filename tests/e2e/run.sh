@@ -615,6 +615,54 @@ CONF
     swaks --server 192.0.2.1:2525 --from load@example.org --to bob@example.net > "$work/prepass.out" 2>&1 \
         || echo "    pre-pass refused: $(grep '^<\*\*' "$work/prepass.out")"
     figure_runs "postfix + smtpf-milter"
+    postfix_stop "$pf"
+    milter_stop
+    # The policy door instead of the milter (check_policy_service, inet as postgrey is usually
+    # wired): with the same checks, then with greylisting alone; then postgrey itself, when
+    # installed (.ci/run installs it), with the same delay.
+    prepass() {
+        swaks --server 192.0.2.1:2525 --from load@example.org --to bob@example.net >/dev/null 2>&1
+        sleep 2
+        swaks --server 192.0.2.1:2525 --from load@example.org --to bob@example.net > "$work/prepass.out" 2>&1 \
+            || echo "    pre-pass refused: $(grep '^<\*\*' "$work/prepass.out")"
+    }
+    policy_figure() {   # LABEL CONFIG POLICY-SERVICE
+        rm -rf "$pf" "$work/cache.sq3"*
+        mkdir -p "$sockdir"; chmod 755 "$pf" "$pf/queue"; chgrp postfix "$sockdir"; chmod 750 "$sockdir"
+        if [ -n "$2" ]; then milter_start "$2" || exit 1; fi
+        POSTFIX_POLICY=$3 POSTFIX_DISCARD=y POSTFIX_CHROOT=y POSTFIX_ADDRS="127.0.0.1 192.0.2.1" \
+            postfix_start "$pf" 2525 "" || exit 1
+        prepass
+        figure_runs "$1"
+        postfix_stop "$pf"
+        milter_stop
+    }
+    { cat "$work/figures.toml"; echo 'policy-socket = "inet:10024@127.0.0.1"'; } > "$work/figures-policy.toml"
+    policy_figure "postfix + smtpf-milter policy door, all checks" "$work/figures-policy.toml" inet:127.0.0.1:10024
+    cat > "$work/figures-grey.toml" <<CONF
+milter-socket = "unix:$sock"
+milter-socket-mode = "0666"
+policy-socket = "inet:10024@127.0.0.1"
+cache-path = "$work/cache.sq3"
+dns-servers = ["127.0.0.1:5353"]
+mail-require-mx = false
+dupmsg-ttl = 0
+grey-key = "ip,mail,rcpt"
+grey-ipv4-prefix = 24
+grey-temp-fail-period = 1
+CONF
+    policy_figure "postfix + smtpf-milter policy door, greylisting only (postgrey's key)" "$work/figures-grey.toml" inet:127.0.0.1:10024
+    if command -v postgrey >/dev/null && id postgrey >/dev/null 2>&1; then
+        mkdir -p "$work/postgrey"
+        chown postgrey "$work/postgrey"
+        postgrey --inet=127.0.0.1:10023 --dbdir="$work/postgrey" --delay=1 --user=postgrey --group=nogroup \
+            --pidfile="$work/postgrey.pid" --daemonize 2>> "$work/postgrey.log"
+        for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/10023) 2>/dev/null && break; sleep 0.1; done
+        policy_figure "postfix + postgrey $(dpkg-query -W -f '${Version}' postgrey 2>/dev/null)" "" inet:127.0.0.1:10023
+        kill "$(cat "$work/postgrey.pid" 2>/dev/null)" 2>/dev/null
+    else
+        echo "    postgrey is not installed: its figure is skipped"
+    fi
 fi
 
 echo "== done in $((SECONDS - started)) s: ${#passes[@]} passed, ${#failures[@]} failed"
