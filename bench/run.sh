@@ -165,7 +165,7 @@ bench() { # FILE ARGS...
     local out=$1
     shift
     local rc=0
-    "$bin/milter-bench" --json "$@" >"$out" || rc=$?
+    "$bin/milter-bench" "$@" --json >"$out" || rc=$?
     if [ "$rc" -ne 0 ]; then
         cat "$out" >&2
         die "milter-bench $* failed (exit $rc; errors: $(jnum "$out" errors), first: $(jnum "$out" first_error))"

@@ -346,7 +346,7 @@ impl Metrics {
 
         let stage_family = Family::<Labels, AtomicHistogram, _>::new_with_constructor(|| AtomicHistogram::new(LATENCY_BOUNDS));
         let stages = STAGES.iter().map(|s| stage_family.get_or_create(&vec![("stage", s.to_string())]).clone()).collect();
-        registry.register("answer_seconds", "Time to answer one milter event, by stage", stage_family);
+        registry.register("answer_seconds", "Time to answer one milter event or policy-door step, by stage", stage_family);
 
         let grey_family = Family::<Labels, Counter>::default();
         let grey = GreyOutcome::ALL

@@ -408,17 +408,7 @@ impl Session {
         if self.trace {
             self.shared.log.emit(&catalog::EVENT_TRACE, Some(&self.sid), &[&"<", &format!("{cmd:?}")]);
         }
-        let stage = match &cmd {
-            Command::Connect { .. } => Some(0),
-            Command::Helo { .. } => Some(1),
-            Command::Mail { .. } => Some(2),
-            Command::Rcpt { .. } => Some(3),
-            Command::Data => Some(4),
-            Command::Header { .. } => Some(5),
-            Command::EndOfHeaders => Some(6),
-            Command::EndOfMessage(_) => Some(7),
-            _ => None,
-        };
+        let stage = stage_of(&cmd);
         let started = stage.map(|_| Instant::now());
         let silent = self.negotiated.is_some_and(|n| n.no_reply(&cmd));
         let step = match self.dispatch(cmd).await? {
@@ -439,13 +429,19 @@ impl Session {
     /// The policy door's way in: one SMTP step, and the verdict for it (refusals counted for
     /// #721 as the milter door counts them). Steps that are no check's business answer Continue.
     pub async fn decide(&mut self, cmd: Command) -> Result<Verdict, ProtocolError> {
-        match self.dispatch(cmd).await? {
+        let stage = stage_of(&cmd);
+        let started = stage.map(|_| Instant::now());
+        let verdict = match self.dispatch(cmd).await? {
             Outcome::Answer(verdict) => {
                 self.count_refusal(&verdict);
-                Ok(verdict)
+                verdict
             }
-            Outcome::Done(_) => Ok(Verdict::Continue),
+            Outcome::Done(_) => Verdict::Continue,
+        };
+        if let (Some(i), Some(t)) = (stage, started) {
+            self.shared.metrics.observe_stage(i, t.elapsed().as_secs_f64());
         }
+        Ok(verdict)
     }
 
     async fn dispatch(&mut self, cmd: Command) -> Result<Outcome, ProtocolError> {
@@ -972,6 +968,21 @@ impl Session {
 impl Drop for Session {
     fn drop(&mut self) {
         self.end();
+    }
+}
+
+/// The stage a command's answer time is counted under in /metrics.
+fn stage_of(cmd: &Command) -> Option<usize> {
+    match cmd {
+        Command::Connect { .. } => Some(0),
+        Command::Helo { .. } => Some(1),
+        Command::Mail { .. } => Some(2),
+        Command::Rcpt { .. } => Some(3),
+        Command::Data => Some(4),
+        Command::Header { .. } => Some(5),
+        Command::EndOfHeaders => Some(6),
+        Command::EndOfMessage(_) => Some(7),
+        _ => None,
     }
 }
 

@@ -546,7 +546,7 @@ if [ -z "${E2E_NO_FIGURES:-}" ]; then
     }
     figure_runs() {    # LABEL: 3 runs, prints the median msgs/s
         local label=$1 i rates=() t0 t1 refused0 cpu0 cpu1
-        refused0=$(grep -c 'milter-reject' "$pf/maillog")
+        refused0=$(grep -cE 'milter-reject|NOQUEUE: reject' "$pf/maillog")
         cpu0=$(milter_cpu_ticks)
         for i in 1 2 3; do
             t0=$(date +%s.%N)
@@ -564,7 +564,7 @@ if [ -z "${E2E_NO_FIGURES:-}" ]; then
             cpu="; milter CPU $(awk "BEGIN{printf \"%.0f\", ($cpu1-$cpu0)*1e6/$(getconf CLK_TCK)/(3*$FIG_MSGS)}") us/msg"
         fi
         echo "FIGURE $label: median $median msgs/s (runs: ${rates[*]}; $FIG_MSGS messages, $FIG_SESS sessions;" \
-            "refused: $(( $(grep -c 'milter-reject' "$pf/maillog") - refused0 ))$cpu)"
+            "refused: $(( $(grep -cE 'milter-reject|NOQUEUE: reject' "$pf/maillog") - refused0 ))$cpu)"
     }
     rm -rf "$pf"
     # Accepted mail is discarded (virtual_transport = discard): the figures are about smtpd and
@@ -605,40 +605,28 @@ CONF
     else
         echo "    no $nullbin: the null-milter figure is skipped"
     fi
-    rm -rf "$pf" "$work/cache.sq3"*
-    mkdir -p "$sockdir"; chmod 755 "$pf" "$pf/queue"; chgrp postfix "$sockdir"; chmod 750 "$sockdir"
-    milter_start "$work/figures.toml" || exit 1
-    POSTFIX_DISCARD=y POSTFIX_CHROOT=y POSTFIX_ADDRS="127.0.0.1 192.0.2.1" \
-        postfix_start "$pf" 2525 "unix:/smtpf-milter/milter.sock" || exit 1
-    swaks --server 192.0.2.1:2525 --from load@example.org --to bob@example.net >/dev/null 2>&1
-    sleep 2
-    swaks --server 192.0.2.1:2525 --from load@example.org --to bob@example.net > "$work/prepass.out" 2>&1 \
-        || echo "    pre-pass refused: $(grep '^<\*\*' "$work/prepass.out")"
-    figure_runs "postfix + smtpf-milter"
-    postfix_stop "$pf"
-    milter_stop
-    # The policy door instead of the milter (check_policy_service, inet as postgrey is usually
-    # wired): with the same checks, then with greylisting alone; then postgrey itself, when
-    # installed (.ci/run installs it), with the same delay.
-    prepass() {
+    # A fresh Postfix (and daemon, when CONFIG is given) asking MILTER and/or POLICY-SERVICE;
+    # the load's tuple passes greylisting once before the runs, so nothing is refused.
+    checked_figure() {   # LABEL CONFIG MILTER POLICY-SERVICE
+        rm -rf "$pf" "$work/cache.sq3"*
+        mkdir -p "$sockdir"; chmod 755 "$pf" "$pf/queue"; chgrp postfix "$sockdir"; chmod 750 "$sockdir"
+        if [ -n "$2" ]; then milter_start "$2" || exit 1; fi
+        POSTFIX_POLICY=$4 POSTFIX_DISCARD=y POSTFIX_CHROOT=y POSTFIX_ADDRS="127.0.0.1 192.0.2.1" \
+            postfix_start "$pf" 2525 "$3" || exit 1
         swaks --server 192.0.2.1:2525 --from load@example.org --to bob@example.net >/dev/null 2>&1
         sleep 2
         swaks --server 192.0.2.1:2525 --from load@example.org --to bob@example.net > "$work/prepass.out" 2>&1 \
             || echo "    pre-pass refused: $(grep '^<\*\*' "$work/prepass.out")"
-    }
-    policy_figure() {   # LABEL CONFIG POLICY-SERVICE
-        rm -rf "$pf" "$work/cache.sq3"*
-        mkdir -p "$sockdir"; chmod 755 "$pf" "$pf/queue"; chgrp postfix "$sockdir"; chmod 750 "$sockdir"
-        if [ -n "$2" ]; then milter_start "$2" || exit 1; fi
-        POSTFIX_POLICY=$3 POSTFIX_DISCARD=y POSTFIX_CHROOT=y POSTFIX_ADDRS="127.0.0.1 192.0.2.1" \
-            postfix_start "$pf" 2525 "" || exit 1
-        prepass
         figure_runs "$1"
         postfix_stop "$pf"
         milter_stop
     }
+    checked_figure "postfix + smtpf-milter" "$work/figures.toml" "unix:/smtpf-milter/milter.sock" ""
+    # The policy door instead of the milter (check_policy_service, inet as postgrey is usually
+    # wired): with the same checks, then with greylisting alone; then postgrey itself, when
+    # installed (.ci/run installs it), with the same delay.
     { cat "$work/figures.toml"; echo 'policy-socket = "inet:10024@127.0.0.1"'; } > "$work/figures-policy.toml"
-    policy_figure "postfix + smtpf-milter policy door, all checks" "$work/figures-policy.toml" inet:127.0.0.1:10024
+    checked_figure "postfix + smtpf-milter policy door, all checks" "$work/figures-policy.toml" "" inet:127.0.0.1:10024
     cat > "$work/figures-grey.toml" <<CONF
 milter-socket = "unix:$sock"
 milter-socket-mode = "0666"
@@ -651,15 +639,16 @@ grey-key = "ip,mail,rcpt"
 grey-ipv4-prefix = 24
 grey-temp-fail-period = 1
 CONF
-    policy_figure "postfix + smtpf-milter policy door, greylisting only (postgrey's key)" "$work/figures-grey.toml" inet:127.0.0.1:10024
+    checked_figure "postfix + smtpf-milter policy door, greylisting only (postgrey's key)" "$work/figures-grey.toml" "" inet:127.0.0.1:10024
     if command -v postgrey >/dev/null && id postgrey >/dev/null 2>&1; then
         mkdir -p "$work/postgrey"
         chown postgrey "$work/postgrey"
         postgrey --inet=127.0.0.1:10023 --dbdir="$work/postgrey" --delay=1 --user=postgrey --group=nogroup \
             --pidfile="$work/postgrey.pid" --daemonize 2>> "$work/postgrey.log"
         for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/10023) 2>/dev/null && break; sleep 0.1; done
-        policy_figure "postfix + postgrey $(dpkg-query -W -f '${Version}' postgrey 2>/dev/null)" "" inet:127.0.0.1:10023
-        kill "$(cat "$work/postgrey.pid" 2>/dev/null)" 2>/dev/null
+        # In milter_pid, so that its CPU is reported and milter_stop (or the exit trap) stops it.
+        milter_pid=$(cat "$work/postgrey.pid" 2>/dev/null)
+        checked_figure "postfix + postgrey $(dpkg-query -W -f '${Version}' postgrey 2>/dev/null)" "" "" inet:127.0.0.1:10023
     else
         echo "    postgrey is not installed: its figure is skipped"
     fi
