@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Mutation testing of the check files with cargo-mutants: each file is mutated on its own, and only
+# Mutation testing of the check files and the policy door with cargo-mutants: each file is mutated on its own, and only
 # the library's unit tests and the integration test binaries that reach the file are built and run
 # for each mutant. A file fails when fewer than MUTANTS_MIN percent (default 90) of its viable
 # mutants are caught: caught / (caught + missed). Mutants that do not build (unviable) and those
@@ -10,21 +10,23 @@
 #   MUTANTS_OUT   where the reports go, one mutants.out per file, and the build directory the runs
 #                 share (default: smtpf-milter-mutants in the temporary directory; kept, so a
 #                 second run builds only what changed)
-# Needs cargo-mutants (cargo install --locked cargo-mutants). On 2 cores the five files take about
-# two and a half hours, most of it building each mutant.
+# Needs cargo-mutants (cargo install --locked cargo-mutants). On 2 cores the five check files take
+# about two and a half hours, most of it building each mutant.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 min=${MUTANTS_MIN:-90}
 out=${MUTANTS_OUT:-${TMPDIR:-/tmp}/smtpf-milter-mutants}
 
 # Each file and the integration test binaries that exercise it.
-files=(src/checks/mx.rs src/checks/dnslist.rs src/checks/dupmsg.rs src/checks/greylist.rs src/checks/listing.rs)
+files=(src/checks/mx.rs src/checks/dnslist.rs src/checks/dupmsg.rs src/checks/greylist.rs src/checks/listing.rs src/policy_door.rs src/postfix_policy.rs)
 declare -A reach=(
     [src/checks/mx.rs]="mx greylist verbose metrics"
     [src/checks/dnslist.rs]="dnslist listing uribl verbose"
     [src/checks/dupmsg.rs]="greylist redis hostile verbose metrics"
     [src/checks/greylist.rs]="greylist greylist_spf greylist_whitelist redis hostile mx verbose metrics"
     [src/checks/listing.rs]="listing mx greylist verbose metrics"
+    [src/policy_door.rs]="policy_door bench_tool"
+    [src/postfix_policy.rs]="policy_door"
 )
 [ $# -eq 0 ] || files=("$@")
 
