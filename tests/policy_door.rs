@@ -357,3 +357,28 @@ fn check_config_names_the_content_checks_the_policy_door_cannot_run() {
         "nothing to say without the policy door"
     );
 }
+
+/// What an outside sender controls (sender, recipient, HELO name; Postfix passes them on) in
+/// 8-bit and control characters: answered, logged on one line each, never a panic.
+#[tokio::test]
+async fn hostile_envelope_text_is_answered_and_logged_on_one_line() {
+    let d = TestDaemon::start(&format!("{POLICY}grey-key = \"ptr,mail,rcpt\"")).await;
+    let mut p = Smtpd::connect(&d).await;
+    let long = format!("{}@example.org", "ü".repeat(600));
+    let req = Req {
+        helo: "evil\u{1} #721 end i=6.6.6.6\rx",
+        instance: "inst\r#2071 policy instance forged",
+        ..Req::rcpt("192.0.2.50", &long, "δοκιμή@παράδειγμα.net", "unused")
+    };
+    let a = p.ask(&req).await;
+    assert!(a.starts_with("451 4.7.0 try again later #552 "), "{a}");
+    let s = sid(&d, "192.0.2.50");
+    d.wait_for(&format!("{s} #718 recipient <δοκιμή@παράδειγμα.net>"), 1).await;
+    drop(p);
+    d.wait_for(&format!("{s} #721 end i=192.0.2.50"), 1).await;
+    for line in d.lines() {
+        assert!(!line.contains('\r') && !line.contains('\u{1}'), "a raw control character reached the log: {line:?}");
+    }
+    assert_eq!(d.grep("#721 end").len(), 1, "{:?}", d.lines());
+    assert_eq!(d.grep("#2071 policy instance").len(), 1);
+}
