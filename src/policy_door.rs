@@ -119,6 +119,9 @@ struct Conversation {
     /// Postfix's `instance` of the transaction in progress, its refusal at MAIL, whether a
     /// recipient went through us, whether the report header was prepended, whether it ended.
     instance: Option<String>,
+    /// The sender of the transaction in progress: with it, a Postfix that sends no `instance`
+    /// still starts a new transaction for each message.
+    sender: String,
     mail_refusal: Option<Verdict>,
     recipients: u32,
     ended: bool,
@@ -165,6 +168,7 @@ impl Conversation {
             helo: None,
             session_refusal: None,
             instance: None,
+            sender: String::new(),
             mail_refusal: None,
             recipients: 0,
             ended: false,
@@ -224,7 +228,8 @@ impl Conversation {
             return "DUNNO".to_string();
         }
         let instance = request.get("instance").unwrap_or_default();
-        if self.instance.as_deref() != Some(instance) {
+        let sender = request.get("sender").unwrap_or_default();
+        if self.instance.as_deref() != Some(instance) || self.sender != sender {
             self.start_transaction(request, instance).await;
         } else if self.ended {
             // Postfix asks nothing after END-OF-MESSAGE for one instance; if it does, the
@@ -283,6 +288,7 @@ impl Conversation {
     /// Starts the transaction of a new `instance` (MAIL), ending the previous one.
     async fn start_transaction(&mut self, request: &Request, instance: &str) {
         self.instance = Some(instance.to_string());
+        self.sender = request.get("sender").unwrap_or_default().to_string();
         self.mail_refusal = None;
         self.recipients = 0;
         self.ended = false;

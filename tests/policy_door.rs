@@ -382,3 +382,15 @@ async fn hostile_envelope_text_is_answered_and_logged_on_one_line() {
     assert_eq!(d.grep("#721 end").len(), 1, "{:?}", d.lines());
     assert_eq!(d.grep("#2071 policy instance").len(), 1);
 }
+
+/// A Postfix that sends no `instance` (or repeats one): each new sender is a new transaction.
+#[tokio::test]
+async fn a_new_sender_is_a_new_transaction_without_instance() {
+    let d = TestDaemon::start(&format!("{POLICY}grey-key = \"ptr,mail,rcpt\"")).await;
+    let mut p = Smtpd::connect(&d).await;
+    p.ask(&Req::rcpt("192.0.2.60", "a@example.org", "b@example.net", "")).await;
+    p.ask(&Req::rcpt("192.0.2.60", "a@example.org", "c@example.net", "")).await;
+    p.ask(&Req::rcpt("192.0.2.60", "z@example.org", "b@example.net", "")).await;
+    assert_eq!(d.grep("#717 sender <a@example.org>").len(), 1, "{:?}", d.lines());
+    assert_eq!(d.grep("#717 sender <z@example.org>").len(), 1, "{:?}", d.lines());
+}
