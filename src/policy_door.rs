@@ -298,12 +298,9 @@ impl Conversation {
             pairs.push(("i".into(), qid.to_string()));
         }
         let _ = self.step(Command::Macro { stage: b'M', pairs }).await;
-        let params = match request.get("size").and_then(|s| s.parse::<u64>().ok()) {
-            Some(n) if n > 0 => vec![format!("SIZE={n}")],
-            _ => Vec::new(),
-        };
+        // No ESMTP parameters: Postfix does not pass them on, and no check reads SIZE.
         let sender = bracketed(request.get("sender").unwrap_or_default());
-        let verdict = self.step(Command::Mail { sender, params }).await;
+        let verdict = self.step(Command::Mail { sender, params: Vec::new() }).await;
         if let Some(session) = &self.session {
             if let Some(tx) = &session.tx {
                 self.shared.log.emit(

@@ -68,6 +68,7 @@ struct Req<'a> {
     instance: &'a str,
     sasl: &'a str,
     size: &'a str,
+    queue_id: &'a str,
 }
 
 impl<'a> Req<'a> {
@@ -83,6 +84,7 @@ impl<'a> Req<'a> {
             instance,
             sasl: "",
             size: "0",
+            queue_id: "",
         }
     }
 
@@ -90,7 +92,7 @@ impl<'a> Req<'a> {
         format!(
             "request=smtpd_access_policy\nprotocol_state={}\nprotocol_name=ESMTP\nclient_address={}\nclient_name={}\nclient_port={}\n\
              reverse_client_name={}\nserver_address=192.0.2.25\nserver_port=25\nhelo_name={}\nsender={}\nrecipient={}\n\
-             recipient_count=0\nqueue_id=\ninstance={}\nsize={}\netrn_domain=\nstress=\nsasl_method=\nsasl_username={}\n\
+             recipient_count=0\nqueue_id={}\ninstance={}\nsize={}\netrn_domain=\nstress=\nsasl_method=\nsasl_username={}\n\
              sasl_sender=\nccert_subject=\nccert_issuer=\nccert_fingerprint=\nencryption_protocol=\nencryption_cipher=\n\
              encryption_keysize=0\npolicy_context=\ncompatibility_level=3.6\nmail_version=3.7.11\n\n",
             self.state,
@@ -101,6 +103,7 @@ impl<'a> Req<'a> {
             self.helo,
             self.sender,
             self.recipient,
+            self.queue_id,
             self.instance,
             self.size,
             self.sasl
@@ -175,7 +178,8 @@ async fn first_sight_temp_fails_at_rcpt_and_the_retry_passes_with_the_report_hea
     let m = d.wait_for(&format!("{s3} #720 message tid="), 1).await;
     assert!(m[0].contains(" b=1234 r=2/0 "), "{m:?}");
     drop(p);
-    d.wait_for(&format!("{s3} #721 end i=192.0.2.1"), 1).await;
+    let end = d.wait_for(&format!("{s3} #721 end i=192.0.2.1"), 1).await;
+    assert!(end[0].contains(" h=\"client.example.org\" "), "the HELO name reached the session: {end:?}");
 }
 
 #[tokio::test]
@@ -393,4 +397,82 @@ async fn a_new_sender_is_a_new_transaction_without_instance() {
     p.ask(&Req::rcpt("192.0.2.60", "z@example.org", "b@example.net", "")).await;
     assert_eq!(d.grep("#717 sender <a@example.org>").len(), 1, "{:?}", d.lines());
     assert_eq!(d.grep("#717 sender <z@example.org>").len(), 1, "{:?}", d.lines());
+}
+
+/// Requests at CONNECT, HELO and MAIL get the verdict of that step (a client or sender refused
+/// there), as when check_policy_service sits in smtpd_client_restrictions or
+/// smtpd_sender_restrictions; the HELO name is looked up once per session, not per request.
+#[tokio::test]
+async fn earlier_states_get_their_own_step_s_verdict() {
+    let dir = tempfile::tempdir().unwrap();
+    let map = dir.path().join("access.cf");
+    std::fs::write(&map, "Connect:192.0.2.70 REJECT\nFrom:spam@example.org REJECT\nHelo:friendly.example.org OK\n").unwrap();
+    let d = TestDaemon::start(&format!("{POLICY}grey-key = \"ptr,mail,rcpt\"\naccess-map = \"{}\"", map.display())).await;
+    let mut p = Smtpd::connect(&d).await;
+    let connect = Req { state: "CONNECT", helo: "", sender: "", recipient: "", ..Req::rcpt("192.0.2.70", "", "", "") };
+    let a = p.ask(&connect).await;
+    assert!(a.starts_with("550 5.7.1 "), "a client refused at CONNECT: {a}");
+    let mail = Req { state: "MAIL", recipient: "", ..Req::rcpt("192.0.2.71", "spam@example.org", "", "h1") };
+    let a = p.ask(&mail).await;
+    assert!(a.starts_with("550 5.7.1 "), "a sender refused at MAIL: {a}");
+    // The HELO name's white-listing is logged once for the session's three requests.
+    for r in ["a@example.net", "b@example.net", "c@example.net"] {
+        let req = Req { helo: "friendly.example.org", ..Req::rcpt("192.0.2.72", "x@example.org", r, "h2") };
+        assert_eq!(p.ask(&req).await, "DUNNO", "white-listed by HELO: not greylisted");
+    }
+    assert_eq!(d.grep("#923 helo friendly.example.org").len(), 1, "{:?}", d.grep("#923"));
+    assert!(d.grep("#2070").is_empty(), "every state was understood: {:?}", d.grep("#2070"));
+}
+
+/// Postfix gone before the answer is written: the session's #721 says io_error.
+#[tokio::test]
+async fn a_peer_gone_before_the_answer_marks_the_session_io_error() {
+    let d = TestDaemon::start(&format!("{POLICY}grey-key = \"ptr,mail,rcpt\"")).await;
+    let mut p = Smtpd::connect(&d).await;
+    // One answered request first, so that the session exists when the peer vanishes.
+    p.ask(&Req::rcpt("192.0.2.80", "a@example.org", "b@example.net", "j1")).await;
+    // A new transaction costs DNS lookups (the sender's MX, SPF): the peer is gone well before
+    // its answer is ready.
+    let next = Req::rcpt("192.0.2.80", "z@example.org", "c@example.net", "j2").text();
+    let Smtpd { r, mut w } = p;
+    w.write_all(next.as_bytes()).await.unwrap();
+    let stream = r.into_inner().reunite(w).unwrap().into_std().unwrap();
+    stream.shutdown(std::net::Shutdown::Both).unwrap();
+    drop(stream);
+    let end = d.wait_for("#721 end i=192.0.2.80", 1).await;
+    assert!(end[0].contains("io_error"), "{end:?}");
+}
+
+/// The client as Postfix names it (verified name, PTR), its queue id and an access-map DISCARD:
+/// each reaches the session as the milter's macros would.
+#[tokio::test]
+async fn names_queue_ids_data_and_discard_reach_the_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let map = dir.path().join("access.cf");
+    std::fs::write(&map, "Connect:192.0.2.91 DISCARD\n").unwrap();
+    let d = TestDaemon::start(&format!("{POLICY}grey-key = \"ptr,mail,rcpt\"\naccess-map = \"{}\"", map.display())).await;
+    let mut p = Smtpd::connect(&d).await;
+    // A verified name: #637 shows it and greylisting keys the client by its domain.
+    let named = Req { name: "mail7.client.example.com", ..Req::rcpt("192.0.2.90", "a@example.org", "b@example.net", "k1") };
+    assert!(p.ask(&named).await.starts_with("451 "));
+    let s = sid(&d, "192.0.2.90");
+    assert_eq!(d.grep(&format!("{s} #637 start mail7.client.example.com [192.0.2.90]:40000")).len(), 1, "{:?}", d.lines());
+    d.wait_for(&format!("{s} #387 grey listed {{grey:client.example.com,a@example.org,b@example.net}}"), 1).await;
+    // Postfix's queue id, from the first request of a transaction or a later one.
+    let first = Req { queue_id: "QID1", ..Req::rcpt("192.0.2.90", "c@example.org", "b@example.net", "k2") };
+    p.ask(&first).await;
+    d.wait_for(&format!("{s} #2005 queue-id QID1 tid="), 1).await;
+    p.ask(&Req::rcpt("192.0.2.90", "e@example.org", "b@example.net", "k3")).await;
+    let later = Req { queue_id: "QID2", ..Req::rcpt("192.0.2.90", "e@example.org", "f@example.net", "k3") };
+    p.ask(&later).await;
+    d.wait_for(&format!("{s} #2005 queue-id QID2 tid="), 1).await;
+    // DATA after RCPT requests of ours: decided already, nothing asked twice.
+    let data = Req { state: "DATA", ..Req::rcpt("192.0.2.90", "e@example.org", "f@example.net", "k3") };
+    assert_eq!(p.ask(&data).await, "DUNNO");
+    assert_eq!(d.grep("#718 recipient <f@example.net>").len(), 1);
+    // An access-map DISCARD is answered where it can be: at END-OF-MESSAGE.
+    let rcpt = Req::rcpt("192.0.2.91", "a@example.org", "b@example.net", "k4");
+    p.ask(&rcpt).await;
+    let eom = Req { state: "END-OF-MESSAGE", recipient: "", ..rcpt.clone() };
+    assert_eq!(p.ask(&eom).await, "DISCARD");
 }
