@@ -69,6 +69,8 @@ struct Req<'a> {
     sasl: &'a str,
     size: &'a str,
     queue_id: &'a str,
+    /// `reverse_client_name`; empty: the same as `name`.
+    ptr: &'a str,
 }
 
 impl<'a> Req<'a> {
@@ -85,6 +87,7 @@ impl<'a> Req<'a> {
             sasl: "",
             size: "0",
             queue_id: "",
+            ptr: "",
         }
     }
 
@@ -99,7 +102,7 @@ impl<'a> Req<'a> {
             self.ip,
             self.name,
             self.port,
-            self.name,
+            if self.ptr.is_empty() { self.name } else { self.ptr },
             self.helo,
             self.sender,
             self.recipient,
@@ -470,9 +473,19 @@ async fn names_queue_ids_data_and_discard_reach_the_session() {
     let data = Req { state: "DATA", ..Req::rcpt("192.0.2.90", "e@example.org", "f@example.net", "k3") };
     assert_eq!(p.ask(&data).await, "DUNNO");
     assert_eq!(d.grep("#718 recipient <f@example.net>").len(), 1);
+    // Asked only at END-OF-MESSAGE: the queue id still reaches the log.
+    let eom_only = Req { state: "END-OF-MESSAGE", queue_id: "QID3", ..Req::rcpt("192.0.2.90", "g@example.org", "", "k5") };
+    assert_eq!(p.ask(&eom_only).await, "DUNNO");
+    d.wait_for(&format!("{s} #2005 queue-id QID3 tid="), 1).await;
+    // An unconfirmed PTR name (Postfix's reverse_client_name) is the session's p=.
+    let ptr = Req { ptr: "dyn-192-0-2-92.pool.example.net", ..Req::rcpt("192.0.2.92", "a@example.org", "b@example.net", "k6") };
+    p.ask(&ptr).await;
     // An access-map DISCARD is answered where it can be: at END-OF-MESSAGE.
     let rcpt = Req::rcpt("192.0.2.91", "a@example.org", "b@example.net", "k4");
     p.ask(&rcpt).await;
     let eom = Req { state: "END-OF-MESSAGE", recipient: "", ..rcpt.clone() };
     assert_eq!(p.ask(&eom).await, "DISCARD");
+    drop(p);
+    let end = d.wait_for("#721 end i=192.0.2.92", 1).await;
+    assert!(end[0].contains(" p=\"dyn-192-0-2-92.pool.example.net\" "), "{end:?}");
 }
