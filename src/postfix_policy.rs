@@ -149,6 +149,9 @@ mod tests {
         assert_eq!(read_all(many.as_bytes()).await[0], Err(ReadError::TooManyAttributes));
         let just = format!("sender={}\n\n", "x".repeat(MAX_LINE - "sender=".len()));
         assert!(read_all(just.as_bytes()).await[0].is_ok(), "a line of exactly MAX_LINE bytes is read");
+        // The same line cut off by the peer before its newline: truncated, not too long.
+        let cut = format!("sender={}", "x".repeat(MAX_LINE - "sender=".len()));
+        assert_eq!(read_all(cut.as_bytes()).await[0], Err(ReadError::Truncated));
         assert_eq!(read_all(b"").await[0], Err(ReadError::Closed));
     }
 
