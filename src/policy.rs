@@ -130,7 +130,6 @@ impl Policy {
 
     /// Whether any URI list is configured (the body must then be kept for scanning).
     pub fn scans_uris(&self) -> bool {
-        let c = &self.config;
-        (!c.uri_bl.is_empty() || !c.uri_dns_bl.is_empty()) && c.uri_max_test > 0
+        self.config.scans_uris()
     }
 }

@@ -78,8 +78,7 @@ pub async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(stream: S, shar
         let action = match AssertUnwindSafe(conversation.answer(&request)).catch_unwind().await {
             Ok(action) => action,
             Err(panic) => {
-                let sid = conversation.session.as_ref().map(|s| s.sid.clone());
-                shared.log.emit(&catalog::SESSION_PANIC, sid.as_ref(), &[&panic_text(panic.as_ref())]);
+                shared.log.emit(&catalog::SESSION_PANIC, conversation.sid(), &[&panic_text(panic.as_ref())]);
                 break;
             }
         };
@@ -88,14 +87,12 @@ pub async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(stream: S, shar
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
                 conversation.io_error();
-                let sid = conversation.session.as_ref().map(|s| s.sid.clone());
-                shared.log.emit(&catalog::IO_ERROR, sid.as_ref(), &[&e]);
+                shared.log.emit(&catalog::IO_ERROR, conversation.sid(), &[&e]);
                 break;
             }
             Err(_) => {
                 conversation.io_error();
-                let sid = conversation.session.as_ref().map(|s| s.sid.clone());
-                shared.log.emit(&catalog::WRITE_TIMEOUT, sid.as_ref(), &[&timeout.as_secs()]);
+                shared.log.emit(&catalog::WRITE_TIMEOUT, conversation.sid(), &[&timeout.as_secs()]);
                 break;
             }
         }
@@ -116,14 +113,17 @@ struct Conversation {
     helo: Option<String>,
     /// A refusal of the whole session (CONNECT, HELO), answered to every later request.
     session_refusal: Option<Verdict>,
-    /// Postfix's `instance` of the transaction in progress, its refusal at MAIL, whether a
-    /// recipient went through us, whether the report header was prepended, whether it ended.
+    /// Postfix's `instance` of the transaction in progress.
     instance: Option<String>,
     /// The sender of the transaction in progress: with it, a Postfix that sends no `instance`
     /// still starts a new transaction for each message.
     sender: String,
+    /// The transaction's refusal at MAIL, answered to each of its recipients.
     mail_refusal: Option<Verdict>,
+    /// Recipients of the transaction asked about through us (a later DATA request is then
+    /// decided already).
     recipients: u32,
+    /// Whether END-OF-MESSAGE was asked (the transaction is over).
     ended: bool,
 }
 
@@ -173,6 +173,11 @@ impl Conversation {
             recipients: 0,
             ended: false,
         }
+    }
+
+    /// The session id of the session in progress, for the connection's own lines.
+    fn sid(&self) -> Option<&crate::ids::SessionId> {
+        self.session.as_ref().map(|s| &s.sid)
     }
 
     fn io_error(&mut self) {

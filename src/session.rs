@@ -408,16 +408,11 @@ impl Session {
         if self.trace {
             self.shared.log.emit(&catalog::EVENT_TRACE, Some(&self.sid), &[&"<", &format!("{cmd:?}")]);
         }
-        let stage = stage_of(&cmd);
-        let started = stage.map(|_| Instant::now());
         let silent = self.negotiated.is_some_and(|n| n.no_reply(&cmd));
-        let step = match self.dispatch(cmd).await? {
+        let step = match self.timed_dispatch(cmd).await? {
             Outcome::Answer(verdict) => self.answer(verdict, silent),
             Outcome::Done(step) => step,
         };
-        if let (Some(i), Some(t)) = (stage, started) {
-            self.shared.metrics.observe_stage(i, t.elapsed().as_secs_f64());
-        }
         if self.trace {
             if let Step::Respond(r) = &step {
                 self.shared.log.emit(&catalog::EVENT_TRACE, Some(&self.sid), &[&">", &format!("{r:?}")]);
@@ -429,19 +424,25 @@ impl Session {
     /// The policy door's way in: one SMTP step, and the verdict for it (refusals counted for
     /// #721 as the milter door counts them). Steps that are no check's business answer Continue.
     pub async fn decide(&mut self, cmd: Command) -> Result<Verdict, ProtocolError> {
-        let stage = stage_of(&cmd);
-        let started = stage.map(|_| Instant::now());
-        let verdict = match self.dispatch(cmd).await? {
+        match self.timed_dispatch(cmd).await? {
             Outcome::Answer(verdict) => {
                 self.count_refusal(&verdict);
-                verdict
+                Ok(verdict)
             }
-            Outcome::Done(_) => Verdict::Continue,
-        };
+            Outcome::Done(_) => Ok(Verdict::Continue),
+        }
+    }
+
+    /// [`Session::dispatch`], its time counted under the command's stage in /metrics (both
+    /// doors).
+    async fn timed_dispatch(&mut self, cmd: Command) -> Result<Outcome, ProtocolError> {
+        let stage = stage_of(&cmd);
+        let started = stage.map(|_| Instant::now());
+        let outcome = self.dispatch(cmd).await?;
         if let (Some(i), Some(t)) = (stage, started) {
             self.shared.metrics.observe_stage(i, t.elapsed().as_secs_f64());
         }
-        Ok(verdict)
+        Ok(outcome)
     }
 
     async fn dispatch(&mut self, cmd: Command) -> Result<Outcome, ProtocolError> {

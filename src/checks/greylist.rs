@@ -19,7 +19,7 @@ use crate::log::catalog;
 use crate::metrics::GreyOutcome;
 use crate::reply::catalog as replies;
 use crate::reply::{HeaderChange, Reply, Verdict};
-use crate::session::{Session, Shown};
+use crate::session::{Session, Shown, Transaction};
 use crate::store::{Record, Store, StoreError};
 
 /// Outcome of one key.
@@ -32,6 +32,15 @@ enum KeyOutcome {
     FailOpen,
     /// Content greylisting: let DATA through and decide at end of message.
     Defer,
+}
+
+/// The recipients greylisting decides on: the policy door's one (`only`), else the transaction's.
+fn decided<'a>(only: &'a [String], tx: &'a Transaction) -> &'a [String] {
+    if only.is_empty() {
+        &tx.recipients
+    } else {
+        only
+    }
 }
 
 /// How stale a passed record may get before a use refreshes it (seconds).
@@ -51,6 +60,8 @@ impl Session {
 
     /// Greylists the transaction's recipients, or `only` that one.
     async fn greylist(&mut self, only: Option<&str>) -> Verdict {
+        // Empty (no allocation) on the milter door's DATA path.
+        let only: Vec<String> = only.map(|r| vec![r.to_string()]).unwrap_or_default();
         let policy = self.policy().clone();
         let cfg = &policy.config;
         let Some(store) = self.store().cloned() else { return Verdict::Continue };
@@ -68,10 +79,7 @@ impl Session {
             return Verdict::Continue;
         }
         let Some(ip) = client_info.ip else { return Verdict::Continue };
-        let recipients = match only {
-            Some(r) => vec![r.to_string()],
-            None => tx.recipients.clone(),
-        };
+        let recipients = decided(&only, tx);
         // postgrey's whitelists: the client, or any recipient (one exempt recipient passes the
         // message, as one passing recipient does).
         if let Some(list) = &policy.grey_whitelist {
@@ -96,7 +104,7 @@ impl Session {
                     period = n as i64;
                 }
             }
-            for r in &recipients {
+            for r in recipients {
                 if let Some(hit) = map.lookup_mail(Tag::GreyTo, bare_address(r)) {
                     if let Action::Seconds(n) = hit.action {
                         period = period.min(n as i64);
@@ -165,7 +173,7 @@ impl Session {
         let host_key = format!("grey:{}", head.iter().take(host_elements).cloned().collect::<Vec<_>>().join(","));
         let per_rcpt = cfg.grey_key.contains(&KeyWord::Rcpt);
         let keys: Vec<String> = if per_rcpt {
-            recipients.iter().map(|r| format!("grey:{},{}", head.join(","), key_address(r)).replace(":,", ":")).collect()
+            decided(&only, tx).iter().map(|r| format!("grey:{},{}", head.join(","), key_address(r)).replace(":,", ":")).collect()
         } else {
             vec![format!("grey:{}", head.join(","))]
         };

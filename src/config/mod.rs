@@ -404,6 +404,12 @@ impl Config {
         }
     }
 
+    /// Whether a URI list is on: the message must then be kept and scanned (the milter keeps the
+    /// body for it; the policy door, which has no body, says it cannot).
+    pub fn scans_uris(&self) -> bool {
+        (!self.uri_bl.is_empty() || !self.uri_dns_bl.is_empty()) && self.uri_max_test > 0
+    }
+
     /// Settings that are valid but probably not what the admin wants: each is a sentence naming
     /// the key. Logged at start and reload (#2042) and printed by `check-config`.
     pub fn warnings(&self) -> Vec<String> {
@@ -431,7 +437,7 @@ impl Config {
             if self.dupmsg_ttl > 0 {
                 content.push("dupmsg");
             }
-            if (!self.uri_bl.is_empty() || !self.uri_dns_bl.is_empty()) && self.uri_max_test > 0 {
+            if self.scans_uris() {
                 content.push("uri-bl");
             }
             if self.grey_content {
