@@ -145,6 +145,12 @@ async fn first_sight_temp_fails_at_rcpt_and_the_retry_passes_with_the_report_hea
     assert_eq!(a, format!("451 4.7.0 try again later #552 {s1}"));
     d.wait_for(&format!("{s1} #387 grey listed {{grey:192.0.2.1,alice@example.org,bob@example.net}} for 600 seconds"), 1).await;
     assert_eq!(db_value(&d, "grey:192.0.2.1,alice@example.org,bob@example.net").as_deref(), Some("4"));
+    // /metrics times the policy door's steps under the same stages as the milter's.
+    let exposition = d.running().shared().metrics.render();
+    for stage in ["connect", "helo", "mail", "rcpt"] {
+        let sample = format!("smtpf_milter_answer_seconds_count{{stage=\"{stage}\"}} 1\n");
+        assert!(exposition.contains(&sample), "{sample:?} in\n{exposition}");
+    }
     // The summary lines of a milter session, from the same session id.
     assert_eq!(d.grep(&format!("{s1} #637 start [192.0.2.1]:40000")).len(), 1, "{:?}", d.lines());
     let tid = d.wait_for(&format!("{s1} #2071 policy instance a1.1 tid="), 1).await[0].rsplit('=').next().unwrap().to_string();
