@@ -24,18 +24,32 @@ pub struct Line<'a> {
     pub text: &'a str,
 }
 
-/// Finds our line in `raw`: after a syslog or journal prefix ending in `smtpf-milter[PID]: `,
-/// or the whole line as the daemon writes it on stderr. None for anything else.
+/// Finds our line in `raw`: the whole line as the daemon writes it on stderr, or the message of
+/// a syslog or journal line whose program tag is `smtpf-milter[PID]`. The tag is the line's
+/// first `]: `, so another program's line that merely quotes ours (a Postfix reject naming a
+/// HELO of `smtpf-milter[1]: ... #721 ...`) is not taken for one. None for anything else.
 pub fn parse_line(raw: &str) -> Option<Line<'_>> {
-    let rest = match raw.find("smtpf-milter[") {
-        Some(i) => {
-            let after = &raw[i..];
-            let end = after.find("]: ")?;
-            &after[end + 3..]
-        }
-        None => raw,
-    };
-    let rest = rest.trim_end_matches(['\r', '\n']);
+    let raw = raw.trim_end_matches(['\r', '\n']);
+    if let Some(line) = parse_message(raw) {
+        return Some(line);
+    }
+    parse_message(tagged(raw, |tag| tag.strip_prefix("smtpf-milter[").is_some_and(all_digits))?)
+}
+
+/// The message of a syslog or journal line whose program tag `tag_ok` accepts (the tag is the
+/// last word before the line's first `]: `, without its `]`).
+fn tagged(raw: &str, tag_ok: impl Fn(&str) -> bool) -> Option<&str> {
+    let (head, message) = raw.split_once("]: ")?;
+    let tag = head.rsplit(' ').next().unwrap_or(head);
+    tag_ok(tag).then_some(message)
+}
+
+fn all_digits(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// `SID #NUM text` or `#NUM text`, our line without a prefix.
+fn parse_message(rest: &str) -> Option<Line<'_>> {
     let (sid, rest) = if rest.starts_with('#') {
         (None, rest)
     } else {
@@ -239,8 +253,9 @@ impl Reader {
                 r.sessions_ended += 1;
                 let fields = fields(l.text);
                 if let Some((passed, mails)) = field(&fields, "m").and_then(|m| m.split_once('/')) {
-                    r.messages_accepted += passed.parse::<u64>().unwrap_or(0);
-                    r.transactions += mails.parse::<u64>().unwrap_or(0);
+                    // Sums of numbers read from a file: saturating, so an absurd line cannot wrap them.
+                    r.messages_accepted = r.messages_accepted.saturating_add(passed.parse().unwrap_or(0));
+                    r.transactions = r.transactions.saturating_add(mails.parse().unwrap_or(0));
                 }
                 let refusals: u64 = field(&fields, "R").and_then(|n| n.parse().ok()).unwrap_or(0);
                 if refusals > 0 {
@@ -286,7 +301,8 @@ impl Reader {
                 if let Some(key) = key_between(l.text, "grey passed {", "} after ") {
                     self.tuples.entry(key.to_string()).or_default().1 = true;
                     r.greylisting.passed += 1;
-                    let age: i64 = l.text.rsplit(' ').nth(1).and_then(|n| n.parse().ok()).unwrap_or(0);
+                    // A delay is never negative; none is longer than a record lives (a year is plenty).
+                    let age: i64 = l.text.rsplit(' ').nth(1).and_then(|n| n.parse().ok()).unwrap_or(0).clamp(0, 366 * 86_400);
                     self.delays.push(age);
                     // The sender is the first element holding an '@'.
                     let domain = key
@@ -296,7 +312,7 @@ impl Reader {
                         .unwrap_or_else(|| "(no sender in key)".into());
                     let d = self.domains.entry(domain).or_default();
                     d.0 += 1;
-                    d.1 += age;
+                    d.1 = d.1.saturating_add(age);
                 }
             }
             2065 | 2066 => r.greylisting.whitelisted += 1,
@@ -326,12 +342,15 @@ impl Reader {
     /// then adds the reconciliation.
     pub fn postfix_line(&mut self, raw: &str) {
         let tally = self.postfix.get_or_insert_with(PostfixTally::default);
-        if !raw.contains("postfix/") && !raw.contains("postfix[") {
-            return;
-        }
-        if let Some(i) = raw.find("disconnect from ") {
+        // Only Postfix's own lines, by their program tag (postfix/smtpd[PID], postfix-in/..., or
+        // postfix[PID]): a line of ours quoting "disconnect from" in a sender is not one.
+        let is_postfix = |tag: &str| {
+            let (name, pid) = tag.split_once('[').unwrap_or((tag, ""));
+            name.starts_with("postfix") && all_digits(pid)
+        };
+        let Some(message) = tagged(raw, is_postfix) else { return };
+        if let Some(rest) = message.strip_prefix("disconnect from ") {
             tally.disconnects += 1;
-            let rest = &raw[i + "disconnect from ".len()..];
             let ip = rest.split_once('[').and_then(|(_, t)| t.split_once(']')).map(|(ip, _)| ip).unwrap_or("unknown");
             // "data=1" (or "data=1/1"): a message was accepted in this session.
             let sent = rest.split(' ').any(|w| {
@@ -346,7 +365,7 @@ impl Reader {
             return;
         }
         // "postfix/smtpd[123]: 4QxYz1abc: client=..." : a queue id.
-        if let Some((qid, _)) = raw.split_once("]: ").and_then(|(_, tail)| tail.split_once(": ")) {
+        if let Some((qid, _)) = message.split_once(": ") {
             if !qid.is_empty() && qid.chars().all(|c| c.is_ascii_alphanumeric()) {
                 tally.queue_ids.insert(qid.to_string());
             }
@@ -587,9 +606,44 @@ mod tests {
             "#",
             "#99999999 overflow",
             "x y #387",
+            // Another program's line quoting one of ours (a client's HELO name) is not ours.
+            "Dec  5 00:31:00 mx postfix/smtpd[7]: NOQUEUE: reject: RCPT from x[198.51.100.7]: 550 no; helo=<smtpf-milter[1]: 0 #721 end i=198.51.100.7 m=999/999 R=1 l=\"550 5.7.0 x #525 S\">",
+            "Dec  5 00:31:00 mx smtpf-milterX[1]: 0 #721 end",
         ] {
             assert_eq!(parse_line(other), None, "{other}");
         }
+    }
+
+    #[test]
+    fn absurd_numbers_in_a_line_neither_wrap_nor_panic() {
+        let mut r = Reader::default();
+        for _ in 0..2 {
+            r.line(
+                "S1 #721 end i=192.0.2.1 p=\"\" f=\"\" h=\"x\" m=18446744073709551615/18446744073709551615 b=0 R=0 t=0 l=\"\"",
+            );
+            r.line("S1 #2069 grey passed {grey:192.0.2.1,a@b.example,c@d.example} after 9223372036854775807 seconds");
+        }
+        let report = r.finish();
+        assert_eq!((report.messages_accepted, report.transactions), (u64::MAX, u64::MAX));
+        assert_eq!(report.greylisting.passed, 2);
+    }
+
+    #[test]
+    fn only_postfix_s_own_lines_count_as_its_disconnects() {
+        let mut r = Reader::default();
+        for line in [
+            "Dec  5 00:31:00 mx postfix/smtpd[7]: disconnect from unknown[192.0.2.1] ehlo=1 mail=1 rcpt=0/1 quit=1 commands=3/4",
+            "Dec  5 00:31:01 mx postfix/smtpd[7]: disconnect from a.example[192.0.2.2] ehlo=1 mail=1 rcpt=1 data=1 quit=1 commands=5",
+            // Ours, quoting a sender that reads like Postfix's line: not a disconnect.
+            "Dec  5 00:31:02 mx smtpf-milter[1]: S1 #717 sender <disconnect from x[6.6.6.6]@example.org> tid=T1 f=\"\" x=\"\"",
+            // Another program's line, with postfix/ in its text.
+            "Dec  5 00:31:03 mx cron[9]: postfix/smtpd[7]: disconnect from y[6.6.6.7] commands=0",
+        ] {
+            r.postfix_line(line);
+        }
+        let p = r.finish().postfix.expect("a reconciliation");
+        assert_eq!((p.disconnects, p.zero_message_disconnects), (2, 1));
+        assert_eq!(p.by_client, vec![("192.0.2.1".to_string(), 1, 0)]);
     }
 
     #[test]
