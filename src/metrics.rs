@@ -45,6 +45,9 @@ impl MetricsListen {
             if !path.starts_with('/') {
                 return Err(format!("\"{text}\": a unix socket needs an absolute path"));
             }
+            // The milter socket's rules for a unix path (its length limit), so that check-config
+            // refuses what binding would.
+            crate::milter::listen::SocketSpec::parse(&format!("unix:{path}"))?;
             return Ok(Some(MetricsListen::Unix(path.into())));
         }
         match text.parse::<std::net::SocketAddr>() {
@@ -551,6 +554,8 @@ mod tests {
         assert_eq!(MetricsListen::parse("[::1]:9894"), Ok(Some(MetricsListen::Tcp("[::1]:9894".parse().unwrap()))));
         assert_eq!(MetricsListen::parse("unix:/run/m.sock"), Ok(Some(MetricsListen::Unix("/run/m.sock".into()))));
         assert_eq!(MetricsListen::parse("/run/m.sock"), Ok(Some(MetricsListen::Unix("/run/m.sock".into()))));
+        let long = format!("unix:/{}", "x".repeat(100));
+        assert!(MetricsListen::parse(&long).unwrap_err().contains("limited to 100 bytes"), "refused as the milter socket is");
         for bad in ["9894", "localhost:9894", "127.0.0.1:0", "unix:rel.sock", "127.0.0.1"] {
             assert!(MetricsListen::parse(bad).is_err(), "{bad}");
         }

@@ -5,8 +5,8 @@
 //! It is started after the milter socket and never stops mail: an address that cannot be opened
 //! is logged (#2068) and the daemon serves without it. The address is bound by the milter
 //! socket's own code. A client must send its request headers within 10 s and is done within
-//! 30 s, at most 16 connections are served at once, and anything other than `GET /metrics` gets
-//! 404 or 405.
+//! 30 s, each connection carries one request (no keep-alive), at most 16 connections are served
+//! at once, and anything other than `GET /metrics` gets 404 or 405.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -62,6 +62,9 @@ where
         let connection = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(Duration::from_secs(10))
+            // One scrape per connection: a kept-alive connection would meet the lifetime bound
+            // below in the middle of a later scrape and cut it off.
+            .keep_alive(false)
             .serve_connection(TokioIo::new(stream), service);
         let _ = tokio::time::timeout(CONNECTION_LIFETIME, connection).await;
         drop(slot);

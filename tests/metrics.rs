@@ -110,6 +110,14 @@ async fn a_scrape_shows_each_session_and_survives_a_reload() {
 
     assert_eq!(http(port, "GET / HTTP/1.1").await.0, "HTTP/1.1 404 Not Found");
     assert_eq!(http(port, "POST /metrics HTTP/1.1").await.0, "HTTP/1.1 405 Method Not Allowed");
+
+    // A scraper asking for keep-alive (Prometheus does) gets its answer and the connection
+    // closed: a kept connection would be cut by the lifetime bound in the middle of a later scrape.
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n").await.unwrap();
+    let mut text = String::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut text)).await.expect("closed after one answer").unwrap();
+    assert!(text.starts_with("HTTP/1.1 200 OK") && text.ends_with("# EOF\n"), "{text}");
 }
 
 /// An address that cannot be opened is logged and the milter serves all the same.
