@@ -367,7 +367,7 @@ impl Metrics {
         let lists = Family::<Labels, Counter>::default();
         registry.register(
             "list_lookups",
-            "DNS list answers by option (dns-bl, dns-wl, dns-gl, uri-bl), list and result (listed, failed)",
+            "DNS list lookups by option (dns-bl, dns-wl, dns-gl, uri-bl, uri-dns-bl), list and result (queried, listed, timeout, error)",
             lists.clone(),
         );
         let verdicts = Family::<Labels, Counter>::default();
