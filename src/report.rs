@@ -279,11 +279,18 @@ impl Reader {
                     *r.listings.entry(format!("{option} {list}")).or_default() += 1;
                 }
             }
-            119 | 124 | 126 | 134 | 136 | 138 | 923 | 974..=976 => {
-                // The entry that matched is the last parenthesised word, when there is one.
-                let entry = l.text.rsplit_once(" (").map(|(_, e)| e.trim_end_matches(')')).unwrap_or(l.text);
-                *r.listings.entry(format!("access-map {entry}")).or_default() += 1;
+            119 | 124 | 126 | 134 | 136 | 138 | 923 => {
+                // The entry that matched is the last parenthesised word (the HELO name or address
+                // before it is the client's; the key after it is ours).
+                if let Some((_, entry)) = l.text.rsplit_once(" (") {
+                    *r.listings.entry(format!("access-map {}", entry.trim_end_matches(')'))).or_default() += 1;
+                }
             }
+            // smtpf's DISCARD lines name the client, not the entry: counted by kind, so a client's
+            // HELO name never becomes a row of its own.
+            974 => *r.listings.entry("access-map DISCARD (Connect:)".into()).or_default() += 1,
+            975 => *r.listings.entry("access-map DISCARD (message)".into()).or_default() += 1,
+            976 => *r.listings.entry("access-map DISCARD (Helo:)".into()).or_default() += 1,
             387 | 394 => {
                 let key = key_between(l.text, "grey listed {", "} for ")
                     .or_else(|| key_between(l.text, "grey-content listed {", "} for "));
@@ -612,6 +619,17 @@ mod tests {
         ] {
             assert_eq!(parse_line(other), None, "{other}");
         }
+    }
+
+    #[test]
+    fn access_map_listings_are_counted_by_entry_never_by_client_text() {
+        let mut r = Reader::default();
+        r.line("S1 #923 helo evil (x) host OK (Helo:friendly.example)");
+        r.line("S1 #976 helo spam-4711.example DISCARD");
+        r.line("S2 #976 helo spam-4712.example DISCARD");
+        let report = r.finish();
+        let rows: Vec<(&str, u64)> = report.listings.iter().map(|(k, n)| (k.as_str(), *n)).collect();
+        assert_eq!(rows, vec![("access-map DISCARD (Helo:)", 2), ("access-map Helo:friendly.example", 1)]);
     }
 
     #[test]
