@@ -28,10 +28,10 @@
 #   c.     a freshly started milter, then IDLE idle MTA connections (CONNECT + HELO each): RSS.
 #   d.     RECORDS greylist records prefilled into a fresh state file (milter-bench prefill), the
 #          milter started on it, warm-up, RUNS runs: median, and the ratio to (a).
-#   f.     the policy door (policy-socket of the same config): RUNS runs of `milter-bench policy`
+#   e.     the policy door (policy-socket of the same config): RUNS runs of `milter-bench policy`
 #          (the first with --warm-up), one RCPT request per recipient over CONNECTIONS persistent
 #          connections: requests/s and answer latency.
-#   e.     the markdown summary (machine, date, every figure with its single runs).
+#   f.     the markdown summary (machine, date, every figure with its single runs).
 #
 # Environment (defaults in brackets): RUNS [5], MESSAGES [20000], CONNECTIONS [32],
 # NEW_TUPLES [0.2], HALF_RUNS [RUNS], IDLE [2000], RECORDS [1000000], PER_CONNECTION [5],
@@ -131,7 +131,8 @@ start_milter() { # CONFIG LOG
     milter_pid=$!
     # Opening a large state file checks it first: allow a minute.
     for _ in $(seq 1 600); do
-        [ -S "$work/m.sock" ] && return 0
+        # The policy socket is bound just after the milter's: wait for both.
+        [ -S "$work/m.sock" ] && [ -S "$work/p.sock" ] && return 0
         kill -0 "$milter_pid" 2>/dev/null || { tail -20 "$2" >&2; die "the milter did not start"; }
         sleep 0.1
     done
@@ -257,14 +258,14 @@ full_peak=$(jnum "$work/full.$RUNS.json" milter_peak_rss_kib)
 stop_milter
 records_d=$(store_counts "$work/cache-prefilled.sq3")
 
-# ---- f. the policy door: the same checks asked by Postfix's check_policy_service ------------
+# ---- e. the policy door: the same checks asked by Postfix's check_policy_service ------------
 start_milter "$work/all.toml" "$work/milter-f.log"
 for r in $(seq 1 "$RUNS"); do
     warm=()
     [ "$r" -eq 1 ] && warm=(--warm-up)
     bench "$work/policy.$r.json" policy --socket "unix:$work/p.sock" "${warm[@]}" \
         --connections "$CONNECTIONS" --messages "$MESSAGES" --new-tuples "$NEW_TUPLES"
-    say "f. policy door $r/$RUNS: $(jnum "$work/policy.$r.json" requests_per_s) requests/s, p99 $(jnum "$work/policy.$r.json" p99_us) us"
+    say "e. policy door $r/$RUNS: $(jnum "$work/policy.$r.json" requests_per_s) requests/s, p99 $(jnum "$work/policy.$r.json" p99_us) us"
 done
 policy_runs=$(for r in $(seq 1 "$RUNS"); do jnum "$work/policy.$r.json" requests_per_s; done)
 policy_median=$(echo "$policy_runs" | median)
@@ -274,7 +275,7 @@ policy_p99s=$(for r in $(seq 1 "$RUNS"); do jnum "$work/policy.$r.json" p99_us; 
 policy_p99=$(echo "$policy_p99s" | median)
 stop_milter
 
-# ---- e. summary --------------------------------------------------------------------------
+# ---- f. summary --------------------------------------------------------------------------
 warm_count=$(grep -o '"warm_up":{"transactions":[0-9]*' "$work/milter.1.json" | grep -o '[0-9]*$' || echo 0)
 new_per_run=$(awk -v m="$MESSAGES" -v s="$NEW_TUPLES" 'BEGIN { printf "%d", m * s }')
 cpu=$(grep -m1 -E '^(model name|Model|cpu model)' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ *//' || true)
