@@ -21,7 +21,8 @@ pub const TRANSACTION: usize = EVENTS.len();
 /// Latencies are recorded in µs, 3 significant digits, up to this value (longer ones saturate).
 const LAT_MAX_US: u64 = 120_000_000;
 
-fn histogram() -> Histogram<u64> {
+/// An empty latency histogram (µs), the bounds every figure of the bench uses.
+pub fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, LAT_MAX_US, 3).expect("valid histogram bounds")
 }
 
@@ -510,7 +511,7 @@ pub async fn worker(target: Target, plan: Arc<Plan>, id: usize) -> Tally {
 }
 
 /// Number of the first warm-up message (its queue id and Message-ID stay apart from the run's).
-pub const WARM_UP_BASE: u64 = 1 << 40;
+const WARM_UP_BASE: u64 = 1 << 40;
 
 /// One transaction for every known tuple: each PTR domain × each known sender, with all
 /// recipients. Returns the tally (not part of the measured run).

@@ -80,16 +80,8 @@ struct Args {
     /// a milter doing only greylisting answers).
     #[arg(long, value_name = "STEPS", default_value = "all", value_parser = parse_raw_replies, requires = "raw_ceiling")]
     raw_replies: Needs,
-    /// Concurrent MTA connections (workers; each has at most one transaction in flight).
-    #[arg(long, default_value_t = 32)]
-    connections: usize,
-    /// Transactions to run in total.
-    #[arg(long, default_value_t = 20_000)]
-    messages: u64,
-    /// Share (0..=1) of messages from a never-seen client host and sender, so greylisting has to
-    /// write a new tuple; each uses its own connection.
-    #[arg(long, default_value_t = 0.2)]
-    new_tuples: f64,
+    #[command(flatten)]
+    work: Workload,
     /// Known-tuple transactions per connection before QUIT and reconnect.
     #[arg(long, default_value_t = 5)]
     per_connection: u32,
@@ -99,13 +91,6 @@ struct Args {
     /// Open-loop pacing: message i is not started before start + i / RATE.
     #[arg(long, value_name = "MSGS_PER_S")]
     rate: Option<f64>,
-    /// Before the measured run, send one transaction for every known tuple (not counted), then
-    /// wait --warm-up-wait seconds.
-    #[arg(long)]
-    warm_up: bool,
-    /// Seconds to wait after the warm-up (longer than the milter's grey-temp-fail-period).
-    #[arg(long, value_name = "SECS", default_value_t = 2.0)]
-    warm_up_wait: f64,
     /// Instead of a load run: open N connections (CONNECT and HELO each), hold them, report the
     /// milter's memory, then QUIT them all.
     #[arg(long, value_name = "N")]
@@ -118,9 +103,64 @@ struct Args {
     /// costs the milter real DNS lookups (default: known addresses, DNS from cache).
     #[arg(long)]
     fresh_addresses: bool,
+}
+
+/// The options the load run and `policy` share: how much load, the warm-up, the output.
+#[derive(clap::Args, Debug)]
+struct Workload {
+    /// Concurrent connections (the load run: MTA connections, each with at most one transaction
+    /// in flight; `policy`: policy connections, one per simulated smtpd process).
+    #[arg(long, default_value_t = 32)]
+    connections: usize,
+    /// Messages to run in total (`policy`: one request per recipient, 1 to 3 each).
+    #[arg(long, default_value_t = 20_000)]
+    messages: u64,
+    /// Share (0..=1) of messages from a never-seen client host and sender, so greylisting has to
+    /// write a new tuple (the load run: each on its own connection).
+    #[arg(long, default_value_t = 0.2)]
+    new_tuples: f64,
+    /// Before the measured run, send every known tuple once (not counted), then wait
+    /// --warm-up-wait seconds.
+    #[arg(long)]
+    warm_up: bool,
+    /// Seconds to wait after the warm-up (longer than the server's greylisting period).
+    #[arg(long, value_name = "SECS", default_value_t = 2.0)]
+    warm_up_wait: f64,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+}
+
+impl Workload {
+    /// Why these options cannot run, if they cannot.
+    fn invalid(&self) -> Option<&'static str> {
+        (!(0.0..=1.0).contains(&self.new_tuples) || self.connections == 0)
+            .then_some("--new-tuples must be within 0..=1, --connections at least 1")
+    }
+}
+
+/// The socket to bench, or the exit status after saying why it is not one.
+fn target_of(spec: &str) -> Result<Target, ExitCode> {
+    parse_target(spec).map_err(|e| {
+        eprintln!("milter-bench: {e}");
+        ExitCode::from(2)
+    })
+}
+
+/// A run id unique to this run (keeps its hosts, senders and ids apart from earlier runs') and
+/// the seed that spreads its new hosts.
+fn run_identity() -> (String, u64) {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    (format!("{:x}{:x}", now.as_secs(), now.subsec_nanos()), now.as_secs().wrapping_mul(1_000_003) ^ now.subsec_nanos() as u64)
+}
+
+/// Prints a report as JSON or as its text.
+fn print_report(json: bool, report: &impl serde::Serialize, text: impl FnOnce() -> String) {
+    if json {
+        println!("{}", serde_json::to_string(report).unwrap_or_default());
+    } else {
+        print!("{}", text());
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -165,66 +205,36 @@ struct PolicyArgs {
     /// The policy socket: unix:/path, inet:PORT@HOST, inet:HOST:PORT or a bare /path.
     #[arg(long)]
     socket: String,
-    /// Concurrent policy connections (Postfix: one per smtpd process).
-    #[arg(long, default_value_t = 32)]
-    connections: usize,
-    /// Messages to run (1 to 3 recipients each, one request per recipient).
-    #[arg(long, default_value_t = 20_000)]
-    messages: u64,
-    /// Share (0..=1) of messages from a never-seen client host and sender.
-    #[arg(long, default_value_t = 0.2)]
-    new_tuples: f64,
-    /// Before the measured run, ask once for every known tuple (not counted), then wait
-    /// --warm-up-wait seconds.
-    #[arg(long)]
-    warm_up: bool,
-    /// Seconds to wait after the warm-up (longer than the server's greylisting delay).
-    #[arg(long, value_name = "SECS", default_value_t = 2.0)]
-    warm_up_wait: f64,
+    #[command(flatten)]
+    work: Workload,
     /// A label for the report.
     #[arg(long, default_value = "")]
     label: String,
-    /// Print one JSON object instead of text.
-    #[arg(long)]
-    json: bool,
 }
 
 /// Runs `milter-bench policy`.
 async fn policy_run(a: PolicyArgs) -> ExitCode {
-    if !(0.0..=1.0).contains(&a.new_tuples) || a.connections == 0 {
-        eprintln!("milter-bench policy: --new-tuples must be within 0..=1, --connections at least 1");
+    if let Some(why) = a.work.invalid() {
+        eprintln!("milter-bench policy: {why}");
         return ExitCode::from(2);
     }
-    let target = match parse_target(&a.socket) {
+    let target = match target_of(&a.socket) {
         Ok(t) => t,
-        Err(e) => {
-            eprintln!("milter-bench: {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    let run_id = format!("{:x}{:x}", now.as_secs(), now.subsec_nanos());
-    if a.warm_up {
+    let (run_id, seed) = run_identity();
+    if a.work.warm_up {
         if let Err(e) = policy::warm_up(&target, &run_id).await {
             eprintln!("milter-bench policy: warm-up: {e}");
             return ExitCode::FAILURE;
         }
-        tokio::time::sleep(Duration::from_secs_f64(a.warm_up_wait.max(0.0))).await;
+        tokio::time::sleep(Duration::from_secs_f64(a.work.warm_up_wait.max(0.0))).await;
     }
-    let plan = policy::PolicyPlan {
-        messages: a.messages,
-        new_tuples: a.new_tuples,
-        seed: now.as_secs().wrapping_mul(1_000_003) ^ now.subsec_nanos() as u64,
-        run_id,
-        next: AtomicU64::new(0),
-    };
+    let plan =
+        policy::PolicyPlan { messages: a.work.messages, new_tuples: a.work.new_tuples, seed, run_id, next: AtomicU64::new(0) };
     let label = if a.label.is_empty() { a.socket.clone() } else { a.label.clone() };
-    let report = policy::run(target, a.connections, plan, label).await;
-    if a.json {
-        println!("{}", serde_json::to_string(&report).unwrap_or_default());
-    } else {
-        print!("{}", report.text());
-    }
+    let report = policy::run(target, a.work.connections, plan, label).await;
+    print_report(a.work.json, &report, || report.text());
     if report.errors > 0 || report.requests == 0 {
         ExitCode::FAILURE
     } else {
@@ -294,12 +304,9 @@ async fn delay_run(a: DelayArgs) -> ExitCode {
         eprintln!("milter-bench delay: --pool-size, --mtas and --providers must be within 1..=254, --recipients at least 1");
         return ExitCode::from(2);
     }
-    let target = match parse_target(&a.socket) {
+    let target = match target_of(&a.socket) {
         Ok(t) => t,
-        Err(e) => {
-            eprintln!("milter-bench: {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let model = delay::Model {
         scale: a.time_scale,
@@ -317,11 +324,7 @@ async fn delay_run(a: DelayArgs) -> ExitCode {
     };
     let label = if a.label.is_empty() { a.socket.clone() } else { a.label.clone() };
     let report = delay::run(target, model, label).await;
-    if a.json {
-        println!("{}", serde_json::to_string(&report).unwrap_or_default());
-    } else {
-        print!("{}", report.text());
-    }
+    print_report(a.json, &report, || report.text());
     if report.errors > 0 {
         ExitCode::FAILURE
     } else {
@@ -339,8 +342,8 @@ async fn main() -> ExitCode {
         Some(Cmd::Serve { socket, replies, socket_mode }) => return serve(&socket, replies, socket_mode).await,
         None => {}
     }
-    if !(0.0..=1.0).contains(&args.new_tuples) || args.connections == 0 || args.per_connection == 0 {
-        eprintln!("milter-bench: --new-tuples must be within 0..=1, --connections and --per-connection at least 1");
+    if let Some(why) = args.work.invalid().or((args.per_connection == 0).then_some("--per-connection must be at least 1")) {
+        eprintln!("milter-bench: {why}");
         return ExitCode::from(2);
     }
     if args.rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
@@ -365,12 +368,9 @@ async fn main() -> ExitCode {
         (Target::Unix(path), format!("raw-ceiling (replies at {})", needs.reply_steps()))
     } else {
         let spec = args.socket.clone().unwrap_or_default();
-        match parse_target(&spec) {
+        match target_of(&spec) {
             Ok(t) => (t, spec),
-            Err(e) => {
-                eprintln!("milter-bench: {e}");
-                return ExitCode::from(2);
-            }
+            Err(code) => return code,
         }
     };
     // Whose memory to report: the bench itself for the raw ceiling, else --pid or the socket's peer.
@@ -379,24 +379,22 @@ async fn main() -> ExitCode {
     let pid_of = move |peer: &OnceLock<i32>| own_pid.or_else(|| peer.get().copied());
 
     if let Some(n) = args.idle {
-        let rc = idle::idle(&target, n, memory_of, pid_of, args.json).await;
+        let rc = idle::idle(&target, n, memory_of, pid_of, args.work.json).await;
         if let Some(d) = temp_dir {
             let _ = std::fs::remove_dir_all(d);
         }
         return rc;
     }
 
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     let body: Vec<u8> = (0..)
         .map(|n| format!("Line {n:04} of the benchmark body, plain text to fill four kilobytes of message.\r\n"))
         .flat_map(String::into_bytes)
         .take(4096)
         .collect();
-    let run_id = format!("{:x}{:x}", now.as_secs(), now.subsec_nanos());
-    let seed = now.as_secs().wrapping_mul(1_000_003) ^ now.subsec_nanos() as u64;
+    let (run_id, seed) = run_identity();
     let make_plan = |start: Instant| Plan {
-        messages: args.messages,
-        new_tuples: args.new_tuples,
+        messages: args.work.messages,
+        new_tuples: args.work.new_tuples,
         per_connection: args.per_connection,
         deadline: args.duration_limit.map(|s| start + Duration::from_secs_f64(s.max(0.0))),
         start,
@@ -410,7 +408,7 @@ async fn main() -> ExitCode {
     };
 
     let mut warm = None;
-    if args.warm_up {
+    if args.work.warm_up {
         let plan = Arc::new(make_plan(Instant::now()));
         let t = warm_up(&target, &plan).await;
         if t.errors > 0 {
@@ -418,12 +416,12 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
         warm = Some((t.transactions, t.refused));
-        tokio::time::sleep(Duration::from_secs_f64(args.warm_up_wait.max(0.0))).await;
+        tokio::time::sleep(Duration::from_secs_f64(args.work.warm_up_wait.max(0.0))).await;
     }
 
     let start = Instant::now();
     let plan = Arc::new(make_plan(start));
-    let handles: Vec<_> = (0..args.connections).map(|id| tokio::spawn(worker(target.clone(), plan.clone(), id))).collect();
+    let handles: Vec<_> = (0..args.work.connections).map(|id| tokio::spawn(worker(target.clone(), plan.clone(), id))).collect();
     let mut total = Tally::new();
     for h in handles {
         match h.await {
@@ -439,17 +437,17 @@ async fn main() -> ExitCode {
 
     let report = report::Run {
         label: &label,
-        connections: args.connections,
-        messages: args.messages,
-        new_tuples: args.new_tuples,
+        connections: args.work.connections,
+        messages: args.work.messages,
+        new_tuples: args.work.new_tuples,
         rate: args.rate,
         warm,
-        warm_up_wait: args.warm_up_wait,
+        warm_up_wait: args.work.warm_up_wait,
         elapsed,
         total: &total,
         mem: &mem,
     };
-    report.print(args.json);
+    report.print(args.work.json);
     let done = total.transactions;
     if total.errors > 0 || done == 0 {
         ExitCode::FAILURE

@@ -11,20 +11,19 @@
 //! code, `REJECT` or `DEFER...` refuses it. `--warm-up` first asks once for every known tuple.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use smtpf_milter::postfix_policy::read_request;
-use tokio::io::{AsyncWrite, AsyncWriteExt, BufReader};
-use tokio::net::{TcpStream, UnixStream};
+use tokio::io::{AsyncWriteExt, BufReader};
 
 use crate::load::{
-    fresh_client, is_new, known_sender, known_senders, new_sender, pool_client_for, rcpt_count, warm_up_clients, ClientId,
-    MAX_RCPTS, WARM_UP_BASE,
+    fresh_client, histogram, is_new, known_sender, known_senders, new_sender, pool_client_for, rcpt_count, warm_up_clients,
+    ClientId, MAX_RCPTS,
 };
-use crate::target::{Stream, Target};
+use crate::target::{connect, Stream, Target};
 
 /// Longest wait for one answer before it counts as an error.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
@@ -44,17 +43,21 @@ struct Conn {
     w: tokio::io::WriteHalf<Box<dyn Stream>>,
 }
 
-async fn connect(target: &Target) -> Result<Conn, String> {
-    let s: Box<dyn Stream> = match target {
-        Target::Unix(p) => Box::new(UnixStream::connect(p).await.map_err(|e| format!("connect {}: {e}", p.display()))?),
-        Target::Tcp(a) => {
-            let s = TcpStream::connect(a).await.map_err(|e| format!("connect {a}: {e}"))?;
-            let _ = s.set_nodelay(true);
-            Box::new(s)
-        }
-    };
-    let (r, w) = tokio::io::split(s);
-    Ok(Conn { r: BufReader::new(r), w })
+impl Conn {
+    async fn open(target: &Target) -> Result<Conn, String> {
+        let (r, w) = tokio::io::split(connect(target, &OnceLock::new()).await?);
+        Ok(Conn { r: BufReader::new(r), w })
+    }
+
+    /// One request and its action.
+    async fn ask(&mut self, request: &str) -> Result<String, String> {
+        self.w.write_all(request.as_bytes()).await.map_err(|e| format!("write: {e}"))?;
+        let answer = tokio::time::timeout(ANSWER_TIMEOUT, read_request(&mut self.r))
+            .await
+            .map_err(|_| format!("no answer within {}s", ANSWER_TIMEOUT.as_secs()))?
+            .map_err(|e| format!("answer: {e}"))?;
+        answer.get("action").map(str::to_string).ok_or_else(|| format!("an answer without action=: {:?}", answer.attributes))
+    }
 }
 
 /// The request Postfix 3.x sends at RCPT for this client, envelope and instance.
@@ -79,25 +82,11 @@ pub fn lets_through(action: &str) -> bool {
     !(word.starts_with('4') || word.starts_with('5') || matches!(word.as_str(), "REJECT" | "DEFER" | "DEFER_IF_PERMIT"))
 }
 
-impl Conn {
-    /// One request and its action.
-    async fn ask<W: AsyncWrite + Unpin>(
-        w: &mut W,
-        r: &mut BufReader<tokio::io::ReadHalf<Box<dyn Stream>>>,
-        request: &str,
-    ) -> Result<String, String> {
-        w.write_all(request.as_bytes()).await.map_err(|e| format!("write: {e}"))?;
-        let answer = tokio::time::timeout(ANSWER_TIMEOUT, read_request(r))
-            .await
-            .map_err(|_| format!("no answer within {}s", ANSWER_TIMEOUT.as_secs()))?
-            .map_err(|e| format!("answer: {e}"))?;
-        answer.get("action").map(str::to_string).ok_or_else(|| format!("an answer without action=: {:?}", answer.attributes))
-    }
-}
-
 /// What one worker saw.
 pub struct PolicyTally {
     pub lat: Histogram<u64>,
+    /// Messages whose every recipient got an answer.
+    pub messages: u64,
     pub requests: u64,
     pub passed: u64,
     pub refused: u64,
@@ -107,18 +96,18 @@ pub struct PolicyTally {
 
 impl PolicyTally {
     fn new() -> PolicyTally {
-        PolicyTally {
-            lat: Histogram::new_with_bounds(1, 120_000_000, 3).expect("valid histogram bounds"),
-            requests: 0,
-            passed: 0,
-            refused: 0,
-            errors: 0,
-            first_error: None,
-        }
+        PolicyTally { lat: histogram(), messages: 0, requests: 0, passed: 0, refused: 0, errors: 0, first_error: None }
+    }
+
+    /// Counts an error, keeping the first one's text.
+    fn error(&mut self, e: String) {
+        self.errors += 1;
+        self.first_error.get_or_insert(e);
     }
 
     fn merge(&mut self, o: PolicyTally) {
         let _ = self.lat.add(&o.lat);
+        self.messages += o.messages;
         self.requests += o.requests;
         self.passed += o.passed;
         self.refused += o.refused;
@@ -141,7 +130,7 @@ async fn message(
     for r in 0..rcpts {
         let request = rcpt_request(client, sender, &format!("rcpt{r}@example.net"), instance);
         let start = Instant::now();
-        let action = Conn::ask(&mut conn.w, &mut conn.r, &request).await?;
+        let action = conn.ask(&request).await?;
         t.lat.saturating_record((start.elapsed().as_micros() as u64).max(1));
         t.requests += 1;
         if lets_through(&action) {
@@ -150,6 +139,7 @@ async fn message(
             t.refused += 1;
         }
     }
+    t.messages += 1;
     Ok(())
 }
 
@@ -171,11 +161,10 @@ async fn worker(target: Target, plan: Arc<PolicyPlan>, id: usize) -> PolicyTally
         };
         let mut c = match conn.take() {
             Some(c) => c,
-            None => match connect(&target).await {
+            None => match Conn::open(&target).await {
                 Ok(c) => c,
                 Err(e) => {
-                    t.errors += 1;
-                    t.first_error.get_or_insert(e);
+                    t.error(e);
                     continue;
                 }
             },
@@ -183,10 +172,7 @@ async fn worker(target: Target, plan: Arc<PolicyPlan>, id: usize) -> PolicyTally
         let instance = format!("{}.{i}", plan.run_id);
         match message(&mut c, &mut t, &client, &sender, rcpt_count(i), &instance).await {
             Ok(()) => conn = Some(c),
-            Err(e) => {
-                t.errors += 1;
-                t.first_error.get_or_insert(e);
-            }
+            Err(e) => t.error(e),
         }
     }
     t
@@ -194,9 +180,9 @@ async fn worker(target: Target, plan: Arc<PolicyPlan>, id: usize) -> PolicyTally
 
 /// Every known tuple once (each PTR domain × each known sender × every recipient), not counted.
 pub async fn warm_up(target: &Target, run_id: &str) -> Result<(), String> {
-    let mut conn = connect(target).await?;
+    let mut conn = Conn::open(target).await?;
     let mut t = PolicyTally::new();
-    let mut j = WARM_UP_BASE;
+    let mut j = 0u64;
     for client in warm_up_clients() {
         for sender in known_senders() {
             message(&mut conn, &mut t, &client, &sender, MAX_RCPTS, &format!("{run_id}.w{j}")).await?;
@@ -264,10 +250,7 @@ pub async fn run(target: Target, connections: usize, plan: PolicyPlan, label: St
     for h in handles {
         match h.await {
             Ok(t) => total.merge(t),
-            Err(e) => {
-                total.errors += 1;
-                total.first_error.get_or_insert(format!("worker failed: {e}"));
-            }
+            Err(e) => total.error(format!("worker failed: {e}")),
         }
     }
     let elapsed = start.elapsed().as_secs_f64().max(1e-9);
@@ -280,7 +263,7 @@ pub async fn run(target: Target, connections: usize, plan: PolicyPlan, label: St
         elapsed_s: elapsed,
         requests: total.requests,
         requests_per_s: (total.requests as f64 / elapsed * 10.0).round() / 10.0,
-        messages_per_s: (messages as f64 / elapsed * 10.0).round() / 10.0,
+        messages_per_s: (total.messages as f64 / elapsed * 10.0).round() / 10.0,
         passed: total.passed,
         refused: total.refused,
         errors: total.errors,

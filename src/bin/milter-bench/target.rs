@@ -36,8 +36,15 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 /// The MTA side of one milter connection, whatever the socket.
 pub type Client = MtaClient<Box<dyn Stream>>;
 
-/// Connects; the first unix connection also learns the milter's pid (SO_PEERCRED).
+/// Connects a milter client; the first unix connection also learns the milter's pid
+/// (SO_PEERCRED).
 pub async fn open(target: &Target, pid: &OnceLock<i32>) -> Result<Client, String> {
+    Ok(MtaClient::new(connect(target, pid).await?))
+}
+
+/// Connects to the target (unix or TCP, no Nagle delay), for any protocol; the first unix
+/// connection learns the server's pid into `pid`.
+pub async fn connect(target: &Target, pid: &OnceLock<i32>) -> Result<Box<dyn Stream>, String> {
     match target {
         Target::Unix(p) => {
             let s = UnixStream::connect(p).await.map_err(|e| format!("connect {}: {e}", p.display()))?;
@@ -46,12 +53,12 @@ pub async fn open(target: &Target, pid: &OnceLock<i32>) -> Result<Client, String
                     let _ = pid.set(id);
                 }
             }
-            Ok(MtaClient::new(Box::new(s)))
+            Ok(Box::new(s))
         }
         Target::Tcp(a) => {
             let s = TcpStream::connect(a).await.map_err(|e| format!("connect {a}: {e}"))?;
             let _ = s.set_nodelay(true);
-            Ok(MtaClient::new(Box::new(s)))
+            Ok(Box::new(s))
         }
     }
 }
